@@ -1,0 +1,146 @@
+"""The result of a run: draws laid out ``(chain, draw, *event)`` with their statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from . import diagnostics
+
+
+@dataclass
+class Summary:
+    """Posterior summary per coordinate: each field has the event shape.
+
+    Chains that turned non-finite are left out; ``chains_used`` says how many remain.
+    """
+
+    mean: np.ndarray
+    sd: np.ndarray
+    ess_bulk: np.ndarray
+    ess_tail: np.ndarray
+    r_hat: np.ndarray
+    chains_used: int
+    names: list[str] = field(default_factory=list)
+
+    def rows(self) -> list[tuple[str, float, float, float, float, float]]:
+        cols = [self.mean, self.sd, self.ess_bulk, self.ess_tail, self.r_hat]
+        flat = [np.asarray(c).reshape(-1) for c in cols]
+        return [(name, *(float(c[i]) for c in flat)) for i, name in enumerate(self.names)]
+
+    def __str__(self) -> str:
+        head = f"{'':>10} {'mean':>10} {'sd':>10} {'ess_bulk':>9} {'ess_tail':>9} {'r_hat':>7}"
+        lines = [head]
+        rows = self.rows()
+        shown = rows if len(rows) <= 25 else rows[:20] + [None] + rows[-3:]
+        for r in shown:
+            if r is None:
+                lines.append(f"{'...':>10}")
+                continue
+            lines.append(f"{r[0]:>10} {r[1]:>10.4g} {r[2]:>10.4g} {r[3]:>9.0f} {r[4]:>9.0f} "
+                         f"{r[5]:>7.3f}")
+        lines.append(f"({self.chains_used} chains)")
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def to_dataframe(self):
+        """The table as a pandas DataFrame (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=["name", "mean", "sd", "ess_bulk", "ess_tail",
+                                                  "r_hat"]).set_index("name")
+
+
+def _names(event_shape: tuple[int, ...]) -> list[str]:
+    if not event_shape:
+        return ["x"]
+    return [f"x[{','.join(map(str, idx))}]" for idx in np.ndindex(*event_shape)]
+
+
+@dataclass
+class Chains:
+    """Draws and statistics of a run.
+
+    Attributes:
+        samples: kept draws, ``(chain, draw, *event)`` (after burn-in, every ``thin`` steps).
+        energy: energy at each kept draw, ``(chain, draw)``.
+        final: last state's position, ``(chain, *event)``.
+        acceptance_rate: ``(chain,)`` share of accepted proposals after burn-in, or
+            ``None`` for kernels without an accept step (ULA).
+        divergences: ``(chain,)`` divergent proposals after burn-in (0 for ULA).
+        nonfinite_step: ``(chain,)`` step at which the chain was first seen NaN/Inf,
+            ``-1`` where it stayed finite. Its draws from then on are kept as they are.
+        trajectory: every state, ``(chain, burn_in + n_steps, *event)``, if asked for.
+        final_state: the kernel state, to continue a run.
+    """
+
+    samples: Tensor
+    energy: Tensor
+    final: Tensor
+    acceptance_rate: Tensor | None
+    divergences: Tensor
+    nonfinite_step: Tensor
+    trajectory: Tensor | None = None
+    final_state: Any = None
+    seed: int | None = None
+    n_steps: int = 0
+    burn_in: int = 0
+    thin: int = 1
+    kernel: str = ""
+
+    @property
+    def n_chains(self) -> int:
+        return self.samples.shape[0]
+
+    @property
+    def n_draws(self) -> int:
+        return self.samples.shape[1]
+
+    @property
+    def event_shape(self) -> tuple[int, ...]:
+        return tuple(self.samples.shape[2:])
+
+    @property
+    def nonfinite_chains(self) -> list[int]:
+        """Indices of chains that turned NaN/Inf."""
+        return (self.nonfinite_step >= 0).nonzero().flatten().tolist()
+
+    def summary(self) -> Summary:
+        """Mean, sd, bulk and tail ESS and rank-normalised split R-hat per coordinate."""
+        ok = self.nonfinite_step < 0
+        if not bool(ok.any()):
+            raise ValueError("every chain turned non-finite; nothing to summarise "
+                             f"(first bad steps: {self.nonfinite_step.tolist()[:10]})")
+        draws = self.samples[ok.to(self.samples.device)].to(torch.float64)
+        flat = draws.reshape(-1, *self.event_shape)
+        return Summary(
+            mean=flat.mean(0).cpu().numpy(), sd=flat.std(0).cpu().numpy(),
+            ess_bulk=diagnostics.ess_bulk(draws).cpu().numpy(),
+            ess_tail=diagnostics.ess_tail(draws).cpu().numpy(),
+            r_hat=diagnostics.rhat(draws).cpu().numpy(),
+            chains_used=int(ok.sum()), names=_names(self.event_shape))
+
+    def save(self, path: str | Path) -> None:
+        """Write to ``path`` with ``torch.save`` (tensors moved to CPU)."""
+        data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in asdict(self).items()
+                if k != "final_state"}
+        torch.save(data, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Chains:
+        """Read what :meth:`save` wrote."""
+        return cls(**torch.load(Path(path), weights_only=True))
+
+    def __repr__(self) -> str:
+        acc = ("" if self.acceptance_rate is None
+               else f", acceptance={float(self.acceptance_rate.mean()):.3f}")
+        bad = f", nonfinite_chains={self.nonfinite_chains}" if self.nonfinite_chains else ""
+        return (f"Chains(kernel={self.kernel!r}, chains={self.n_chains}, draws={self.n_draws}, "
+                f"event_shape={self.event_shape}{acc}, "
+                f"divergences={int(self.divergences.sum())}{bad})")

@@ -1,0 +1,154 @@
+"""Convergence diagnostics over draws laid out ``(chain, draw, *event)``.
+
+Effective sample size with Geyer's initial monotone sequence and split,
+rank-normalised R-hat, after Vehtari, Gelman, Simpson, Carpenter & Bürkner (2021),
+"Rank-normalization, folding, and localization: an improved R-hat". Computed in
+float64 on the draws' device, vectorised over every coordinate of the event.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["autocorrelation", "ess", "ess_bulk", "ess_tail", "rhat", "split_rhat"]
+
+
+def _as_draws(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """``(chain, draw, K)`` float64 with every event coordinate flattened into ``K``."""
+    t = torch.as_tensor(x).to(torch.float64)
+    t = torch.movedim(t, (chain_axis, draw_axis), (0, 1))
+    if t.ndim < 2:
+        raise ValueError(f"draws need a chain and a draw axis; got shape {tuple(t.shape)}")
+    if t.shape[1] < 4:
+        raise ValueError(f"need at least 4 draws per chain; got {t.shape[1]}")
+    return t.reshape(t.shape[0], t.shape[1], -1)
+
+
+def _event_shape(x, chain_axis: int, draw_axis: int) -> tuple[int, ...]:
+    shape = list(torch.as_tensor(x).shape)
+    for axis in sorted((chain_axis % len(shape), draw_axis % len(shape)), reverse=True):
+        shape.pop(axis)
+    return tuple(shape)
+
+
+def _autocov(x: Tensor) -> Tensor:
+    """Biased autocovariance per chain and coordinate via FFT: ``(m, n, K)``."""
+    n = x.shape[1]
+    centred = x - x.mean(dim=1, keepdim=True)
+    f = torch.fft.rfft(centred, n=2 * n, dim=1)
+    return torch.fft.irfft(f * f.conj(), n=2 * n, dim=1)[:, :n] / n
+
+
+def autocorrelation(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Autocorrelation ``rho_t`` per chain: shape ``(chain, draw, *event)``."""
+    t = _as_draws(x, chain_axis, draw_axis)
+    acov = _autocov(t)
+    rho = acov / acov[:, :1].clamp_min(torch.finfo(torch.float64).tiny)
+    return rho.reshape(t.shape[0], t.shape[1], *_event_shape(x, chain_axis, draw_axis))
+
+
+def _ess(x: Tensor) -> Tensor:
+    """ESS of ``(m, n, K)`` draws (no split, no ranks), Geyer's initial monotone sequence.
+
+    ``rho_t = 1 - (W - mean_chains acov_t) / var_plus``; pairs ``P_k = rho_2k + rho_2k+1``
+    summed while positive, made monotone; ``tau = -1 + 2 sum P_k + rho_even_tail``;
+    ``ess = m n / max(tau, 1/log10(m n))``.
+    """
+    m, n, _ = x.shape
+    acov = _autocov(x)
+    chain_var = acov[:, 0] * n / (n - 1)
+    mean_var = chain_var.mean(0)
+    var_plus = mean_var * (n - 1) / n
+    if m > 1:
+        var_plus = var_plus + x.mean(1).var(0, unbiased=True)
+    rho = 1 - (mean_var - acov.mean(0)) / var_plus              # (n, K)
+    rho[0] = 1.0
+    n_pairs = (n - 1) // 2                                      # pairs (2k, 2k+1) inside n-1
+    even, odd = rho[0: 2 * n_pairs: 2], rho[1: 2 * n_pairs: 2]
+    pairs = even + odd                                          # (n_pairs, K)
+    keep = torch.cumprod((pairs > 0).to(torch.float64), dim=0)
+    keep[0] = 1.0
+    monotone = torch.cummin(torch.where(keep > 0, pairs, torch.inf), dim=0).values
+    kept = torch.where(keep > 0, monotone, 0.0)
+    n_kept = keep.sum(0).long()                                 # pairs before the first drop
+    # The pair where the sequence stopped adds its even term once: the dropped pair's if
+    # positive, or, when the draws ran out first, the last pair's (which then leaves the sum).
+    stopped = n_kept < n_pairs
+    last = torch.where(stopped, n_kept, n_kept - 1)
+    tail = rho.gather(0, (2 * last).unsqueeze(0)).squeeze(0)
+    tail = torch.where(stopped, tail.clamp_min(0.0), tail)
+    drop_last = ~stopped & (torch.arange(n_pairs, device=x.device).unsqueeze(1) == last)
+    kept = kept.masked_fill(drop_last, 0.0)
+    tau = -1 + 2 * kept.sum(0) + tail
+    tau = torch.maximum(tau, torch.full_like(tau, 1 / math.log10(m * n)))
+    out = m * n / tau
+    constant = (acov[:, 0] <= 0).all(0)
+    return torch.where(constant, torch.nan, out)
+
+
+def _split(x: Tensor) -> Tensor:
+    """Split each chain in halves (dropping a middle draw if odd): ``(2m, n//2, K)``."""
+    half = x.shape[1] // 2
+    return torch.cat([x[:, :half], x[:, -half:]], dim=0)
+
+
+def _rank_normalise(x: Tensor) -> Tensor:
+    """``z = Phi^{-1}((r - 3/8) / (S + 1/4))`` with average ranks pooled over all chains."""
+    m, n, k = x.shape
+    flat = x.reshape(m * n, k).T.contiguous()                    # (K, S)
+    ordered = flat.sort(dim=1).values
+    lo = torch.searchsorted(ordered, flat, side="left")
+    hi = torch.searchsorted(ordered, flat, side="right")
+    ranks = (lo + hi + 1).to(torch.float64) / 2
+    z = torch.special.ndtri((ranks - 0.375) / (m * n + 0.25))
+    return z.T.reshape(m, n, k)
+
+
+def _rhat(x: Tensor) -> Tensor:
+    n = x.shape[1]
+    w = x.var(1, unbiased=True).mean(0)
+    b = n * x.mean(1).var(0, unbiased=True)
+    return torch.sqrt(((n - 1) / n * w + b / n) / w)
+
+
+def _reshape(values: Tensor, x, chain_axis: int, draw_axis: int) -> Tensor:
+    return values.reshape(_event_shape(x, chain_axis, draw_axis))
+
+
+def ess(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Plain ESS (no split, no rank normalisation), per coordinate."""
+    return _reshape(_ess(_as_draws(x, chain_axis, draw_axis)), x, chain_axis, draw_axis)
+
+
+def ess_bulk(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Bulk ESS: ESS of the rank-normalised split chains, per coordinate."""
+    t = _split(_as_draws(x, chain_axis, draw_axis))
+    return _reshape(_ess(_rank_normalise(t)), x, chain_axis, draw_axis)
+
+
+def ess_tail(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Tail ESS: min of the ESS of ``1{x <= q05}`` and ``1{x <= q95}`` on split chains."""
+    draws = _as_draws(x, chain_axis, draw_axis)
+    t = _split(draws)
+    q = torch.quantile(draws.reshape(-1, draws.shape[2]),
+                       torch.tensor([0.05, 0.95], dtype=torch.float64, device=t.device), dim=0)
+    low = _ess((t <= q[0]).to(torch.float64))
+    high = _ess((t <= q[1]).to(torch.float64))
+    return _reshape(torch.minimum(low, high), x, chain_axis, draw_axis)
+
+
+def split_rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Split R-hat without rank normalisation (Gelman et al., BDA3)."""
+    return _reshape(_rhat(_split(_as_draws(x, chain_axis, draw_axis))), x, chain_axis, draw_axis)
+
+
+def rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+    """Rank-normalised split R-hat: ``max(Rhat(z(x)), Rhat(z(|x - median|)))``."""
+    t = _split(_as_draws(x, chain_axis, draw_axis))
+    median = torch.quantile(t.reshape(-1, t.shape[2]), 0.5, dim=0)
+    bulk = _rhat(_rank_normalise(t))
+    tail = _rhat(_rank_normalise((t - median).abs()))
+    return _reshape(torch.maximum(bulk, tail), x, chain_axis, draw_axis)

@@ -1,0 +1,215 @@
+"""The one driver: runs any kernel over many chains and returns :class:`Chains`.
+
+Per step it does only what the kernel does plus a handful of in-place updates of
+``(C,)`` counters: no host sync, no per-chain Python. Draws are written into a
+preallocated ``(chain, draw, *event)`` buffer every ``thin`` steps after burn-in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .chains import Chains
+
+__all__ = ["sample"]
+
+Callback = Callable[[int, Any, Any], None]
+
+
+def _int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return value
+
+
+def _progress_bar(enabled: bool, total: int, desc: str):
+    if not enabled or total < 200 or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit="step", leave=False, mininterval=0.25)
+
+
+def _energy_at_draws(kernel, samples: Tensor) -> Tensor:
+    """Energies of kept draws for kernels that do not carry them (ULA), batched."""
+    c, d = samples.shape[:2]
+    flat = samples.reshape(c * d, *samples.shape[2:])
+    chunk = max(c, (1 << 22) // max(1, flat[0].numel()))
+    return torch.cat([kernel.energy(flat[i:i + chunk]) for i in range(0, c * d, chunk)]
+                     ).reshape(c, d)
+
+
+def sample(
+    kernel,
+    x0: Tensor,
+    n_steps: int,
+    *,
+    burn_in: int = 0,
+    thin: int = 1,
+    seed: int | None = None,
+    progress: bool = True,
+    return_trajectory: bool = False,
+    callback: Callback | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 1000,
+) -> Chains:
+    """Run ``kernel`` from ``x0`` for ``burn_in + n_steps`` steps and collect draws.
+
+    Args:
+        kernel: a kernel (``Langevin``, ``MALA``, ``HMC`` or anything with ``init``/``step``).
+        x0: initial states ``(C, *event)``, one chain per row.
+        n_steps: steps after burn-in; ``n_steps // thin`` draws are kept.
+        burn_in: steps run first and discarded (schedules count them).
+        thin: keep every ``thin``-th state after burn-in.
+        seed: seeds the ``torch.Generator`` all noise comes from; ``None`` picks one
+            (recorded in ``Chains.seed``). Same seed, same device: same samples.
+        progress: a tqdm bar on long runs when stderr is a terminal.
+        return_trajectory: also keep every state, burn-in included, in ``Chains.trajectory``.
+        callback: ``callback(step, state, info)`` after every step (``step`` counts from 1).
+        checkpoint: file to save the run to every ``checkpoint_every`` steps and on
+            interruption; if it exists, the run resumes from it and gives the same result
+            as an uninterrupted run.
+
+    Returns:
+        :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
+        ``Chains.nonfinite_step``; its draws are kept as they are.
+    """
+    n_steps = _int("n_steps", n_steps, 1)
+    burn_in = _int("burn_in", burn_in, 0)
+    thin = _int("thin", thin, 1)
+    if thin > n_steps:
+        raise ValueError(f"thin must be <= n_steps ({n_steps}) to keep a draw; got {thin}")
+    checkpoint_every = _int("checkpoint_every", checkpoint_every, 1)
+    if not (hasattr(kernel, "init") and hasattr(kernel, "step")):
+        raise TypeError(f"kernel must have init(x) and step(state, generator); "
+                        f"got {type(kernel).__name__}")
+    if seed is not None:
+        seed = _int("seed", seed, 0)
+    total = burn_in + n_steps
+    if hasattr(kernel, "check_schedules"):
+        kernel.check_schedules(total)
+
+    with torch.no_grad():
+        state = kernel.init(x0)
+        x = state.x
+        c, event = x.shape[0], tuple(x.shape[1:])
+        config = {"kernel": type(kernel).__name__, "n_steps": n_steps, "burn_in": burn_in,
+                  "thin": thin, "shape": (c, *event), "seed": seed}
+        n_draws = n_steps // thin
+        run = {
+            "step": 0,
+            "seed": seed if seed is not None else secrets.randbits(62),
+            "samples": x.new_empty((c, n_draws, *event)),
+            "energy": x.new_full((c, n_draws), float("nan")),
+            "accepted": torch.zeros(c, dtype=torch.long, device=x.device),
+            "divergent": torch.zeros(c, dtype=torch.long, device=x.device),
+            "trajectory": x.new_empty((c, total, *event)) if return_trajectory else None,
+            "has_accept": False,
+        }
+        generator = torch.Generator(device=x.device).manual_seed(run["seed"])
+        path = Path(checkpoint) if checkpoint is not None else None
+        if path is not None and path.exists():
+            state, run = _resume(path, config, state, generator, run)
+
+        bar = _progress_bar(progress, total, getattr(kernel, "name", "sampling"))
+        if bar is not None:
+            bar.update(run["step"])
+        # A consistent point to save on interruption: before a step (with the RNG state
+        # from before it) or after one; never half-way through the bookkeeping.
+        phase, rng_before, t = "done", None, run["step"]
+        try:
+            for t in range(run["step"], total):
+                if path is not None:
+                    rng_before = generator.get_state()
+                phase = "step"
+                new_state, info = kernel.step(state, generator)
+                phase = "book"
+                if t >= burn_in:
+                    if info.accepted is not None:
+                        run["accepted"] += info.accepted
+                        run["has_accept"] = True
+                    if info.divergent is not None:
+                        run["divergent"] += info.divergent
+                if run["trajectory"] is not None:
+                    run["trajectory"][:, t] = new_state.x
+                kept = t + 1 - burn_in
+                if kept > 0 and kept % thin == 0:
+                    run["samples"][:, kept // thin - 1] = new_state.x
+                    if new_state.energy is not None:
+                        run["energy"][:, kept // thin - 1] = new_state.energy
+                state, run["step"], phase = new_state, t + 1, "done"
+                if callback is not None:
+                    callback(t + 1, state, info)
+                if bar is not None:
+                    bar.update()
+                if path is not None and (t + 1) % checkpoint_every == 0 and t + 1 < total:
+                    _save(path, config, state, generator.get_state(), run)
+        except BaseException:
+            if path is not None and phase != "book":
+                _save(path, config, state,
+                      rng_before if phase == "step" else generator.get_state(), run)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+
+        if torch.isnan(run["energy"]).all() and n_draws:
+            run["energy"] = _energy_at_draws(kernel, run["samples"])
+        return _finish(kernel, state, run, config)
+
+
+def _finish(kernel, state, run, config) -> Chains:
+    samples, energy = run["samples"], run["energy"]
+    c = samples.shape[0]
+    n_steps, burn_in, thin = config["n_steps"], config["burn_in"], config["thin"]
+    finite = torch.isfinite(energy) & torch.isfinite(samples.reshape(*energy.shape, -1)).all(-1)
+    first_bad = torch.where(finite.all(1), -1, (~finite).int().argmax(1))
+    nonfinite_step = torch.where(first_bad >= 0, burn_in + (first_bad + 1) * thin, -1)
+    final_bad = ~torch.isfinite(state.x.reshape(c, -1)).all(1)
+    nonfinite_step = torch.where((nonfinite_step < 0) & final_bad,
+                                 burn_in + n_steps, nonfinite_step)
+    bad = (nonfinite_step >= 0).nonzero().flatten().tolist()
+    if bad:
+        steps = nonfinite_step[bad].tolist()
+        listing = ", ".join(f"chain {i} by step {s}" for i, s in list(zip(bad, steps))[:10])
+        warnings.warn(f"{len(bad)} of {c} chains turned non-finite (NaN/Inf): {listing}"
+                      f"{' ...' if len(bad) > 10 else ''}. Their draws are kept as they are and "
+                      f"Chains.summary() leaves them out; reduce the step size.",
+                      RuntimeWarning, stacklevel=3)
+    accepted_share = (run["accepted"].double() / n_steps).to(samples.dtype)
+    return Chains(
+        samples=samples, energy=energy, final=state.x,
+        acceptance_rate=accepted_share if run["has_accept"] else None,
+        divergences=run["divergent"], nonfinite_step=nonfinite_step.long(),
+        trajectory=run["trajectory"], final_state=state, seed=run["seed"],
+        n_steps=n_steps, burn_in=burn_in, thin=thin, kernel=getattr(kernel, "name", ""))
+
+
+def _save(path: Path, config, state, rng_state: Tensor, run) -> None:
+    data = {"config": config, "state": dict(state._asdict()), "generator": rng_state,
+            "run": dict(run)}
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, path)
+
+
+def _resume(path: Path, config, state, generator, run):
+    data = torch.load(path, weights_only=False, map_location=state.x.device)
+    saved = {k: v for k, v in data["config"].items() if k != "seed" or config["seed"] is not None}
+    wanted = {k: v for k, v in config.items() if k != "seed" or config["seed"] is not None}
+    if saved != wanted:
+        raise ValueError(f"checkpoint {str(path)!r} was written by a different run: it has "
+                         f"{data['config']}, this run is {config}")
+    generator.set_state(data["generator"])
+    return type(state)(**data["state"]), data["run"]

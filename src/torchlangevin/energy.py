@@ -1,0 +1,119 @@
+"""Energies, their gradients, and bounded supports.
+
+An energy is any callable mapping a batch of states ``(C, *event)`` to ``(C,)``; the
+target density is ``p(x) ∝ exp(-E(x))``. An object may also define ``grad(x)`` (the
+analytic gradient) and ``energy_and_grad(x)`` (both at once, sharing work); the
+built-in distributions do. Otherwise one ``torch.autograd.grad`` call serves all chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+__all__ = ["Energy", "Box", "energy_and_grad", "check_energy", "check_finite"]
+
+
+@runtime_checkable
+class Energy(Protocol):
+    """``E: (C, *event) -> (C,)``; the target is ``exp(-E)``."""
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+
+def energy_and_grad(
+    energy: Callable[[Tensor], Tensor], x: Tensor, need_energy: bool = True
+) -> tuple[Tensor | None, Tensor]:
+    """Return ``(E(x), ∇E(x))`` for all chains at once.
+
+    Uses ``energy.energy_and_grad`` or ``energy.grad`` when defined, else one
+    ``torch.autograd.grad(E(x).sum(), x)``. With ``need_energy=False`` an analytic
+    energy may skip the energy (returns ``None``); autograd returns it anyway, free.
+    """
+    if need_energy:
+        fused = getattr(energy, "energy_and_grad", None)
+        if fused is not None:
+            return fused(x)
+    grad = getattr(energy, "grad", None)
+    if grad is not None:
+        return (energy(x) if need_energy else None), grad(x)
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        e = energy(xg)
+        (g,) = torch.autograd.grad(e.sum(), xg)
+    return e.detach(), g
+
+
+def check_energy(energy: Callable[[Tensor], Tensor], x: Tensor) -> None:
+    """Fail clearly unless ``energy(x)`` has shape ``(C,)`` for ``x`` of shape ``(C, ...)``."""
+    if not callable(energy):
+        raise TypeError(f"energy must be callable (C, *event) -> (C,); got {type(energy).__name__}")
+    with torch.no_grad():
+        e = energy(x)
+    if not isinstance(e, Tensor) or e.shape != x.shape[:1]:
+        got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+        raise ValueError(
+            f"energy returned {got} for x of shape {tuple(x.shape)}; expected shape "
+            f"({x.shape[0]},): one energy per chain (the chain is the leading dimension)"
+        )
+
+
+def check_finite(name: str, x: Tensor) -> None:
+    """Fail naming the argument and the chains whose entries are NaN or infinite."""
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten().tolist()
+        raise ValueError(f"{name} has non-finite entries (NaN or Inf) in chains {idx[:10]}"
+                         + (f" and {len(idx) - 10} more" if len(idx) > 10 else ""))
+
+
+class Box:
+    """Axis-aligned box ``low <= x <= high`` (bounds broadcast to the event shape).
+
+    ``reflect`` folds a point back in by mirror reflection, as many times as needed:
+    with ``w = high - low``, ``y = (x - low) mod 2w`` and ``x' = low + min(y, 2w - y)``.
+    Reflected Langevin dynamics keeps ``exp(-E)`` restricted to the box stationary;
+    clamping would pile mass on the faces and is not offered.
+    """
+
+    def __init__(self, low: float | Tensor, high: float | Tensor) -> None:
+        low_t = torch.as_tensor(low, dtype=torch.float64)
+        high_t = torch.as_tensor(high, dtype=torch.float64)
+        if not (torch.isfinite(low_t).all() and torch.isfinite(high_t).all()):
+            raise ValueError(f"Box bounds must be finite; got low={low}, high={high}")
+        if not bool((high_t > low_t).all()):
+            raise ValueError(f"Box needs high > low everywhere; got low={low}, high={high}")
+        self.low, self.high = low_t, high_t
+        self._cache: dict[tuple, tuple[Tensor, Tensor, Tensor]] = {}
+
+    def __repr__(self) -> str:
+        return f"Box(low={self.low.tolist()}, high={self.high.tolist()})"
+
+    def _bounds(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        key = (x.device, x.dtype)
+        if key not in self._cache:
+            lo, hi = self.low.to(x.device, x.dtype), self.high.to(x.device, x.dtype)
+            self._cache[key] = (lo, hi, 2 * (hi - lo))
+        return self._cache[key]
+
+    def contains(self, x: Tensor) -> Tensor:
+        """``(C,)`` bool: chain inside the closed box."""
+        lo, hi, _ = self._bounds(x)
+        inside = (x >= lo) & (x <= hi)
+        return inside.reshape(x.shape[0], -1).all(1)
+
+    def reflect(self, x: Tensor) -> Tensor:
+        """Mirror ``x`` back into the box (any distance outside)."""
+        lo, _, period = self._bounds(x)
+        y = torch.remainder(x - lo, period)
+        return torch.minimum(y, period - y).add_(lo)
+
+    def near_boundary(self, x: Tensor, rtol: float = 1e-3) -> Tensor:
+        """``(C,)`` bool: some coordinate within ``rtol * (high - low)`` of a face."""
+        lo, hi, period = self._bounds(x)
+        tol = rtol * period / 2
+        near = ((x - lo) <= tol) | ((hi - x) <= tol)
+        return near.reshape(x.shape[0], -1).any(1)

@@ -1,0 +1,92 @@
+"""The shared maths of the kernels: the Langevin move and the leapfrog integrator.
+
+Parameters (step size, noise scale, inverse mass) are Python floats or tensors that
+broadcast against the state; a per-chain tensor of shape ``(C,)`` is reshaped to
+``(C, 1, ..., 1)`` by :func:`per_chain`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .energy import energy_and_grad
+
+Scalar = float | Tensor
+
+__all__ = ["per_chain", "langevin_move", "langevin_log_ratio", "leapfrog", "event_sum"]
+
+
+def per_chain(value: Scalar, x: Tensor) -> Scalar:
+    """Make a ``(C,)`` tensor broadcast over the event dims of ``x``; floats pass through."""
+    if isinstance(value, Tensor) and value.ndim == 1 and x.ndim > 1:
+        return value.view(-1, *([1] * (x.ndim - 1)))
+    return value
+
+
+def event_sum(x: Tensor) -> Tensor:
+    """Sum over every dimension but the leading (chain) one: ``(C, *event) -> (C,)``."""
+    return x.reshape(x.shape[0], -1).sum(1)
+
+
+def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
+                  noise_scale: Scalar) -> Tensor:
+    """``x' = x - eps * grad + noise_scale * sqrt(2 eps) * noise`` (a new tensor)."""
+    if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor):
+        out = torch.add(x, grad, alpha=-step_size)
+        return out.add_(noise, alpha=noise_scale * math.sqrt(2.0 * step_size))
+    eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
+    sqrt_2eps = torch.sqrt(2 * eps) if isinstance(eps, Tensor) else math.sqrt(2 * eps)
+    return x - eps * grad + (scale * sqrt_2eps) * noise
+
+
+def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
+                       step_size: Scalar, temperature: Scalar) -> Tensor:
+    """``log q(x | y) - log q(y | x)`` for the Langevin proposal, per chain.
+
+    ``q(y | x) = N(y; x - eps grad(x), 2 eps T)``. The forward residual is the noise
+    itself, so ``log q(y|x) = -|xi|^2 / 2`` (constants cancel), and
+    ``log q(x|y) = -|x - y + eps grad(y)|^2 / (4 eps T)``.
+    """
+    eps = per_chain(step_size, x)
+    back = (x - y).add_(eps * grad_y if isinstance(eps, Tensor) else grad_y * eps)
+    denom = 4 * step_size * temperature
+    return 0.5 * event_sum(noise * noise) - event_sum(back * back) / denom
+
+
+def kinetic(p: Tensor, inv_mass: Scalar) -> Tensor:
+    """``K(p) = p^T M^{-1} p / 2`` for scalar or diagonal inverse mass, per chain."""
+    return 0.5 * event_sum(p * p * inv_mass)
+
+
+def leapfrog(
+    energy: Callable[[Tensor], Tensor], x: Tensor, p: Tensor, grad: Tensor,
+    step_size: Scalar, inv_mass: Scalar, n_steps: int, grad_scale: Scalar = 1.0,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``n_steps`` leapfrog steps on ``H = grad_scale * E(x) + K(p)``, from the cached gradient.
+
+    ``p <- p - eps/2 g``; then ``x <- x + eps M^{-1} p``, ``g <- grad E(x)``,
+    ``p <- p - eps g`` (half a step on the last). ``n_steps`` gradient calls; the energy
+    only at the end; ``p`` is updated in place. Returns ``(x, p, E(x), grad E(x))``, the
+    energy and gradient unscaled.
+    """
+    eps, scale = per_chain(step_size, x), per_chain(grad_scale, x)
+    half, full, drift = -0.5 * eps * scale, -eps * scale, eps * inv_mass
+    x = x.clone()
+    if any(isinstance(a, Tensor) for a in (half, drift)):
+        def axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
+            t.add_(u * a)
+    else:
+        def axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
+            t.add_(u, alpha=a)
+    axpy(p, half, grad)
+    e = None
+    for i in range(n_steps):
+        axpy(x, drift, p)
+        last = i == n_steps - 1
+        e, grad = energy_and_grad(energy, x, need_energy=last)
+        axpy(p, half if last else full, grad)
+    return x, p, e, grad

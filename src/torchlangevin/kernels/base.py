@@ -1,0 +1,183 @@
+"""What every kernel shares: states, info, parameter handling and input checks.
+
+A kernel is a pair of functions over tensors whose leading dimension is the chain:
+``init(x) -> State`` and ``step(state, generator) -> (State, Info)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..energy import Box, check_energy, check_finite, energy_and_grad
+from ..schedules import Schedule, as_schedule
+
+if TYPE_CHECKING:
+    from ..chains import Chains
+
+Parameter = float | Schedule | Tensor
+
+
+class State(NamedTuple):
+    """Position ``x (C, *event)``, its energy ``(C,)`` (``None`` if not computed) and
+    gradient, and the number of steps taken (the schedule index)."""
+
+    x: Tensor
+    energy: Tensor | None
+    grad: Tensor
+    step: int = 0
+
+
+class Info(NamedTuple):
+    """Per-step diagnostics, each ``(C,)`` or ``None`` where the kernel has none (ULA)."""
+
+    acceptance_prob: Tensor | None = None
+    accepted: Tensor | None = None
+    divergent: Tensor | None = None
+
+
+def parameter(name: str, value: Any, positive: bool = True) -> Parameter:
+    """Validate a float, a ``Schedule`` or a per-chain tensor; floats stay floats."""
+    if isinstance(value, Tensor):
+        v = value.detach()
+        if v.ndim != 1 or not v.is_floating_point():
+            raise ValueError(f"{name} as a tensor must be floating point of shape (C,), one "
+                             f"value per chain; got dtype {v.dtype}, shape {tuple(v.shape)}")
+        bad = ~torch.isfinite(v) | ((v <= 0) if positive else (v < 0))
+        if bool(bad.any()):
+            raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} and finite for "
+                             f"every chain; chains {bad.nonzero().flatten().tolist()[:10]} are not")
+        return v
+    if isinstance(value, Schedule):
+        return value
+    v = as_schedule(name, value).value
+    if (positive and v <= 0) or v < 0:
+        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}; got {value!r}")
+    return v
+
+
+def value_at(p: Parameter, step: int, x: Tensor) -> float | Tensor:
+    """A parameter's value at ``step``: a float, or a per-chain tensor on ``x``'s device."""
+    if isinstance(p, float):
+        return p
+    if isinstance(p, Tensor):
+        return p.to(device=x.device, dtype=x.dtype)
+    return float(p(step))
+
+
+class Kernel:
+    """Base class: holds the energy, step size, noise scale and support.
+
+    ``noise_scale`` is the square root of the temperature: the kernel targets
+    ``exp(-E(x) / noise_scale**2)``.
+    """
+
+    name = "kernel"
+    #: parameters that must stay > 0 (the rest >= 0)
+    _positive = ("step_size",)
+
+    def __init__(self, energy: Any, step_size: Parameter, noise_scale: Parameter = 1.0,
+                 support: Box | None = None) -> None:
+        if not callable(energy):
+            raise TypeError(f"energy must be callable (C, *event) -> (C,); "
+                            f"got {type(energy).__name__}")
+        self.energy = energy
+        self.step_size = parameter("step_size", step_size)
+        self.noise_scale = parameter("noise_scale", noise_scale,
+                                     positive="noise_scale" in self._positive)
+        if support is None:
+            support = getattr(energy, "support", None)
+        if support is not None and not isinstance(support, Box):
+            raise TypeError(f"support must be a torchlangevin.Box or None; "
+                            f"got {type(support).__name__}")
+        self.support = support
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(energy={self.energy!r}, step_size={self.step_size!r}, "
+                f"noise_scale={self.noise_scale!r})")
+
+    # -- checks ---------------------------------------------------------------------------
+    def check_schedules(self, n_steps: int) -> None:
+        """Fail if a scheduled parameter leaves its range anywhere in ``0 .. n_steps-1``."""
+        for name in ("step_size", "noise_scale"):
+            p = getattr(self, name)
+            if isinstance(p, Schedule):
+                values = p.table(n_steps)
+                positive = name in self._positive
+                bad = ~((values > 0) if positive else (values >= 0)) | ~(values < math.inf)
+                if bad.any():
+                    t = int(bad.argmax())
+                    raise ValueError(f"{name} schedule {p!r} gives {values[t]!r} at step {t}; "
+                                     f"expected {'> 0' if positive else '>= 0'} on all "
+                                     f"{n_steps} steps")
+
+    def _check_x(self, x: Any) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x0 must be a torch.Tensor of shape (C, *event); "
+                            f"got {type(x).__name__}")
+        if x.ndim < 1 or x.shape[0] < 1 or not x.is_floating_point():
+            raise ValueError(f"x0 must be a floating-point tensor of shape (C, *event) with "
+                             f"C >= 1; got dtype {x.dtype}, shape {tuple(x.shape)}")
+        check_finite("x0", x)
+        if self.support is not None:
+            out = ~self.support.contains(x)
+            if bool(out.any()):
+                idx = out.nonzero().flatten().tolist()
+                raise ValueError(f"x0 lies outside the support {self.support} in chains "
+                                 f"{idx[:10]}{' ...' if len(idx) > 10 else ''}")
+        for name in ("step_size", "noise_scale"):
+            p = getattr(self, name)
+            if isinstance(p, Tensor) and p.shape[0] != x.shape[0]:
+                raise ValueError(f"{name} has {p.shape[0]} per-chain values but x0 has "
+                                 f"{x.shape[0]} chains")
+        check_energy(self.energy, x)
+        return x.detach()
+
+    # -- the kernel -------------------------------------------------------------------------
+    def init(self, x: Tensor) -> State:
+        """Check ``x`` (shape, finiteness, support, energy shape) and cache E and grad E."""
+        x = self._check_x(x)
+        e, g = energy_and_grad(self.energy, x)
+        return State(x, e, g, 0)
+
+    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+        raise NotImplementedError
+
+    def sample(self, x: Tensor, n_steps: int, **kwargs: Any) -> Chains:
+        """``torchlangevin.sample(self, x, n_steps, **kwargs)``: the TorchEBM-style door."""
+        from ..driver import sample
+
+        return sample(self, x, n_steps, **kwargs)
+
+
+def normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Standard normal noise shaped like ``x``, from an explicit generator."""
+    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+
+
+def metropolis(log_alpha: Tensor, energy_new: Tensor, inside: Tensor | None,
+               generator: torch.Generator) -> Info:
+    """Accept with probability ``min(1, exp(log_alpha))``.
+
+    A proposal whose energy is not finite, or whose ``log_alpha`` is NaN, is divergent
+    and rejected; one outside the support is rejected but not divergent.
+    """
+    divergent = ~torch.isfinite(energy_new) | torch.isnan(log_alpha)
+    if inside is not None:
+        divergent &= inside
+        log_alpha = log_alpha.masked_fill(~inside, -math.inf)
+    u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype,
+                   device=log_alpha.device)
+    accepted = (torch.log(u) < log_alpha) & ~divergent
+    prob = torch.exp(log_alpha.clamp(max=0.0)).masked_fill(divergent, 0.0)
+    return Info(acceptance_prob=prob, accepted=accepted, divergent=divergent)
+
+
+def select(accepted: Tensor, new: State, old: State) -> State:
+    """Per chain, the proposal where accepted, else the current state."""
+    mask = accepted.view(-1, *([1] * (old.x.ndim - 1)))
+    return State(torch.where(mask, new.x, old.x), torch.where(accepted, new.energy, old.energy),
+                 torch.where(mask, new.grad, old.grad), old.step + 1)

@@ -1,0 +1,86 @@
+"""Hamiltonian Monte Carlo with a leapfrog integrator.
+
+Draw ``p ~ N(0, M)``, run ``L`` leapfrog steps on ``H(x, p) = E(x)/T + p^T M^{-1} p / 2``,
+accept with ``min(1, exp(H(x, p) - H(x', p')))``. The gradient at the current point is
+cached, so a trajectory costs ``L`` new gradients (``L + 1`` counting the cached one)
+and one energy. A trajectory whose energy error exceeds ``max_energy_error`` or turns
+non-finite is counted as divergent and rejected. Duane et al. (1987), Neal (2011).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..integrators import kinetic, leapfrog, per_chain
+from .base import Info, Kernel, Parameter, State, metropolis, normal_like, select, value_at
+
+
+class HMC(Kernel):
+    """Hamiltonian Monte Carlo kernel.
+
+    Args:
+        energy: callable ``(C, *event) -> (C,)``, optionally with ``grad``.
+        step_size: leapfrog ``eps`` > 0: float, ``Schedule`` or ``(C,)`` tensor.
+        n_leapfrog_steps: ``L >= 1``.
+        inv_mass: ``M^{-1}``: a positive float or a tensor of the event shape (diagonal).
+        noise_scale: ``sqrt(T)`` > 0.
+        support: a ``Box``; defaults to ``energy.support``. Endpoints outside are rejected.
+        max_energy_error: energy error above which a trajectory counts as divergent.
+    """
+
+    name = "hmc"
+    _positive = ("step_size", "noise_scale")
+
+    def __init__(self, energy, step_size: Parameter, n_leapfrog_steps: int = 10,
+                 inv_mass: float | Tensor = 1.0, noise_scale: Parameter = 1.0,
+                 support=None, max_energy_error: float = 1000.0) -> None:
+        super().__init__(energy, step_size, noise_scale, support)
+        if isinstance(n_leapfrog_steps, bool) or not isinstance(n_leapfrog_steps, int) \
+                or n_leapfrog_steps < 1:
+            raise ValueError(f"n_leapfrog_steps must be an integer >= 1; got {n_leapfrog_steps!r}")
+        self.n_leapfrog_steps = n_leapfrog_steps
+        if isinstance(inv_mass, Tensor):
+            inv_mass = inv_mass.detach()
+            ok = bool((torch.isfinite(inv_mass) & (inv_mass > 0)).all())
+        else:
+            inv_mass = float(inv_mass)
+            ok = math.isfinite(inv_mass) and inv_mass > 0
+        if not ok:
+            raise ValueError(f"inv_mass must be positive and finite; got {inv_mass!r}")
+        self.inv_mass = inv_mass
+        if not max_energy_error > 0:
+            raise ValueError(f"max_energy_error must be > 0; got {max_energy_error!r}")
+        self.max_energy_error = float(max_energy_error)
+
+    def init(self, x: Tensor) -> State:
+        state = super().init(x)
+        if isinstance(self.inv_mass, Tensor):
+            try:
+                torch.broadcast_shapes(self.inv_mass.shape, state.x.shape[1:])
+            except RuntimeError:
+                raise ValueError(f"inv_mass of shape {tuple(self.inv_mass.shape)} does not "
+                                 f"broadcast to the event shape {tuple(state.x.shape[1:])}") from None
+        return state
+
+    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+        x = state.x
+        eps = value_at(self.step_size, state.step, x)
+        scale = value_at(self.noise_scale, state.step, x)
+        inv_mass = self.inv_mass
+        if isinstance(inv_mass, Tensor):
+            inv_mass = inv_mass.to(device=x.device, dtype=x.dtype)
+        p = normal_like(x, generator)
+        if isinstance(inv_mass, Tensor) or inv_mass != 1.0:
+            p.mul_(inv_mass ** -0.5)
+        inv_t = 1.0 / (scale * scale)
+        h0 = state.energy * inv_t + kinetic(p, inv_mass)
+        y, p, e_y, g_y = leapfrog(self.energy, x, p, state.grad, eps, inv_mass,
+                                  self.n_leapfrog_steps, grad_scale=per_chain(inv_t, x))
+        delta = e_y * inv_t + kinetic(p, inv_mass) - h0
+        delta = delta.masked_fill(delta > self.max_energy_error, math.nan)
+        inside = self.support.contains(y) if self.support is not None else None
+        info = metropolis(-delta, e_y, inside, generator)
+        return select(info.accepted, State(y, e_y, g_y), state), info

@@ -1,0 +1,44 @@
+"""Unadjusted Langevin algorithm (ULA; SGLD when the gradient is a minibatch estimate).
+
+    x' = x - eps * grad E(x) + noise_scale * sqrt(2 eps) * xi,    xi ~ N(0, I)
+
+With ``noise_scale = 1`` the chain samples ``exp(-E)`` up to an O(eps) bias (on a
+standard Gaussian the stationary variance is ``1 / (1 - eps/2)``); ``noise_scale**2``
+is the temperature. On a ``Box`` support the move is mirrored back inside.
+Roberts & Tweedie (1996), Welling & Teh (2011).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..energy import energy_and_grad
+from ..integrators import langevin_move
+from .base import Info, Kernel, State, normal_like, value_at
+
+
+class Langevin(Kernel):
+    """Unadjusted Langevin kernel: one gradient per step, no rejection.
+
+    Args:
+        energy: callable ``(C, *event) -> (C,)``, optionally with ``grad``.
+        step_size: ``eps`` > 0: a float, a ``Schedule`` or a ``(C,)`` tensor.
+        noise_scale: ``>= 0`` (0 is gradient descent); float, schedule or ``(C,)`` tensor.
+        support: a ``Box``; defaults to ``energy.support``. Moves are reflected into it.
+    """
+
+    name = "langevin"
+
+    def init(self, x: torch.Tensor) -> State:
+        x = self._check_x(x)
+        e, g = energy_and_grad(self.energy, x, need_energy=False)
+        return State(x, e, g, 0)
+
+    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+        eps = value_at(self.step_size, state.step, state.x)
+        scale = value_at(self.noise_scale, state.step, state.x)
+        x = langevin_move(state.x, state.grad, normal_like(state.x, generator), eps, scale)
+        if self.support is not None:
+            x = self.support.reflect(x)
+        e, g = energy_and_grad(self.energy, x, need_energy=False)
+        return State(x, e, g, state.step + 1), Info()
