@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor
 
-__all__ = ["autocorrelation", "ess", "ess_bulk", "ess_tail", "rhat", "split_rhat"]
+__all__ = ["autocorrelation", "ess", "ess_bulk", "ess_tail", "rhat", "split_rhat", "binned_tv"]
 
 
 def _as_draws(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
@@ -152,3 +152,16 @@ def rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     bulk = _rhat(_rank_normalise(t))
     tail = _rhat(_rank_normalise((t - median).abs()))
     return _reshape(torch.maximum(bulk, tail), x, chain_axis, draw_axis)
+
+
+def binned_tv(x, cdf, low: float, high: float, bins: int = 100) -> float:
+    """Total variation ``(1/2) sum_b |n_b / N - P_b|`` between draws and a 1-D law on ``bins``
+    equal bins of ``[low, high]``; ``P_b`` from the exact ``cdf`` (a NumPy function)."""
+    import numpy as np
+
+    values = torch.as_tensor(x).detach().reshape(-1).double().cpu().numpy()
+    edges = np.linspace(low, high, bins + 1)
+    counts, _ = np.histogram(values, bins=edges)
+    outside = values.size - counts.sum()
+    exact = np.diff(cdf(edges))
+    return float(0.5 * (np.abs(counts / values.size - exact).sum() + outside / values.size))
