@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     smp.add_argument("--step-size", type=float, default=0.1)
     smp.add_argument("--leapfrog", type=int, default=10)
     smp.add_argument("--seed", type=int, default=0)
-    smp.add_argument("--exact-start", action="store_true", help="start from exact draws (always on a bounded support)")
+    smp.add_argument("--exact-start", action="store_true",
+                     help="start from exact draws (always on a bounded support)")
     smp.add_argument("--out", help="save the Chains to this file")
     smp.set_defaults(func=_sample)
 

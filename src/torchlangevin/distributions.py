@@ -123,7 +123,8 @@ class Gaussian(Distribution):
     def __init__(self, mean, cov=1.0) -> None:
         mean_t = _vector("mean", mean)
         if mean_t.ndim != 1:
-            raise ValueError(f"mean must be a vector of shape (d,); got shape {tuple(mean_t.shape)}")
+            raise ValueError(f"mean must be a vector of shape (d,); "
+                             f"got shape {tuple(mean_t.shape)}")
         d = mean_t.shape[0]
         cov_t = _vector("cov", cov)
         if cov_t.ndim == 2 and torch.equal(cov_t, torch.diag(torch.diagonal(cov_t))):

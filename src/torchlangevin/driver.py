@@ -182,7 +182,8 @@ def _finish(kernel, state, run, config) -> Chains:
     bad = (nonfinite_step >= 0).nonzero().flatten().tolist()
     if bad:
         steps = nonfinite_step[bad].tolist()
-        listing = ", ".join(f"chain {i} by step {s}" for i, s in list(zip(bad, steps))[:10])
+        listing = ", ".join(f"chain {i} by step {s}" for i, s in zip(bad[:10], steps[:10],
+                                                                     strict=True))
         warnings.warn(f"{len(bad)} of {c} chains turned non-finite (NaN/Inf): {listing}"
                       f"{' ...' if len(bad) > 10 else ''}. Their draws are kept as they are and "
                       f"Chains.summary() leaves them out; reduce the step size.",

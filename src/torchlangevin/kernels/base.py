@@ -110,7 +110,8 @@ class Kernel:
                 bad = ~((values > 0) if positive else (values >= 0)) | ~(values < math.inf)
                 if bad.any():
                     t = int(bad.argmax())
-                    raise ValueError(f"{name} schedule {p!r} gives {values[t]!r} at step {t}; "
+                    raise ValueError(f"{name} schedule {p!r} gives {float(values[t])!r} "
+                                     f"at step {t}; "
                                      f"expected {'> 0' if positive else '>= 0'} on all "
                                      f"{n_steps} steps")
 

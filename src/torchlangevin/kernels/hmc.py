@@ -62,7 +62,8 @@ class HMC(Kernel):
                 torch.broadcast_shapes(self.inv_mass.shape, state.x.shape[1:])
             except RuntimeError:
                 raise ValueError(f"inv_mass of shape {tuple(self.inv_mass.shape)} does not "
-                                 f"broadcast to the event shape {tuple(state.x.shape[1:])}") from None
+                                 f"broadcast to the event shape {tuple(state.x.shape[1:])}"
+                                 ) from None
         return state
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
