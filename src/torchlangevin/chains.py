@@ -63,13 +63,24 @@ def _names(event_shape: tuple[int, ...]) -> list[str]:
     return [f"x[{','.join(map(str, idx))}]" for idx in np.ndindex(*event_shape)]
 
 
+def energy_of_draws(energy, samples: Tensor) -> Tensor:
+    """``energy`` of every draw of ``(chain, draw, *event)``, batched, as ``(chain, draw)``."""
+    c, d = samples.shape[:2]
+    flat = samples.reshape(c * d, *samples.shape[2:])
+    chunk = max(c, (1 << 22) // max(1, flat[0].numel()))
+    with torch.no_grad():
+        return torch.cat([energy(flat[i:i + chunk]) for i in range(0, c * d, chunk)]
+                         ).reshape(c, d)
+
+
 @dataclass
 class Chains:
     """Draws and statistics of a run.
 
     Attributes:
         samples: kept draws, ``(chain, draw, *event)`` (after burn-in, every ``thin`` steps).
-        energy: energy at each kept draw, ``(chain, draw)``.
+        energy: energy at each kept draw, ``(chain, draw)``: recorded during the run by
+            kernels that carry it (MALA, HMC), computed on first access otherwise (ULA).
         final: last state's position, ``(chain, *event)``.
         acceptance_rate: ``(chain,)`` share of accepted proposals after burn-in, or
             ``None`` for kernels without an accept step (ULA).
@@ -81,7 +92,6 @@ class Chains:
     """
 
     samples: Tensor
-    energy: Tensor
     final: Tensor
     acceptance_rate: Tensor | None
     divergences: Tensor
@@ -93,6 +103,17 @@ class Chains:
     burn_in: int = 0
     thin: int = 1
     kernel: str = ""
+    _energy: Tensor | None = field(default=None, repr=False)
+    _energy_fn: Any = field(default=None, repr=False)
+
+    @property
+    def energy(self) -> Tensor:
+        """Energy at each kept draw, ``(chain, draw)``."""
+        if self._energy is None:
+            if self._energy_fn is None:
+                raise ValueError("this Chains has no energy trace and no energy to compute it")
+            self._energy = energy_of_draws(self._energy_fn, self.samples)
+        return self._energy
 
     @property
     def n_chains(self) -> int:
@@ -128,8 +149,9 @@ class Chains:
 
     def save(self, path: str | Path) -> None:
         """Write to ``path`` with ``torch.save`` (tensors moved to CPU)."""
+        self.energy  # noqa: B018 - make sure the trace is there to save
         data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in asdict(self).items()
-                if k != "final_state"}
+                if k not in ("final_state", "_energy_fn")}
         torch.save(data, Path(path))
 
     @classmethod

@@ -41,15 +41,6 @@ def _progress_bar(enabled: bool, total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="step", leave=False, mininterval=0.25)
 
 
-def _energy_at_draws(kernel, samples: Tensor) -> Tensor:
-    """Energies of kept draws for kernels that do not carry them (ULA), batched."""
-    c, d = samples.shape[:2]
-    flat = samples.reshape(c * d, *samples.shape[2:])
-    chunk = max(c, (1 << 22) // max(1, flat[0].numel()))
-    return torch.cat([kernel.energy(flat[i:i + chunk]) for i in range(0, c * d, chunk)]
-                     ).reshape(c, d)
-
-
 def sample(
     kernel,
     x0: Tensor,
@@ -110,11 +101,13 @@ def sample(
         run = {
             "step": 0,
             "seed": seed if seed is not None else secrets.randbits(62),
-            "samples": x.new_empty((c, n_draws, *event)),
-            "energy": x.new_full((c, n_draws), float("nan")),
+            # draw-major while running (each write is one contiguous copy), chain-first at the end
+            "samples": x.new_empty((n_draws, c, *event)),
+            "energy": x.new_full((n_draws, c), float("nan")) if state.energy is not None
+            else None,
             "accepted": torch.zeros(c, dtype=torch.long, device=x.device),
             "divergent": torch.zeros(c, dtype=torch.long, device=x.device),
-            "trajectory": x.new_empty((c, total, *event)) if return_trajectory else None,
+            "trajectory": x.new_empty((total, c, *event)) if return_trajectory else None,
             "has_accept": False,
         }
         generator = torch.Generator(device=x.device).manual_seed(run["seed"])
@@ -142,12 +135,12 @@ def sample(
                     if info.divergent is not None:
                         run["divergent"] += info.divergent
                 if run["trajectory"] is not None:
-                    run["trajectory"][:, t] = new_state.x
+                    run["trajectory"][t] = new_state.x
                 kept = t + 1 - burn_in
                 if kept > 0 and kept % thin == 0:
-                    run["samples"][:, kept // thin - 1] = new_state.x
+                    run["samples"][kept // thin - 1] = new_state.x
                     if new_state.energy is not None:
-                        run["energy"][:, kept // thin - 1] = new_state.energy
+                        run["energy"][kept // thin - 1] = new_state.energy
                 state, run["step"], phase = new_state, t + 1, "done"
                 if callback is not None:
                     callback(t + 1, state, info)
@@ -164,21 +157,35 @@ def sample(
             if bar is not None:
                 bar.close()
 
-        if torch.isnan(run["energy"]).all() and n_draws:
-            run["energy"] = _energy_at_draws(kernel, run["samples"])
         return _finish(kernel, state, run, config)
 
 
-def _finish(kernel, state, run, config) -> Chains:
-    samples, energy = run["samples"], run["energy"]
+def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, config) -> Tensor:
+    """Per chain, the step of the first kept draw that is not finite (-1 if none)."""
     c = samples.shape[0]
     n_steps, burn_in, thin = config["n_steps"], config["burn_in"], config["thin"]
-    finite = torch.isfinite(energy) & torch.isfinite(samples.reshape(*energy.shape, -1)).all(-1)
-    first_bad = torch.where(finite.all(1), -1, (~finite).int().argmax(1))
-    nonfinite_step = torch.where(first_bad >= 0, burn_in + (first_bad + 1) * thin, -1)
-    final_bad = ~torch.isfinite(state.x.reshape(c, -1)).all(1)
-    nonfinite_step = torch.where((nonfinite_step < 0) & final_bad,
-                                 burn_in + n_steps, nonfinite_step)
+    final_bad = ~torch.isfinite(final.reshape(c, -1)).all(1)
+    if energy is not None:
+        bad_draw = ~torch.isfinite(energy)
+    elif bool(torch.isfinite(samples).all()):
+        bad_draw = None
+    else:
+        bad_draw = ~torch.isfinite(samples.reshape(*samples.shape[:2], -1)).all(-1)
+    step = torch.full((c,), -1, dtype=torch.long, device=samples.device)
+    if bad_draw is not None:
+        first = bad_draw.int().argmax(1)
+        step = torch.where(bad_draw.any(1), burn_in + (first + 1) * thin, step)
+    return torch.where((step < 0) & final_bad.to(step.device), burn_in + n_steps, step)
+
+
+def _chain_first(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.movedim(0, 1).contiguous()
+
+
+def _finish(kernel, state, run, config) -> Chains:
+    samples, energy = _chain_first(run["samples"]), _chain_first(run["energy"])
+    c = samples.shape[0]
+    nonfinite_step = _nonfinite_step(samples, energy, state.x, config)
     bad = (nonfinite_step >= 0).nonzero().flatten().tolist()
     if bad:
         steps = nonfinite_step[bad].tolist()
@@ -188,13 +195,14 @@ def _finish(kernel, state, run, config) -> Chains:
                       f"{' ...' if len(bad) > 10 else ''}. Their draws are kept as they are and "
                       f"Chains.summary() leaves them out; reduce the step size.",
                       RuntimeWarning, stacklevel=3)
-    accepted_share = (run["accepted"].double() / n_steps).to(samples.dtype)
+    accepted_share = (run["accepted"].double() / config["n_steps"]).to(samples.dtype)
     return Chains(
-        samples=samples, energy=energy, final=state.x,
+        samples=samples, final=state.x,
         acceptance_rate=accepted_share if run["has_accept"] else None,
-        divergences=run["divergent"], nonfinite_step=nonfinite_step.long(),
-        trajectory=run["trajectory"], final_state=state, seed=run["seed"],
-        n_steps=n_steps, burn_in=burn_in, thin=thin, kernel=getattr(kernel, "name", ""))
+        divergences=run["divergent"], nonfinite_step=nonfinite_step,
+        trajectory=_chain_first(run["trajectory"]), final_state=state, seed=run["seed"],
+        n_steps=config["n_steps"], burn_in=config["burn_in"], thin=config["thin"],
+        kernel=getattr(kernel, "name", ""), _energy=energy, _energy_fn=kernel.energy)
 
 
 def _save(path: Path, config, state, rng_state: Tensor, run) -> None:

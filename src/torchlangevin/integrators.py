@@ -36,8 +36,8 @@ def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
                   noise_scale: Scalar) -> Tensor:
     """``x' = x - eps * grad + noise_scale * sqrt(2 eps) * noise`` (a new tensor)."""
     if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor):
-        out = torch.add(x, grad, alpha=-step_size)
-        return out.add_(noise, alpha=noise_scale * math.sqrt(2.0 * step_size))
+        scale = noise_scale * math.sqrt(2.0 * step_size)
+        return torch.add(x, grad, alpha=-step_size).add_(noise, alpha=scale)
     eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
     sqrt_2eps = torch.sqrt(2 * eps) if isinstance(eps, Tensor) else math.sqrt(2 * eps)
     return x - eps * grad + (scale * sqrt_2eps) * noise
@@ -52,14 +52,15 @@ def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
     ``log q(x|y) = -|x - y + eps grad(y)|^2 / (4 eps T)``.
     """
     eps = per_chain(step_size, x)
-    back = (x - y).add_(eps * grad_y if isinstance(eps, Tensor) else grad_y * eps)
-    denom = 4 * step_size * temperature
-    return 0.5 * event_sum(noise * noise) - event_sum(back * back) / denom
+    back = (x - y).add_(eps * grad_y) if isinstance(eps, Tensor) else (x - y).add_(grad_y,
+                                                                                   alpha=eps)
+    return 0.5 * event_sum(noise * noise) - event_sum(back * back).div_(4 * step_size * temperature)
 
 
 def kinetic(p: Tensor, inv_mass: Scalar) -> Tensor:
     """``K(p) = p^T M^{-1} p / 2`` for scalar or diagonal inverse mass, per chain."""
-    return 0.5 * event_sum(p * p * inv_mass)
+    sq = p * p if not isinstance(inv_mass, Tensor) and inv_mass == 1.0 else p * p * inv_mass
+    return 0.5 * event_sum(sq)
 
 
 def leapfrog(

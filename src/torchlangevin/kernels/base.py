@@ -156,25 +156,27 @@ class Kernel:
 
 def normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
     """Standard normal noise shaped like ``x``, from an explicit generator."""
-    return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+    return torch.empty_like(x).normal_(generator=generator)
 
 
-def metropolis(log_alpha: Tensor, energy_new: Tensor, inside: Tensor | None,
-               generator: torch.Generator) -> Info:
+def metropolis(log_alpha: Tensor, inside: Tensor | None, generator: torch.Generator) -> Info:
     """Accept with probability ``min(1, exp(log_alpha))``.
 
-    A proposal whose energy is not finite, or whose ``log_alpha`` is NaN, is divergent
-    and rejected; one outside the support is rejected but not divergent.
+    A proposal whose ``log_alpha`` is not finite (its energy or gradient was NaN/Inf, or
+    HMC's energy error was too large) is divergent and rejected; one outside the
+    support is rejected but not divergent.
     """
-    divergent = ~torch.isfinite(energy_new) | torch.isnan(log_alpha)
+    # a non-finite energy makes log_alpha non-finite (+inf for -inf energy), NaN stays NaN
+    divergent = ~torch.isfinite(log_alpha)
     if inside is not None:
         divergent &= inside
         log_alpha = log_alpha.masked_fill(~inside, -math.inf)
+    log_alpha = log_alpha.masked_fill(divergent, -math.inf)
     u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype,
                    device=log_alpha.device)
-    accepted = (torch.log(u) < log_alpha) & ~divergent
-    prob = torch.exp(log_alpha.clamp(max=0.0)).masked_fill(divergent, 0.0)
-    return Info(acceptance_prob=prob, accepted=accepted, divergent=divergent)
+    accepted = torch.log(u) < log_alpha
+    return Info(acceptance_prob=torch.exp(log_alpha.clamp(max=0.0)), accepted=accepted,
+                divergent=divergent)
 
 
 def select(accepted: Tensor, new: State, old: State) -> State:

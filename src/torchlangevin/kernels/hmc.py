@@ -77,11 +77,12 @@ class HMC(Kernel):
         if isinstance(inv_mass, Tensor) or inv_mass != 1.0:
             p.mul_(inv_mass ** -0.5)
         inv_t = 1.0 / (scale * scale)
-        h0 = state.energy * inv_t + kinetic(p, inv_mass)
+        unit_t = not isinstance(inv_t, Tensor) and inv_t == 1.0
+        h0 = (state.energy if unit_t else state.energy * inv_t) + kinetic(p, inv_mass)
         y, p, e_y, g_y = leapfrog(self.energy, x, p, state.grad, eps, inv_mass,
                                   self.n_leapfrog_steps, grad_scale=per_chain(inv_t, x))
-        delta = e_y * inv_t + kinetic(p, inv_mass) - h0
+        delta = (e_y if unit_t else e_y * inv_t) + kinetic(p, inv_mass) - h0
         delta = delta.masked_fill(delta > self.max_energy_error, math.nan)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(-delta, e_y, inside, generator)
+        info = metropolis(-delta, inside, generator)
         return select(info.accepted, State(y, e_y, g_y), state), info

@@ -35,10 +35,14 @@ class Langevin(Kernel):
         return State(x, e, g, 0)
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
-        eps = value_at(self.step_size, state.step, state.x)
-        scale = value_at(self.noise_scale, state.step, state.x)
-        x = langevin_move(state.x, state.grad, normal_like(state.x, generator), eps, scale)
+        x = state.x
+        eps = value_at(self.step_size, state.step, x)
+        scale = value_at(self.noise_scale, state.step, x)
+        x = langevin_move(x, state.grad, normal_like(x, generator), eps, scale)
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
-        return State(x, e, g, state.step + 1), Info()
+        return State(x, e, g, state.step + 1), _NO_INFO
+
+
+_NO_INFO = Info()  # ULA has no accept step: nothing to report per step

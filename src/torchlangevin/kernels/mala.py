@@ -40,8 +40,10 @@ class MALA(Kernel):
         xi = normal_like(x, generator)
         y = langevin_move(x, state.grad, xi, eps, scale)
         e_y, g_y = energy_and_grad(self.energy, y)
-        log_alpha = (state.energy - e_y) / temperature + langevin_log_ratio(
-            x, y, g_y, xi, eps, temperature)
+        drop = state.energy - e_y
+        if isinstance(temperature, torch.Tensor) or temperature != 1.0:
+            drop = drop / temperature
+        log_alpha = drop + langevin_log_ratio(x, y, g_y, xi, eps, temperature)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(log_alpha, e_y, inside, generator)
+        info = metropolis(log_alpha, inside, generator)
         return select(info.accepted, State(y, e_y, g_y), state), info
