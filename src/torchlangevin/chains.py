@@ -78,7 +78,9 @@ class Chains:
     """Draws and statistics of a run.
 
     Attributes:
-        samples: kept draws, ``(chain, draw, *event)`` (after burn-in, every ``thin`` steps).
+        samples: kept draws, ``(chain, draw, *event)`` (after burn-in, every ``thin`` steps);
+            a chain-first view of the draw-major buffer the run wrote (no copy), so use
+            ``reshape`` rather than ``view`` on it.
         energy: energy at each kept draw, ``(chain, draw)``: recorded during the run by
             kernels that carry it (MALA, HMC), computed on first access otherwise (ULA).
         final: last state's position, ``(chain, *event)``.

@@ -7,6 +7,7 @@ preallocated ``(chain, draw, *event)`` buffer every ``thin`` steps after burn-in
 
 from __future__ import annotations
 
+import inspect
 import os
 import secrets
 import sys
@@ -115,6 +116,14 @@ def sample(
         if path is not None and path.exists():
             state, run = _resume(path, config, state, generator, run)
 
+        # Without a callback nothing outside the loop sees a state, so a kernel that can
+        # update in place may reuse the old state's buffers (x0 is copied first). Not with
+        # a checkpoint: an interrupt mid-step must leave the last state intact to save.
+        step_kwargs = {}
+        if callback is None and path is None and \
+                "donate" in inspect.signature(kernel.step).parameters:
+            step_kwargs = {"donate": True}
+            state = state._replace(x=state.x.clone())
         bar = _progress_bar(progress, total, getattr(kernel, "name", "sampling"))
         if bar is not None:
             bar.update(run["step"])
@@ -126,7 +135,7 @@ def sample(
                 if path is not None:
                     rng_before = generator.get_state()
                 phase = "step"
-                new_state, info = kernel.step(state, generator)
+                new_state, info = kernel.step(state, generator, **step_kwargs)
                 phase = "book"
                 if t >= burn_in:
                     if info.accepted is not None:
@@ -179,7 +188,8 @@ def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, confi
 
 
 def _chain_first(t: Tensor | None) -> Tensor | None:
-    return None if t is None else t.movedim(0, 1).contiguous()
+    """The draw-major run buffer seen chain-first: a view, no copy."""
+    return None if t is None else t.movedim(0, 1)
 
 
 def _finish(kernel, state, run, config) -> Chains:

@@ -47,12 +47,11 @@ def energy_and_grad(
     return e.detach(), g
 
 
-def check_energy(energy: Callable[[Tensor], Tensor], x: Tensor) -> None:
-    """Fail clearly unless ``energy(x)`` has shape ``(C,)`` for ``x`` of shape ``(C, ...)``."""
-    if not callable(energy):
-        raise TypeError(f"energy must be callable (C, *event) -> (C,); got {type(energy).__name__}")
-    with torch.no_grad():
-        e = energy(x)
+def check_energy(energy: Callable[[Tensor], Tensor], x: Tensor, e: Tensor | None = None) -> None:
+    """Fail clearly unless ``energy(x)`` (or the given ``e``) has shape ``(C,)``."""
+    if e is None:
+        with torch.no_grad():
+            e = energy(x)
     if not isinstance(e, Tensor) or e.shape != x.shape[:1]:
         got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
         raise ValueError(

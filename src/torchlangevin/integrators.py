@@ -29,18 +29,20 @@ def per_chain(value: Scalar, x: Tensor) -> Scalar:
 
 def event_sum(x: Tensor) -> Tensor:
     """Sum over every dimension but the leading (chain) one: ``(C, *event) -> (C,)``."""
-    return x.reshape(x.shape[0], -1).sum(1)
+    return x.sum(dim=tuple(range(1, x.ndim))) if x.ndim > 1 else x
 
 
 def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
-                  noise_scale: Scalar) -> Tensor:
-    """``x' = x - eps * grad + noise_scale * sqrt(2 eps) * noise`` (a new tensor)."""
+                  noise_scale: Scalar, out: Tensor | None = None) -> Tensor:
+    """``x' = x - eps * grad + noise_scale * sqrt(2 eps) * noise``, into ``out`` if given
+    (``out`` may be ``x`` itself)."""
     if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor):
         scale = noise_scale * math.sqrt(2.0 * step_size)
-        return torch.add(x, grad, alpha=-step_size).add_(noise, alpha=scale)
+        return torch.add(x, grad, alpha=-step_size, out=out).add_(noise, alpha=scale)
     eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
     sqrt_2eps = torch.sqrt(2 * eps) if isinstance(eps, Tensor) else math.sqrt(2 * eps)
-    return x - eps * grad + (scale * sqrt_2eps) * noise
+    moved = x - eps * grad + (scale * sqrt_2eps) * noise
+    return moved if out is None else out.copy_(moved)
 
 
 def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
@@ -77,17 +79,19 @@ def leapfrog(
     eps, scale = per_chain(step_size, x), per_chain(grad_scale, x)
     half, full, drift = -0.5 * eps * scale, -eps * scale, eps * inv_mass
     x = x.clone()
-    if any(isinstance(a, Tensor) for a in (half, drift)):
-        def axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
-            t.add_(u * a)
-    else:
-        def axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
-            t.add_(u, alpha=a)
-    axpy(p, half, grad)
+    _axpy(p, half, grad)
     e = None
     for i in range(n_steps):
-        axpy(x, drift, p)
+        _axpy(x, drift, p)
         last = i == n_steps - 1
         e, grad = energy_and_grad(energy, x, need_energy=last)
-        axpy(p, half if last else full, grad)
+        _axpy(p, half if last else full, grad)
     return x, p, e, grad
+
+
+def _axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
+    """``t += a * u`` in place; fused when ``a`` is a Python number."""
+    if isinstance(a, Tensor):
+        t.add_(u * a)
+    else:
+        t.add_(u, alpha=a)

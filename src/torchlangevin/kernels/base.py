@@ -32,11 +32,21 @@ class State(NamedTuple):
 
 
 class Info(NamedTuple):
-    """Per-step diagnostics, each ``(C,)`` or ``None`` where the kernel has none (ULA)."""
+    """Per-step diagnostics, each ``(C,)`` or ``None`` where the kernel has none (ULA).
 
-    acceptance_prob: Tensor | None = None
+    ``log_accept_ratio`` is ``log alpha`` after rejections (``-inf`` for a divergent or
+    out-of-support proposal); ``acceptance_prob = min(1, alpha)`` is derived on demand.
+    """
+
+    log_accept_ratio: Tensor | None = None
     accepted: Tensor | None = None
     divergent: Tensor | None = None
+
+    @property
+    def acceptance_prob(self) -> Tensor | None:
+        """``min(1, exp(log_accept_ratio))`` per chain."""
+        r = self.log_accept_ratio
+        return None if r is None else torch.exp(r.clamp(max=0.0))
 
 
 def parameter(name: str, value: Any, positive: bool = True) -> Parameter:
@@ -134,7 +144,6 @@ class Kernel:
             if isinstance(p, Tensor) and p.shape[0] != x.shape[0]:
                 raise ValueError(f"{name} has {p.shape[0]} per-chain values but x0 has "
                                  f"{x.shape[0]} chains")
-        check_energy(self.energy, x)
         return x.detach()
 
     # -- the kernel -------------------------------------------------------------------------
@@ -142,9 +151,13 @@ class Kernel:
         """Check ``x`` (shape, finiteness, support, energy shape) and cache E and grad E."""
         x = self._check_x(x)
         e, g = energy_and_grad(self.energy, x)
+        check_energy(self.energy, x, e)
         return State(x, e, g, 0)
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+        """Advance every chain one step. Kernels that can update in place also accept
+        ``donate=True`` (see :class:`Langevin`); the driver passes it when no callback
+        can hold on to old states."""
         raise NotImplementedError
 
     def sample(self, x: Tensor, n_steps: int, **kwargs: Any) -> Chains:
@@ -159,23 +172,24 @@ def normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
     return torch.empty_like(x).normal_(generator=generator)
 
 
-def metropolis(log_alpha: Tensor, inside: Tensor | None, generator: torch.Generator) -> Info:
+def metropolis(log_alpha: Tensor, inside: Tensor | None, generator: torch.Generator,
+               max_energy_error: float | None = None) -> Info:
     """Accept with probability ``min(1, exp(log_alpha))``.
 
-    A proposal whose ``log_alpha`` is not finite (its energy or gradient was NaN/Inf, or
-    HMC's energy error was too large) is divergent and rejected; one outside the
-    support is rejected but not divergent.
+    A proposal whose ``log_alpha`` is not finite (its energy or gradient was NaN/Inf) or
+    below ``-max_energy_error`` is divergent and rejected; one outside the support is
+    rejected but not divergent.
     """
-    # a non-finite energy makes log_alpha non-finite (+inf for -inf energy), NaN stays NaN
     divergent = ~torch.isfinite(log_alpha)
+    if max_energy_error is not None:
+        divergent |= log_alpha < -max_energy_error
     if inside is not None:
         divergent &= inside
         log_alpha = log_alpha.masked_fill(~inside, -math.inf)
     log_alpha = log_alpha.masked_fill(divergent, -math.inf)
     u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype,
                    device=log_alpha.device)
-    accepted = torch.log(u) < log_alpha
-    return Info(acceptance_prob=torch.exp(log_alpha.clamp(max=0.0)), accepted=accepted,
+    return Info(log_accept_ratio=log_alpha, accepted=torch.log(u) < log_alpha,
                 divergent=divergent)
 
 

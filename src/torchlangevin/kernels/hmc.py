@@ -81,8 +81,7 @@ class HMC(Kernel):
         h0 = (state.energy if unit_t else state.energy * inv_t) + kinetic(p, inv_mass)
         y, p, e_y, g_y = leapfrog(self.energy, x, p, state.grad, eps, inv_mass,
                                   self.n_leapfrog_steps, grad_scale=per_chain(inv_t, x))
-        delta = (e_y if unit_t else e_y * inv_t) + kinetic(p, inv_mass) - h0
-        delta = delta.masked_fill(delta > self.max_energy_error, math.nan)
+        log_alpha = h0 - (e_y if unit_t else e_y * inv_t) - kinetic(p, inv_mass)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(-delta, inside, generator)
+        info = metropolis(log_alpha, inside, generator, self.max_energy_error)
         return select(info.accepted, State(y, e_y, g_y), state), info

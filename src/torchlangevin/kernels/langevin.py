@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..energy import energy_and_grad
+from ..energy import check_energy, energy_and_grad
 from ..integrators import langevin_move
 from .base import Info, Kernel, State, normal_like, value_at
 
@@ -32,13 +32,18 @@ class Langevin(Kernel):
     def init(self, x: torch.Tensor) -> State:
         x = self._check_x(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
+        check_energy(self.energy, x, e)
         return State(x, e, g, 0)
 
-    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+    def step(self, state: State, generator: torch.Generator,
+             donate: bool = False) -> tuple[State, Info]:
+        """One move. With ``donate=True`` the new position is written into ``state.x``
+        (the caller promises nothing else reads that state again)."""
         x = state.x
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
-        x = langevin_move(x, state.grad, normal_like(x, generator), eps, scale)
+        x = langevin_move(x, state.grad, normal_like(x, generator), eps, scale,
+                          out=x if donate else None)
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
