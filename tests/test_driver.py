@@ -183,3 +183,33 @@ def test_no_warning_on_a_healthy_run():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         tl.sample(tl.MALA(TARGET, 0.1), x0(), 20, seed=0, progress=False)
+
+
+def test_in_place_updates_never_touch_the_callers_x0():
+    start = x0()
+    copy = start.clone()
+    chains = tl.sample(tl.Langevin(TARGET, 0.01), start, 20, seed=0, progress=False)
+    assert torch.equal(start, copy)
+    # donated (no callback) and pure (with a callback) runs give the same draws
+    pure = tl.sample(tl.Langevin(TARGET, 0.01), start, 20, seed=0, progress=False,
+                     callback=lambda *a: None)
+    assert torch.equal(chains.samples, pure.samples)
+
+
+def test_callback_states_stay_valid_after_later_steps():
+    kept = []
+    tl.sample(tl.Langevin(TARGET, 0.01), x0(), 5, seed=0, progress=False,
+              callback=lambda step, state, info: kept.append((state.x.clone(), state.x)))
+    assert all(torch.equal(a, b) for a, b in kept)  # no state was overwritten in place
+
+
+def test_progress_bar_only_on_a_terminal(monkeypatch):
+    from torchlangevin import driver
+
+    assert driver._progress_bar(True, 10_000, "x") is None  # pytest's stderr is no terminal
+    monkeypatch.setattr(driver.sys.stderr, "isatty", lambda: True, raising=False)
+    bar = driver._progress_bar(True, 10_000, "x")
+    assert bar is not None
+    bar.close()
+    assert driver._progress_bar(False, 10_000, "x") is None
+    assert driver._progress_bar(True, 50, "x") is None  # short runs: no bar

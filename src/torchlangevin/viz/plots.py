@@ -113,7 +113,10 @@ def plot_energy_contours(energy, xlim=(-3, 3), ylim=(-3, 3), trajectories=None,
     with torch.no_grad():
         z = energy(pts).reshape(grid, grid).cpu().numpy()
     fig, ax = plt.subplots(figsize=(6, 5))
-    cs = ax.contourf(gx, gy, z, levels=levels, cmap="viridis")
+    # levels over the lower 90% of energies: the walls of the box would swamp the wells
+    top = float(np.quantile(z, 0.9))
+    cs = ax.contourf(gx, gy, np.minimum(z, top), levels=np.linspace(z.min(), top, levels),
+                     cmap="viridis")
     fig.colorbar(cs, ax=ax, label="energy")
     if trajectories is not None:
         t = torch.as_tensor(trajectories).detach().cpu().numpy()
