@@ -5,6 +5,7 @@ driver, :func:`sample`, runs them all and returns :class:`Chains`.
 """
 
 from . import diagnostics, distributions, schedules
+from .adaptation import Adapted, adapt
 from .chains import Chains, Summary
 from .driver import sample
 from .energy import Box, energy_and_grad
@@ -12,5 +13,6 @@ from .kernels import HMC, MALA, Info, Kernel, Langevin, State
 
 __version__ = "0.1.0"
 
-__all__ = ["sample", "Chains", "Summary", "Langevin", "MALA", "HMC", "Kernel", "State", "Info",
-           "Box", "energy_and_grad", "distributions", "schedules", "diagnostics", "__version__"]
+__all__ = ["sample", "adapt", "Adapted", "Chains", "Summary", "Langevin", "MALA", "HMC",
+           "Kernel", "State", "Info", "Box", "energy_and_grad", "distributions", "schedules",
+           "diagnostics", "__version__"]

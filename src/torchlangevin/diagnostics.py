@@ -37,9 +37,9 @@ def _event_shape(x, chain_axis: int, draw_axis: int) -> tuple[int, ...]:
 def _autocov(x: Tensor) -> Tensor:
     """Biased autocovariance per chain and coordinate via FFT: ``(m, n, K)``."""
     n = x.shape[1]
-    centred = x - x.mean(dim=1, keepdim=True)
-    f = torch.fft.rfft(centred, n=2 * n, dim=1)
-    return torch.fft.irfft(f * f.conj(), n=2 * n, dim=1)[:, :n] / n
+    centred = (x - x.mean(dim=1, keepdim=True)).transpose(1, 2).contiguous()  # (m, K, n)
+    power = torch.fft.rfft(centred, n=2 * n, dim=-1).abs().square()
+    return (torch.fft.irfft(power, n=2 * n, dim=-1)[..., :n] / n).transpose(1, 2)
 
 
 def autocorrelation(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
@@ -99,10 +99,16 @@ def _rank_normalise(x: Tensor) -> Tensor:
     """``z = Phi^{-1}((r - 3/8) / (S + 1/4))`` with average ranks pooled over all chains."""
     m, n, k = x.shape
     flat = x.reshape(m * n, k).T.contiguous()                    # (K, S)
-    ordered = flat.sort(dim=1).values
-    lo = torch.searchsorted(ordered, flat, side="left")
-    hi = torch.searchsorted(ordered, flat, side="right")
-    ranks = (lo + hi + 1).to(torch.float64) / 2
+    ordered, order = flat.sort(dim=1)
+    # a run of equal values shares the mean of its positions: (first + last) / 2 + 1
+    pos = torch.arange(m * n, device=x.device).expand_as(flat)
+    starts = torch.ones_like(flat, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, pos, 0).cummax(1).values
+    last = torch.where(ends, pos, m * n).flip(1).cummin(1).values.flip(1)
+    ranks = torch.empty_like(flat).scatter_(1, order, (first + last).to(flat.dtype) / 2 + 1)
     z = torch.special.ndtri((ranks - 0.375) / (m * n + 0.25))
     return z.T.reshape(m, n, k)
 

@@ -32,36 +32,47 @@ def event_sum(x: Tensor) -> Tensor:
     return x.sum(dim=tuple(range(1, x.ndim))) if x.ndim > 1 else x
 
 
+def _is_one(v: Scalar) -> bool:
+    return not isinstance(v, Tensor) and v == 1.0
+
+
 def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
-                  noise_scale: Scalar, out: Tensor | None = None) -> Tensor:
-    """``x' = x - eps * grad + noise_scale * sqrt(2 eps) * noise``, into ``out`` if given
-    (``out`` may be ``x`` itself)."""
-    if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor):
+                  noise_scale: Scalar, inv_mass: Scalar = 1.0, out: Tensor | None = None
+                  ) -> Tensor:
+    """``x' = x - eps M^{-1} grad + noise_scale * sqrt(2 eps) M^{-1/2} noise``, into ``out``
+    if given (``out`` may be ``x`` itself). ``M^{-1}``: scalar or diagonal ``inv_mass``."""
+    if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor) \
+            and _is_one(inv_mass):
         scale = noise_scale * math.sqrt(2.0 * step_size)
         return torch.add(x, grad, alpha=-step_size, out=out).add_(noise, alpha=scale)
     eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
     sqrt_2eps = torch.sqrt(2 * eps) if isinstance(eps, Tensor) else math.sqrt(2 * eps)
-    moved = x - eps * grad + (scale * sqrt_2eps) * noise
+    root = inv_mass**0.5
+    moved = x - (eps * inv_mass) * grad + (scale * sqrt_2eps * root) * noise
     return moved if out is None else out.copy_(moved)
 
 
 def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
-                       step_size: Scalar, temperature: Scalar) -> Tensor:
+                       step_size: Scalar, temperature: Scalar, inv_mass: Scalar = 1.0) -> Tensor:
     """``log q(x | y) - log q(y | x)`` for the Langevin proposal, per chain.
 
-    ``q(y | x) = N(y; x - eps grad(x), 2 eps T)``. The forward residual is the noise
-    itself, so ``log q(y|x) = -|xi|^2 / 2`` (constants cancel), and
-    ``log q(x|y) = -|x - y + eps grad(y)|^2 / (4 eps T)``.
+    ``q(y | x) = N(y; x - eps M^{-1} grad(x), 2 eps T M^{-1})``. The forward residual is
+    the scaled noise, so ``log q(y|x) = -|xi|^2 / 2`` (constants cancel), and
+    ``log q(x|y) = -r^T M r / (4 eps T)`` with ``r = x - y + eps M^{-1} grad(y)``.
     """
     eps = per_chain(step_size, x)
-    back = (x - y).add_(eps * grad_y) if isinstance(eps, Tensor) else (x - y).add_(grad_y,
-                                                                                   alpha=eps)
-    return 0.5 * event_sum(noise * noise) - event_sum(back * back).div_(4 * step_size * temperature)
+    if isinstance(eps, Tensor) or not _is_one(inv_mass):
+        back = (x - y).add_((eps * inv_mass) * grad_y)
+        quad = event_sum(back * back / inv_mass)
+    else:
+        back = (x - y).add_(grad_y, alpha=eps)
+        quad = event_sum(back * back)
+    return 0.5 * event_sum(noise * noise) - quad.div_(4 * step_size * temperature)
 
 
 def kinetic(p: Tensor, inv_mass: Scalar) -> Tensor:
     """``K(p) = p^T M^{-1} p / 2`` for scalar or diagonal inverse mass, per chain."""
-    sq = p * p if not isinstance(inv_mass, Tensor) and inv_mass == 1.0 else p * p * inv_mass
+    sq = p * p if _is_one(inv_mass) else p * p * inv_mass
     return 0.5 * event_sum(sq)
 
 

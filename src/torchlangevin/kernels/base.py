@@ -6,6 +6,7 @@ A kernel is a pair of functions over tensors whose leading dimension is the chai
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -78,19 +79,35 @@ def value_at(p: Parameter, step: int, x: Tensor) -> float | Tensor:
     return float(p(step))
 
 
+def inverse_mass(value: Any) -> float | Tensor:
+    """Validate ``M^{-1}``: a positive float or a positive tensor of the event shape."""
+    if isinstance(value, Tensor):
+        value = value.detach()
+        ok = bool((torch.isfinite(value) & (value > 0)).all())
+    else:
+        value = float(value)
+        ok = math.isfinite(value) and value > 0
+    if not ok:
+        raise ValueError(f"inv_mass must be positive and finite; got {value!r}")
+    return value
+
+
 class Kernel:
-    """Base class: holds the energy, step size, noise scale and support.
+    """Base class: holds the energy, step size, noise scale, inverse mass and support.
 
     ``noise_scale`` is the square root of the temperature: the kernel targets
-    ``exp(-E(x) / noise_scale**2)``.
+    ``exp(-E(x) / noise_scale**2)``. ``inv_mass`` (``M^{-1}``, scalar or diagonal with
+    the event shape) preconditions the moves.
     """
 
     name = "kernel"
+    #: whether ``Info`` carries an acceptance (what :func:`~torchlangevin.adapt` tunes on)
+    has_accept_step = True
     #: parameters that must stay > 0 (the rest >= 0)
     _positive = ("step_size",)
 
     def __init__(self, energy: Any, step_size: Parameter, noise_scale: Parameter = 1.0,
-                 support: Box | None = None) -> None:
+                 support: Box | None = None, inv_mass: float | Tensor = 1.0) -> None:
         if not callable(energy):
             raise TypeError(f"energy must be callable (C, *event) -> (C,); "
                             f"got {type(energy).__name__}")
@@ -104,6 +121,24 @@ class Kernel:
             raise TypeError(f"support must be a torchlangevin.Box or None; "
                             f"got {type(support).__name__}")
         self.support = support
+        self.inv_mass = inverse_mass(inv_mass)
+
+    def replace(self, **changes: Any) -> Kernel:
+        """A copy with some parameters changed (validated as in the constructor)."""
+        new = copy.copy(self)
+        for name, value in changes.items():
+            if name in ("step_size", "noise_scale"):
+                value = parameter(name, value, positive=name in self._positive)
+            elif name == "inv_mass":
+                value = inverse_mass(value)
+            elif not hasattr(self, name):
+                raise TypeError(f"{type(self).__name__} has no parameter {name!r}")
+            setattr(new, name, value)
+        return new
+
+    def _inv_mass(self, x: Tensor) -> float | Tensor:
+        m = self.inv_mass
+        return m.to(device=x.device, dtype=x.dtype) if isinstance(m, Tensor) else m
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(energy={self.energy!r}, step_size={self.step_size!r}, "
@@ -152,6 +187,12 @@ class Kernel:
         x = self._check_x(x)
         e, g = energy_and_grad(self.energy, x)
         check_energy(self.energy, x, e)
+        if isinstance(self.inv_mass, Tensor):
+            try:
+                torch.broadcast_shapes(self.inv_mass.shape, x.shape[1:])
+            except RuntimeError:
+                raise ValueError(f"inv_mass of shape {tuple(self.inv_mass.shape)} does not "
+                                 f"broadcast to the event shape {tuple(x.shape[1:])}") from None
         return State(x, e, g, 0)
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:

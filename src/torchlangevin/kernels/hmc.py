@@ -9,8 +9,6 @@ non-finite is counted as divergent and rejected. Duane et al. (1987), Neal (2011
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -37,42 +35,20 @@ class HMC(Kernel):
     def __init__(self, energy, step_size: Parameter, n_leapfrog_steps: int = 10,
                  inv_mass: float | Tensor = 1.0, noise_scale: Parameter = 1.0,
                  support=None, max_energy_error: float = 1000.0) -> None:
-        super().__init__(energy, step_size, noise_scale, support)
+        super().__init__(energy, step_size, noise_scale, support, inv_mass)
         if isinstance(n_leapfrog_steps, bool) or not isinstance(n_leapfrog_steps, int) \
                 or n_leapfrog_steps < 1:
             raise ValueError(f"n_leapfrog_steps must be an integer >= 1; got {n_leapfrog_steps!r}")
         self.n_leapfrog_steps = n_leapfrog_steps
-        if isinstance(inv_mass, Tensor):
-            inv_mass = inv_mass.detach()
-            ok = bool((torch.isfinite(inv_mass) & (inv_mass > 0)).all())
-        else:
-            inv_mass = float(inv_mass)
-            ok = math.isfinite(inv_mass) and inv_mass > 0
-        if not ok:
-            raise ValueError(f"inv_mass must be positive and finite; got {inv_mass!r}")
-        self.inv_mass = inv_mass
         if not max_energy_error > 0:
             raise ValueError(f"max_energy_error must be > 0; got {max_energy_error!r}")
         self.max_energy_error = float(max_energy_error)
-
-    def init(self, x: Tensor) -> State:
-        state = super().init(x)
-        if isinstance(self.inv_mass, Tensor):
-            try:
-                torch.broadcast_shapes(self.inv_mass.shape, state.x.shape[1:])
-            except RuntimeError:
-                raise ValueError(f"inv_mass of shape {tuple(self.inv_mass.shape)} does not "
-                                 f"broadcast to the event shape {tuple(state.x.shape[1:])}"
-                                 ) from None
-        return state
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
         x = state.x
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
-        inv_mass = self.inv_mass
-        if isinstance(inv_mass, Tensor):
-            inv_mass = inv_mass.to(device=x.device, dtype=x.dtype)
+        inv_mass = self._inv_mass(x)
         p = normal_like(x, generator)
         if isinstance(inv_mass, Tensor) or inv_mass != 1.0:
             p.mul_(inv_mass ** -0.5)

@@ -25,9 +25,11 @@ class Langevin(Kernel):
         step_size: ``eps`` > 0: a float, a ``Schedule`` or a ``(C,)`` tensor.
         noise_scale: ``>= 0`` (0 is gradient descent); float, schedule or ``(C,)`` tensor.
         support: a ``Box``; defaults to ``energy.support``. Moves are reflected into it.
+        inv_mass: preconditioner ``M^{-1}`` (positive float or event-shaped tensor).
     """
 
     name = "langevin"
+    has_accept_step = False
 
     def init(self, x: torch.Tensor) -> State:
         x = self._check_x(x)
@@ -43,7 +45,7 @@ class Langevin(Kernel):
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
         x = langevin_move(x, state.grad, normal_like(x, generator), eps, scale,
-                          out=x if donate else None)
+                          self._inv_mass(x), out=x if donate else None)
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)

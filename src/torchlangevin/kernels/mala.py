@@ -27,6 +27,8 @@ class MALA(Kernel):
         step_size: ``eps`` > 0: a float, a ``Schedule`` or a ``(C,)`` tensor.
         noise_scale: ``sqrt(T)`` > 0; float, schedule or ``(C,)`` tensor.
         support: a ``Box``; defaults to ``energy.support``. Proposals outside are rejected.
+        inv_mass: preconditioner ``M^{-1}``, a positive float or a tensor of the event
+            shape: ``y = x - eps M^{-1} grad E + sqrt(2 eps T) M^{-1/2} xi``.
     """
 
     name = "mala"
@@ -38,12 +40,13 @@ class MALA(Kernel):
         scale = value_at(self.noise_scale, state.step, x)
         temperature = scale * scale
         xi = normal_like(x, generator)
-        y = langevin_move(x, state.grad, xi, eps, scale)
+        inv_mass = self._inv_mass(x)
+        y = langevin_move(x, state.grad, xi, eps, scale, inv_mass)
         e_y, g_y = energy_and_grad(self.energy, y)
         drop = state.energy - e_y
         if isinstance(temperature, torch.Tensor) or temperature != 1.0:
             drop = drop / temperature
-        log_alpha = drop + langevin_log_ratio(x, y, g_y, xi, eps, temperature)
+        log_alpha = drop + langevin_log_ratio(x, y, g_y, xi, eps, temperature, inv_mass)
         inside = self.support.contains(y) if self.support is not None else None
         info = metropolis(log_alpha, inside, generator)
         return select(info.accepted, State(y, e_y, g_y), state), info
