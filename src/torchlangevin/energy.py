@@ -110,6 +110,14 @@ class Box:
         y = torch.remainder(x - lo, period)
         return torch.minimum(y, period - y).add_(lo)
 
+    def reflect_with_flips(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``reflect(x)`` and, per coordinate, whether an odd number of mirrors was crossed
+        (so a velocity there changes sign)."""
+        lo, _, period = self._bounds(x)
+        y = torch.remainder(x - lo, period)
+        flipped = y > period / 2
+        return torch.minimum(y, period - y).add_(lo), flipped
+
     def near_boundary(self, x: Tensor, rtol: float = 1e-3) -> Tensor:
         """``(C,)`` bool: some coordinate within ``rtol * (high - low)`` of a face."""
         lo, hi, period = self._bounds(x)
