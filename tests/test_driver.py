@@ -213,3 +213,22 @@ def test_progress_bar_only_on_a_terminal(monkeypatch):
     bar.close()
     assert driver._progress_bar(False, 10_000, "x") is None
     assert driver._progress_bar(True, 50, "x") is None  # short runs: no bar
+
+
+def test_to_arviz_layout_and_stats(tmp_path):
+    az = pytest.importorskip("arviz")
+    chains = tl.sample(tl.HMC(Gaussian([0.0, 0.0], [1e-4, 1.0]), 0.05, 10), x0(8) * 0.01, 60,
+                       thin=3, seed=0, progress=False)
+    idata = chains.to_arviz()
+    assert idata.posterior["x"].dims == ("chain", "draw", "x_dim_0")
+    assert idata.posterior["x"].shape == (8, 20, 2)
+    stats = idata.sample_stats
+    assert set(stats.data_vars) >= {"energy", "lp", "acceptance_rate", "diverging"}
+    # the per-draw windows add up to the per-chain totals
+    accepted = (stats["acceptance_rate"].values * 3).round().sum(1)
+    assert accepted.tolist() == (chains.acceptance_rate * 60).round().tolist()
+    assert int(stats["diverging"].values.sum()) <= int(chains.divergences.sum())
+    assert int(chains.divergences.sum()) > 0 and bool(stats["diverging"].values.any())
+    assert az.summary(idata).shape[0] == 2
+    chains.save(tmp_path / "c.pt")  # the extra fields survive a round trip
+    assert tl.Chains.load(tmp_path / "c.pt").to_arviz().posterior["x"].shape == (8, 20, 2)

@@ -107,6 +107,36 @@ class Chains:
     kernel: str = ""
     _energy: Tensor | None = field(default=None, repr=False)
     _energy_fn: Any = field(default=None, repr=False)
+    _accepted_at_draw: Tensor | None = field(default=None, repr=False)
+    _divergent_at_draw: Tensor | None = field(default=None, repr=False)
+
+    def _per_draw(self, cumulative: Tensor | None) -> Tensor | None:
+        """Counts in each draw's thinning window from counters snapshotted at the draws."""
+        if cumulative is None:
+            return None
+        return torch.diff(cumulative, dim=1, prepend=torch.zeros_like(cumulative[:, :1]))
+
+    def to_arviz(self, var_name: str = "x", dims: list[str] | None = None):
+        """An ``arviz.InferenceData``: posterior ``var_name (chain, draw, *event)``;
+        sample_stats ``energy``, ``lp = -energy``, and for kernels with an accept step
+        ``acceptance_rate`` (share accepted in each draw's ``thin``-step window) and
+        ``diverging`` (a divergence in that window). Needs arviz."""
+        import arviz as az
+
+        energy = self.energy.detach().cpu().double().numpy()
+        stats = {"energy": energy, "lp": -energy}
+        if self.acceptance_rate is not None:
+            accepted = self._per_draw(self._accepted_at_draw)
+            stats["acceptance_rate"] = (accepted.double() / self.thin).cpu().numpy()
+        divergent = self._per_draw(self._divergent_at_draw)
+        if divergent is not None and self.acceptance_rate is not None:
+            stats["diverging"] = (divergent > 0).cpu().numpy()
+        posterior = {var_name: self.samples.detach().cpu().numpy()}
+        return az.from_dict(posterior=posterior, sample_stats=stats,
+                            dims=None if dims is None else {var_name: dims},
+                            attrs={"sampler": self.kernel, "seed": self.seed,
+                                   "burn_in": self.burn_in, "thin": self.thin,
+                                   "library": "torchlangevin"})
 
     @property
     def energy(self) -> Tensor:

@@ -109,6 +109,9 @@ def sample(
             "accepted": torch.zeros(c, dtype=torch.long, device=x.device),
             "divergent": torch.zeros(c, dtype=torch.long, device=x.device),
             "trajectory": x.new_empty((total, c, *event)) if return_trajectory else None,
+            # counters after burn-in, snapshotted at each draw (per-draw stats for ArviZ)
+            "accepted_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device),
+            "divergent_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device),
             "has_accept": False,
         }
         generator = torch.Generator(device=x.device).manual_seed(run["seed"])
@@ -150,6 +153,8 @@ def sample(
                     run["samples"][kept // thin - 1] = new_state.x
                     if new_state.energy is not None:
                         run["energy"][kept // thin - 1] = new_state.energy
+                    run["accepted_at_draw"][kept // thin - 1] = run["accepted"]
+                    run["divergent_at_draw"][kept // thin - 1] = run["divergent"]
                 state, run["step"], phase = new_state, t + 1, "done"
                 if callback is not None:
                     callback(t + 1, state, info)
@@ -212,7 +217,9 @@ def _finish(kernel, state, run, config) -> Chains:
         divergences=run["divergent"], nonfinite_step=nonfinite_step,
         trajectory=_chain_first(run["trajectory"]), final_state=state, seed=run["seed"],
         n_steps=config["n_steps"], burn_in=config["burn_in"], thin=config["thin"],
-        kernel=getattr(kernel, "name", ""), _energy=energy, _energy_fn=kernel.energy)
+        kernel=getattr(kernel, "name", ""), _energy=energy, _energy_fn=kernel.energy,
+        _accepted_at_draw=_chain_first(run["accepted_at_draw"]),
+        _divergent_at_draw=_chain_first(run["divergent_at_draw"]))
 
 
 def _save(path: Path, config, state, rng_state: Tensor, run) -> None:
