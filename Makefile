@@ -24,8 +24,21 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks examples
 
-bench: $(STAMP)
+# Peers live in their own environments so they never touch .venv.
+.bench/torchebm/.installed:
+	$(PYTHON) -m venv .bench/torchebm
+	.bench/torchebm/bin/pip install --quiet "$(TORCH)"
+	.bench/torchebm/bin/pip install --quiet torchebm==0.8.9 numpy
+	touch $@
+
+.bench/blackjax/.installed:
+	$(PYTHON) -m venv .bench/blackjax
+	.bench/blackjax/bin/pip install --quiet jax jaxlib blackjax==1.7.1 numpy
+	touch $@
+
+bench: $(STAMP) .bench/torchebm/.installed .bench/blackjax/.installed
 	$(PY) benchmarks/core.py
+	$(PY) benchmarks/peers.py
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) .bench demo_out .pytest_cache

@@ -1,0 +1,106 @@
+"""torchlangevin against TorchEBM and BlackJAX, each in its own virtual environment.
+
+    python benchmarks/peers.py [--repeats 5] [--json out.json]
+
+Runs benchmarks/workers.py for every side in turn, ``--repeats`` rounds (alternating
+sides within a round), and reports median chain-steps per second with the ratio of
+this library to each peer, plus ESS per second (minimum bulk ESS over coordinates,
+computed with torchlangevin.diagnostics on every side's draws, over the wall time of
+adaptation + sampling). ``make bench`` builds the peer environments first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from torchlangevin import diagnostics
+
+ROOT = Path(__file__).resolve().parents[1]
+SIDES = {
+    "torchlangevin": Path(sys.executable),
+    "torchebm": ROOT / ".bench" / "torchebm" / "bin" / "python",
+    "blackjax": ROOT / ".bench" / "blackjax" / "bin" / "python",
+}
+WORK = {"a": 10_000 * 1_000, "b": 1_000 * 1_000, "c": 1_000 * 100}
+NAMES = {"a": "(a) double well 2-D, ULA", "b": "(b) Gaussian 100-D, MALA",
+         "c": "(c) Gaussian 100-D, HMC L=10"}
+
+
+def run_round(out: Path, sides: list[str]) -> dict[str, dict[str, float]]:
+    times = {}
+    for side in sides:
+        done = subprocess.run([str(SIDES[side]), str(ROOT / "benchmarks" / "workers.py"), side,
+                               str(out)], capture_output=True, text=True, timeout=1800)
+        if done.returncode != 0:
+            raise RuntimeError(f"{side} worker failed:\n{done.stderr[-3000:]}")
+        times[side] = json.loads((out / f"{side}.json").read_text())
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json")
+    args = parser.parse_args()
+    sides = [s for s, py in SIDES.items() if py.exists()]
+    missing = sorted(set(SIDES) - set(sides))
+    if missing:
+        print(f"missing peer environments {missing}: run `make bench` to build them")
+    rounds, tmp = [], Path(tempfile.mkdtemp(prefix="tl-peers-"))
+    for r in range(args.repeats):
+        rounds.append(run_round(tmp / f"round{r}", sides))
+        print(f"round {r + 1}/{args.repeats} done", file=sys.stderr)
+    med = {s: {w: statistics.median(rd[s][w] for rd in rounds) for w in rounds[0][s]}
+           for s in sides}
+
+    print(f"\n{datetime.date.today()}, {platform.machine()}, {platform.node()}, median of "
+          f"{args.repeats} rounds; chain-steps per second (M/s)")
+    peers = [s for s in sides if s != "torchlangevin"]
+    head = f"{'workload':30} {'torchlangevin':>14}" + "".join(f"{p:>11}" for p in peers)
+    head += "".join(f"{'vs ' + p:>14}" for p in peers)
+    print(head)
+    table = []
+    for w, work in WORK.items():
+        rates = {s: work / med[s][w] / 1e6 for s in sides if w in med[s]}
+        row = f"{NAMES[w]:30} {rates['torchlangevin']:14.2f}"
+        row += "".join(f"{rates[p]:11.2f}" if p in rates else f"{'n/a':>11}" for p in peers)
+        row += "".join(f"{rates['torchlangevin'] / rates[p]:13.2f}x" if p in rates
+                       else f"{'n/a':>14}" for p in peers)
+        print(row)
+        table.append({"workload": NAMES[w], "M_per_s": rates})
+
+    print("\nESS per second, HMC L=10 with adaptation (1,000 warm-up + 1,000 draws, 32 chains)")
+    ess_rows = []
+    for target in ("gaussian100", "funnel10"):
+        row = {}
+        for s in sides:
+            f = tmp / f"round{args.repeats - 1}" / f"{s}_{target}.npy"
+            if f.exists():
+                ess = float(diagnostics.ess_bulk(np.load(f)).min())
+                row[s] = {"min_ess_bulk": ess, "seconds": med[s][f"ess_{target}"],
+                          "ess_per_s": ess / med[s][f"ess_{target}"]}
+        line = f"{target:14}" + "".join(
+            f"  {s}: ESS {v['min_ess_bulk']:.0f} in {v['seconds']:.2f} s = {v['ess_per_s']:.0f}/s"
+            for s, v in row.items())
+        if "blackjax" in row:
+            ratio = row["torchlangevin"]["ess_per_s"] / row["blackjax"]["ess_per_s"]
+            line += f"  ratio {ratio:.2f}x"
+        print(line)
+        ess_rows.append({"target": target, **row})
+    if args.json:
+        Path(args.json).write_text(json.dumps({"date": str(datetime.date.today()),
+                                               "throughput": table, "ess": ess_rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
