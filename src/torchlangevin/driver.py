@@ -110,8 +110,10 @@ def sample(
             "divergent": torch.zeros(c, dtype=torch.long, device=x.device),
             "trajectory": x.new_empty((total, c, *event)) if return_trajectory else None,
             # counters after burn-in, snapshotted at each draw (per-draw stats for ArviZ)
-            "accepted_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device),
-            "divergent_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device),
+            "accepted_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device)
+            if getattr(kernel, "has_accept_step", True) else None,
+            "divergent_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device)
+            if getattr(kernel, "has_accept_step", True) else None,
             "has_accept": False,
         }
         generator = torch.Generator(device=x.device).manual_seed(run["seed"])
@@ -153,8 +155,9 @@ def sample(
                     run["samples"][kept // thin - 1] = new_state.x
                     if new_state.energy is not None:
                         run["energy"][kept // thin - 1] = new_state.energy
-                    run["accepted_at_draw"][kept // thin - 1] = run["accepted"]
-                    run["divergent_at_draw"][kept // thin - 1] = run["divergent"]
+                    if run["accepted_at_draw"] is not None:
+                        run["accepted_at_draw"][kept // thin - 1] = run["accepted"]
+                        run["divergent_at_draw"][kept // thin - 1] = run["divergent"]
                 state, run["step"], phase = new_state, t + 1, "done"
                 if callback is not None:
                     callback(t + 1, state, info)
@@ -175,21 +178,27 @@ def sample(
 
 
 def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, config) -> Tensor:
-    """Per chain, the step of the first kept draw that is not finite (-1 if none)."""
+    """Per chain, the step of the first kept draw that is not finite (-1 if none).
+
+    A non-finite position is absorbing (``x + anything`` stays non-finite; MALA and HMC
+    reject such proposals), so the final state says which chains failed and only their
+    draws are scanned for when.
+    """
     c = samples.shape[0]
     n_steps, burn_in, thin = config["n_steps"], config["burn_in"], config["thin"]
-    final_bad = ~torch.isfinite(final.reshape(c, -1)).all(1)
+    bad = ~torch.isfinite(final.reshape(c, -1)).all(1)
     if energy is not None:
-        bad_draw = ~torch.isfinite(energy)
-    elif bool(torch.isfinite(samples).all()):
-        bad_draw = None
-    else:
-        bad_draw = ~torch.isfinite(samples.reshape(*samples.shape[:2], -1)).all(-1)
+        bad |= ~torch.isfinite(energy).all(1)
     step = torch.full((c,), -1, dtype=torch.long, device=samples.device)
-    if bad_draw is not None:
-        first = bad_draw.int().argmax(1)
-        step = torch.where(bad_draw.any(1), burn_in + (first + 1) * thin, step)
-    return torch.where((step < 0) & final_bad.to(step.device), burn_in + n_steps, step)
+    chains = bad.nonzero().flatten()
+    if chains.numel():
+        draws = samples[chains].reshape(chains.numel(), samples.shape[1], -1)
+        bad_draw = ~torch.isfinite(draws).all(-1)
+        if energy is not None:
+            bad_draw |= ~torch.isfinite(energy[chains])
+        first = burn_in + (bad_draw.int().argmax(1) + 1) * thin
+        step[chains] = torch.where(bad_draw.any(1), first, burn_in + n_steps)
+    return step
 
 
 def _chain_first(t: Tensor | None) -> Tensor | None:

@@ -24,12 +24,14 @@ Parameter = float | Schedule | Tensor
 
 class State(NamedTuple):
     """Position ``x (C, *event)``, its energy ``(C,)`` (``None`` if not computed) and
-    gradient, and the number of steps taken (the schedule index)."""
+    gradient, the number of steps taken (the schedule index), and ``scratch``: a buffer
+    a kernel reuses from step to step when states are donated (else ``None``)."""
 
     x: Tensor
     energy: Tensor | None
     grad: Tensor
     step: int = 0
+    scratch: Tensor | None = None
 
 
 class Info(NamedTuple):
@@ -238,4 +240,4 @@ def select(accepted: Tensor, new: State, old: State) -> State:
     """Per chain, the proposal where accepted, else the current state."""
     mask = accepted.view(-1, *([1] * (old.x.ndim - 1)))
     return State(torch.where(mask, new.x, old.x), torch.where(accepted, new.energy, old.energy),
-                 torch.where(mask, new.grad, old.grad), old.step + 1)
+                 torch.where(mask, new.grad, old.grad), old.step + 1)  # no scratch: not donated

@@ -39,17 +39,22 @@ class Langevin(Kernel):
 
     def step(self, state: State, generator: torch.Generator,
              donate: bool = False) -> tuple[State, Info]:
-        """One move. With ``donate=True`` the new position is written into ``state.x``
-        (the caller promises nothing else reads that state again)."""
+        """One move. With ``donate=True`` the new position is written into ``state.x`` and
+        the noise into the state's scratch buffer (the caller promises nothing else reads
+        that state again)."""
         x = state.x
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
-        x = langevin_move(x, state.grad, normal_like(x, generator), eps, scale,
-                          self._inv_mass(x), out=x if donate else None)
+        if donate and state.scratch is not None:
+            noise = state.scratch.normal_(generator=generator)
+        else:
+            noise = normal_like(x, generator)
+        x = langevin_move(x, state.grad, noise, eps, scale, self._inv_mass(x),
+                          out=x if donate else None)
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
-        return State(x, e, g, state.step + 1), _NO_INFO
+        return State(x, e, g, state.step + 1, noise if donate else None), _NO_INFO
 
 
 _NO_INFO = Info()  # ULA has no accept step: nothing to report per step
