@@ -19,6 +19,15 @@ def _pyplot():
     return plt
 
 
+def _save_or_return(fig, path: str | Path | None):
+    """The figure itself if ``path`` is None, else save it there, close it, return the path."""
+    if path is None:
+        return fig
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return Path(path)
+
+
 def _density_curve(target, n: int = 400) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     low, high = float(target.support.low[0]), float(target.support.high[0])
     xs = np.linspace(low, high, n)
@@ -51,11 +60,7 @@ def histogram_figure(values, target, path: str | Path | None = None, bins: int =
     _draw_histogram(ax, np.asarray(values).reshape(-1), target, bins)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_or_return(fig, path)
 
 
 def histogram_animation(frames: list[tuple[int, np.ndarray]], target, path: str | Path,
@@ -94,11 +99,7 @@ def plot_trace(samples, coords: int | list[int] = 0, path: str | Path | None = N
         ax.set_ylabel(f"x[{k}]")
     axes[-1, 0].set_xlabel("draw")
     fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_or_return(fig, path)
 
 
 def plot_energy_contours(energy, xlim=(-3, 3), ylim=(-3, 3), trajectories=None,
@@ -130,8 +131,4 @@ def plot_energy_contours(energy, xlim=(-3, 3), ylim=(-3, 3), trajectories=None,
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     fig.tight_layout()
-    if path is None:
-        return fig
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return _save_or_return(fig, path)
