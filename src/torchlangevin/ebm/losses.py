@@ -1,0 +1,155 @@
+"""Objectives for energy-based models ``p_w(x) = exp(-E_w(x)) / Z(w)``.
+
+Maximum likelihood (Bishop, Deep Learning, 14.3.2): the gradient of the mean negative
+log-likelihood is ``E_data[grad_w E] - E_model[grad_w E]``; contrastive divergence
+estimates the second term with Langevin samples from the model (Algorithm 14.4), so the
+surrogate loss is ``mean E(data) - mean E(negatives)`` with the negatives detached.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..kernels.base import Kernel
+
+__all__ = ["ReplayBuffer", "ContrastiveDivergence", "denoising_score_matching", "uniform_init",
+           "gaussian_init"]
+
+InitFn = Callable[[int, torch.Generator], Tensor]
+
+
+def uniform_init(low: Tensor, high: Tensor) -> InitFn:
+    """Fresh chains uniform in the box ``[low, high]`` (e.g. the data's range)."""
+    def init(n: int, generator: torch.Generator) -> Tensor:
+        u = torch.rand((n, *low.shape), generator=generator, device=low.device, dtype=low.dtype)
+        return low + (high - low) * u
+    return init
+
+
+def gaussian_init(mean: Tensor, std: Tensor) -> InitFn:
+    """Fresh chains ``N(mean, std^2)`` per coordinate (e.g. the data's moments)."""
+    def init(n: int, generator: torch.Generator) -> Tensor:
+        z = torch.randn((n, *mean.shape), generator=generator, device=mean.device,
+                        dtype=mean.dtype)
+        return mean + std * z
+    return init
+
+
+class ReplayBuffer:
+    """Persistent chains for contrastive divergence (Du & Mordatch 2019).
+
+    ``sample(n)`` draws ``n`` distinct slots, restarts a ``reinit_prob`` share of them
+    from ``init``, and returns the starting points with their slot indices;
+    ``write(idx, x)`` puts the chains back into the slots they came from.
+    """
+
+    def __init__(self, capacity: int, init: InitFn, reinit_prob: float = 0.05,
+                 generator: torch.Generator | None = None) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"buffer_size must be an integer >= 1; got {capacity!r}")
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError(f"reinit_prob must be in [0, 1]; got {reinit_prob!r}")
+        self.init, self.reinit_prob = init, float(reinit_prob)
+        generator = generator or torch.Generator().manual_seed(0)
+        self.data = init(capacity, generator)
+        self.last_reinit: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        if n > len(self):
+            raise ValueError(f"batch of {n} is larger than the buffer ({len(self)} slots)")
+        idx = torch.randperm(len(self), generator=generator)[:n].to(self.data.device)
+        x = self.data[idx].clone()
+        fresh = torch.rand(n, generator=generator).to(x.device) < self.reinit_prob
+        if bool(fresh.any()):
+            x[fresh] = self.init(int(fresh.sum()), generator).to(x)
+        self.last_reinit = fresh
+        return x, idx
+
+    def write(self, idx: Tensor, x: Tensor) -> None:
+        self.data[idx] = x.detach().to(self.data)
+
+
+class ContrastiveDivergence(nn.Module):
+    """``loss, negatives = cd(batch)`` with ``loss = mean E(batch) - mean E(negatives)``
+    ``+ energy_reg * mean(E(batch)^2 + E(negatives)^2)``.
+
+    Negatives come from ``k_steps`` of ``kernel`` (whose energy is the model), started
+    from the data batch (CD-k) or, with ``persistent=True``, from a :class:`ReplayBuffer`
+    whose slots receive the chains back. Gradients reach only the model's parameters.
+
+    Args:
+        energy_model: ``nn.Module`` mapping ``(B, *event) -> (B,)``.
+        kernel: e.g. ``Langevin(energy_model, step_size=..., noise_scale=...)``.
+        k_steps: kernel steps per batch.
+        persistent: use a replay buffer of ``buffer_size`` chains.
+        reinit_prob: share of buffer chains restarted from ``init`` each batch.
+        init: ``init(n, generator)`` for fresh chains; required when ``persistent``.
+        energy_reg: weight of the energy-magnitude regulariser.
+        seed: seeds the generator for buffer draws and kernel noise.
+    """
+
+    def __init__(self, energy_model: nn.Module, kernel: Kernel, k_steps: int = 20,
+                 persistent: bool = False, buffer_size: int = 10000,
+                 reinit_prob: float = 0.05, energy_reg: float = 0.0,
+                 init: InitFn | None = None, seed: int = 0) -> None:
+        super().__init__()
+        if isinstance(k_steps, bool) or not isinstance(k_steps, int) or k_steps < 1:
+            raise ValueError(f"k_steps must be an integer >= 1; got {k_steps!r}")
+        if not (energy_reg >= 0 and math.isfinite(energy_reg)):
+            raise ValueError(f"energy_reg must be >= 0; got {energy_reg!r}")
+        if persistent and init is None:
+            raise ValueError("persistent=True needs init(n, generator) for fresh chains, e.g. "
+                             "torchlangevin.ebm.uniform_init(data.min(0), data.max(0))")
+        self.energy_model, self.kernel, self.k_steps = energy_model, kernel, k_steps
+        self.persistent, self.energy_reg = persistent, float(energy_reg)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.buffer = ReplayBuffer(buffer_size, init, reinit_prob, self.generator) \
+            if persistent else None
+
+    def negatives(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Run the kernel from the buffer (or the batch); returns chains and buffer slots."""
+        idx = None
+        if self.buffer is not None:
+            start, idx = self.buffer.sample(batch.shape[0], self.generator)
+        else:
+            start = batch.detach()
+        gen = self.generator
+        if start.device.type != "cpu":  # the kernel draws noise on the chains' device
+            gen = torch.Generator(device=start.device).manual_seed(
+                int(torch.randint(2**62, (1,), generator=self.generator)))
+        with torch.no_grad():
+            state = self.kernel.init(start)
+            for _ in range(self.k_steps):
+                state, _ = self.kernel.step(state, gen)
+        if idx is not None:
+            self.buffer.write(idx, state.x)
+        return state.x.detach(), idx
+
+    def forward(self, batch: Tensor) -> tuple[Tensor, Tensor]:
+        negatives, _ = self.negatives(batch)
+        e_pos, e_neg = self.energy_model(batch), self.energy_model(negatives)
+        loss = e_pos.mean() - e_neg.mean()
+        if self.energy_reg:
+            loss = loss + self.energy_reg * (e_pos.square().mean() + e_neg.square().mean())
+        self.last_energy_gap = float((e_pos.mean() - e_neg.mean()).detach())
+        return loss, negatives
+
+
+def denoising_score_matching(energy_model: nn.Module, batch: Tensor, sigma: float,
+                             generator: torch.Generator | None = None) -> Tensor:
+    """Vincent (2011): with ``x~ = x + sigma eps`` and score ``s = -grad_x E(x~)``,
+    ``loss = sigma^2 / 2 * mean |s + eps / sigma|^2`` (the ``sigma^2`` weighting)."""
+    if not sigma > 0:
+        raise ValueError(f"sigma must be > 0; got {sigma!r}")
+    eps = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
+    noisy = (batch.detach() + sigma * eps).requires_grad_(True)
+    (grad,) = torch.autograd.grad(energy_model(noisy).sum(), noisy, create_graph=True)
+    residual = (eps / sigma - grad).reshape(batch.shape[0], -1)
+    return 0.5 * sigma**2 * residual.square().sum(1).mean()

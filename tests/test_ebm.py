@@ -1,0 +1,126 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import torchlangevin as tl
+from torchlangevin import ebm
+
+from .conftest import gen
+
+
+class GaussEnergy(nn.Module):
+    """E(x) = (x - mu)^2 / (2 sd^2): the MLE is the data's mean and sd."""
+
+    def __init__(self):
+        super().__init__()
+        self.mu = nn.Parameter(torch.tensor(0.0))
+        self.log_sd = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x):
+        return 0.5 * ((x[:, 0] - self.mu) / self.log_sd.exp()) ** 2
+
+
+DATA = 2.0 + 0.5 * torch.randn(4000, 1, generator=gen(1))
+
+
+def test_cd_gradient_points_towards_the_data():
+    model = GaussEnergy()  # mu = 0, data mean 2: descent must raise mu
+    cd = ebm.ContrastiveDivergence(model, tl.MALA(model, 0.1), k_steps=5, seed=0)
+    loss, negatives = cd(DATA[:500])
+    loss.backward()
+    assert float(model.mu.grad) < 0
+    assert not negatives.requires_grad
+
+
+@pytest.mark.parametrize("objective", ["cd", "dsm"])
+def test_training_recovers_the_gaussian_mle(objective):
+    torch.manual_seed(0)
+    model = GaussEnergy()
+    sigma = 0.2  # DSM's estimator variance grows like 1/sigma; CD ignores sigma
+    ebm.fit(model, DATA, kernel=tl.MALA(model, 0.05), objective=objective, epochs=20,
+            batch_size=200, lr=0.05, k_steps=10, sigma=sigma, progress=False)
+    mean, var = float(DATA.mean()), float(DATA.var())
+    # CD's fixed point is the MLE; DSM's is the law smoothed by the noise: var + sigma^2
+    target_var = var if objective == "cd" else var + sigma**2
+    assert float(model.mu.detach()) == pytest.approx(mean, rel=0.10)
+    assert float(model.log_sd.detach().exp()) ** 2 == pytest.approx(target_var, rel=0.10)
+
+
+def test_buffer_writes_chains_back_to_their_slots():
+    model = GaussEnergy()
+    init = ebm.uniform_init(torch.tensor([-1.0]), torch.tensor([1.0]))
+    cd = ebm.ContrastiveDivergence(model, tl.Langevin(model, 0.01), k_steps=3, persistent=True,
+                                   buffer_size=100, reinit_prob=0.0, init=init, seed=0)
+    before = cd.buffer.data.clone()
+    negatives, idx = cd.negatives(DATA[:40])
+    assert torch.equal(cd.buffer.data[idx], negatives)
+    untouched = torch.ones(100, dtype=torch.bool)
+    untouched[idx] = False
+    assert torch.equal(cd.buffer.data[untouched], before[untouched])
+    assert len(set(idx.tolist())) == 40  # distinct slots
+
+
+def test_buffer_reinitialises_the_requested_share():
+    init = ebm.gaussian_init(torch.zeros(2), torch.ones(2))
+    buf = ebm.ReplayBuffer(5000, init, reinit_prob=0.3, generator=gen(0))
+    buf.data.fill_(100.0)  # fresh chains are then recognisable
+    g = gen(1)
+    fresh = 0
+    for _ in range(20):
+        x, _ = buf.sample(1000, g)
+        fresh += int((x.abs() < 50).all(1).sum())
+    share = fresh / 20_000
+    assert abs(share - 0.3) < 5 * math.sqrt(0.3 * 0.7 / 20_000)  # binomial, 5 se
+
+
+def test_nan_loss_stops_with_a_clear_error():
+    class Explodes(GaussEnergy):
+        calls = 0
+
+        def forward(self, x):
+            Explodes.calls += 1
+            out = super().forward(x)
+            return out * math.nan if Explodes.calls > 30 else out
+
+    model = Explodes()
+    with pytest.raises(FloatingPointError, match=r"loss became nan at epoch \d+, step \d+"):
+        ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), epochs=5, batch_size=500,
+                k_steps=2, progress=False)
+
+
+def test_fit_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
+    def run(epochs, path=None):
+        torch.manual_seed(0)
+        model = GaussEnergy()
+        ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), epochs=epochs, batch_size=400,
+                lr=0.05, k_steps=3, checkpoint=path, seed=3, progress=False)
+        return model
+
+    ref = run(4)
+    run(2, tmp_path / "ck.pt")
+    resumed = run(4, tmp_path / "ck.pt")
+    assert torch.equal(ref.mu, resumed.mu) and torch.equal(ref.log_sd, resumed.log_sd)
+
+
+def test_fit_argument_errors():
+    model = GaussEnergy()
+    with pytest.raises(ValueError, match="kernel's energy must be the energy_model"):
+        ebm.fit(model, DATA, kernel=tl.Langevin(GaussEnergy(), 0.01), epochs=1)
+    with pytest.raises(ValueError, match="objective must be 'cd' or 'dsm'"):
+        ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), objective="ml")
+    with pytest.raises(ValueError, match="data has NaN"):
+        ebm.fit(model, torch.full((10, 1), math.nan), kernel=tl.Langevin(model, 0.01))
+    with pytest.raises(ValueError, match="persistent=True needs init"):
+        ebm.ContrastiveDivergence(model, tl.Langevin(model, 0.01), persistent=True)
+
+
+def test_two_sample_metrics():
+    g = gen(0)
+    a, b = torch.randn(800, 2, generator=g), torch.randn(800, 2, generator=g)
+    shifted = torch.randn(800, 2, generator=g) + 0.5
+    floor = ebm.mmd(a, b)
+    assert 0 < floor < ebm.mmd(a, shifted) / 5
+    assert abs(ebm.mmd(a, b, unbiased=True)) < ebm.mmd(a, shifted, unbiased=True) / 5
+    assert ebm.energy_distance(a, b) < ebm.energy_distance(a, shifted) / 5
