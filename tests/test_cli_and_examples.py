@@ -34,3 +34,10 @@ def test_example_runs(script, tmp_path):
                           timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "out.png").exists()
+
+
+def test_ebm_demo_command_runs(tmp_path, capsys):
+    assert main(["ebm-demo", "--data", "rings", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "MMD^2 of model samples" in out and "floor" in out
+    assert (tmp_path / "rings_energy.png").exists()
