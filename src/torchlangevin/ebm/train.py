@@ -111,7 +111,7 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
                 loss = denoising_score_matching(energy_model, batch, sigma, gen)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
-                    f"loss became {float(loss)} at epoch {epoch}, step {b} "
+                    f"loss became {float(loss.detach())} at epoch {epoch}, step {b} "
                     f"(optimiser step {len(history.loss)}); lower the learning rate or the "
                     f"sampler's step size, or add energy_reg")
             optimizer.zero_grad(set_to_none=True)
