@@ -9,12 +9,12 @@ built-in distributions do. Otherwise one ``torch.autograd.grad`` call serves all
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-__all__ = ["Energy", "Box", "energy_and_grad", "check_energy", "check_finite"]
+__all__ = ["Energy", "Box", "energy_and_grad", "check_energy", "check_finite", "check_states"]
 
 
 @runtime_checkable
@@ -60,13 +60,27 @@ def check_energy(energy: Callable[[Tensor], Tensor], x: Tensor, e: Tensor | None
         )
 
 
-def check_finite(name: str, x: Tensor) -> None:
-    """Fail naming the argument and the chains whose entries are NaN or infinite."""
+def check_finite(name: str, x: Tensor, rows: str = "chains") -> None:
+    """Fail naming the argument and the rows (chains) whose entries are NaN or infinite."""
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
     if bool(bad.any()):
         idx = bad.nonzero().flatten().tolist()
-        raise ValueError(f"{name} has non-finite entries (NaN or Inf) in chains {idx[:10]}"
+        raise ValueError(f"{name} has non-finite entries (NaN or Inf) in {rows} {idx[:10]}"
                          + (f" and {len(idx) - 10} more" if len(idx) > 10 else ""))
+
+
+def check_states(name: str, x: Any, rows: str = "chains", min_rows: int = 1,
+                 min_ndim: int = 1) -> Tensor:
+    """Fail unless ``x`` is a finite floating-point tensor ``(rows, *event)``."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape ({rows}, *event); "
+                        f"got {type(x).__name__}")
+    if x.ndim < min_ndim or x.shape[0] < min_rows or not x.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor of shape ({rows}, *event) "
+                         f"with at least {min_rows} {rows}; got dtype {x.dtype}, "
+                         f"shape {tuple(x.shape)}")
+    check_finite(name, x, rows)
+    return x
 
 
 class Box:

@@ -7,11 +7,11 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from ..energy import check_states
 from ..kernels.base import Kernel
 from .losses import ContrastiveDivergence, InitFn, denoising_score_matching, uniform_init
 
@@ -24,18 +24,6 @@ class History:
     loss: list[float] = field(default_factory=list)
     energy_gap: list[float] = field(default_factory=list)
     epoch_loss: list[float] = field(default_factory=list)
-
-
-def _check_data(data: Any) -> Tensor:
-    if not isinstance(data, Tensor):
-        raise TypeError(f"data must be a torch.Tensor of shape (N, *event); "
-                        f"got {type(data).__name__}")
-    if data.ndim < 2 or data.shape[0] < 2 or not data.is_floating_point():
-        raise ValueError(f"data must be a floating tensor (N, *event) with N >= 2; "
-                         f"got dtype {data.dtype}, shape {tuple(data.shape)}")
-    if not bool(torch.isfinite(data).all()):
-        raise ValueError("data has NaN or Inf entries")
-    return data
 
 
 def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
@@ -56,7 +44,7 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     the run is saved after every epoch and resumed from the file if it exists.
     ``callback(epoch, history)`` runs after each epoch.
     """
-    data = _check_data(data)
+    data = check_states("data", data, rows="rows", min_rows=2, min_ndim=2)
     if objective not in ("cd", "dsm"):
         raise ValueError(f"objective must be 'cd' or 'dsm'; got {objective!r}")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..energy import Box, check_energy, check_finite, energy_and_grad
+from ..energy import Box, check_energy, check_states, energy_and_grad
 from ..schedules import Schedule, as_schedule
 
 if TYPE_CHECKING:
@@ -163,13 +163,7 @@ class Kernel:
                                      f"{n_steps} steps")
 
     def _check_x(self, x: Any) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x0 must be a torch.Tensor of shape (C, *event); "
-                            f"got {type(x).__name__}")
-        if x.ndim < 1 or x.shape[0] < 1 or not x.is_floating_point():
-            raise ValueError(f"x0 must be a floating-point tensor of shape (C, *event) with "
-                             f"C >= 1; got dtype {x.dtype}, shape {tuple(x.shape)}")
-        check_finite("x0", x)
+        x = check_states("x0", x)
         if self.support is not None:
             out = ~self.support.contains(x)
             if bool(out.any()):
