@@ -124,3 +124,15 @@ def test_two_sample_metrics():
     assert 0 < floor < ebm.mmd(a, shifted) / 5
     assert abs(ebm.mmd(a, b, unbiased=True)) < ebm.mmd(a, shifted, unbiased=True) / 5
     assert ebm.energy_distance(a, b) < ebm.energy_distance(a, shifted) / 5
+
+
+def test_learning_rate_schedule_is_applied_per_epoch():
+    model = GaussEnergy()
+    seen = []
+    opt = torch.optim.Adam(model.parameters(), lr=1.0)
+    ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), epochs=3, batch_size=1000,
+            k_steps=1, optimizer=opt, lr=tl.schedules.Geometric(1e-2, 1e-4, 3),
+            progress=False, callback=lambda e, h: seen.append(opt.param_groups[0]["lr"]))
+    assert seen == pytest.approx([1e-2, 1e-3, 1e-4])
+    with pytest.raises(ValueError, match="lr must be a positive number or a Schedule"):
+        ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), lr=-1.0)

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     toy = sub.add_parser("ebm-demo", help="train an MLP energy on a 2-D toy set by persistent CD")
     toy.add_argument("--data", choices=["moons", "rings", "8gaussians"], default="moons")
     toy.add_argument("--out", default="ebm_out")
-    toy.add_argument("--epochs", type=int, default=60)
+    toy.add_argument("--epochs", type=int, default=100)
     toy.add_argument("--seed", type=int, default=0)
     toy.set_defaults(func=_ebm_demo)
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..energy import check_states
 from ..kernels.base import Kernel
+from ..schedules import Schedule
 from .losses import ContrastiveDivergence, InitFn, denoising_score_matching, uniform_init
 
 
@@ -28,7 +29,8 @@ class History:
 
 def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
         epochs: int = 10, batch_size: int = 128, optimizer: torch.optim.Optimizer | None = None,
-        lr: float = 1e-3, objective: str = "cd", k_steps: int = 20, persistent: bool = True,
+        lr: float | Schedule = 1e-3, objective: str = "cd", k_steps: int = 20,
+        persistent: bool = True,
         buffer_size: int = 10000, reinit_prob: float = 0.05, init: InitFn | None = None,
         energy_reg: float = 0.0, sigma: float = 0.1, clip_grad: float | None = None,
         checkpoint: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
@@ -38,7 +40,9 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     ``objective="cd"`` uses :class:`ContrastiveDivergence` with ``kernel`` (whose energy
     must be ``energy_model``), ``k_steps``, a replay buffer if ``persistent`` (fresh chains
     uniform over the data's range unless ``init`` is given); ``objective="dsm"`` uses
-    denoising score matching at noise ``sigma``. Adam(lr) unless ``optimizer`` is given;
+    denoising score matching at noise ``sigma``. Adam unless ``optimizer`` is given; ``lr``
+    is a float or a :mod:`~torchlangevin.schedules` schedule of the epoch (e.g.
+    ``Geometric(1e-3, 1e-4, epochs)``), applied to the optimizer at each epoch's start;
     ``clip_grad`` clips the global gradient norm. A non-finite loss or gradient stops
     training with ``FloatingPointError`` naming the epoch and step. With ``checkpoint``
     the run is saved after every epoch and resumed from the file if it exists.
@@ -64,7 +68,11 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
         cd = ContrastiveDivergence(energy_model, kernel, k_steps, persistent,
                                    max(buffer_size, batch_size), reinit_prob, energy_reg, init,
                                    seed)
-    optimizer = optimizer or torch.optim.Adam(energy_model.parameters(), lr=lr)
+    lr_at = lr if isinstance(lr, Schedule) else None
+    if lr_at is None and not (isinstance(lr, (int, float)) and lr > 0):
+        raise ValueError(f"lr must be a positive number or a Schedule; got {lr!r}")
+    optimizer = optimizer or torch.optim.Adam(energy_model.parameters(),
+                                              lr=lr_at(0) if lr_at is not None else lr)
     gen = torch.Generator().manual_seed(seed + 1)
     history, start_epoch = History(), 0
     path = Path(checkpoint) if checkpoint is not None else None
@@ -89,6 +97,9 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
             pass
     energy_model.train()
     for epoch in range(start_epoch, epochs):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = float(lr_at(epoch))
         order = torch.randperm(data.shape[0], generator=gen)
         losses = []
         for b in range(n_batches):
