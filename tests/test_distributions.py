@@ -137,3 +137,11 @@ def test_box_errors():
         Box([0.0], [0.0])
     with pytest.raises(ValueError, match="finite"):
         Box([0.0], [math.inf])
+
+
+def test_sampling_without_a_generator_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    Gaussian([0.0]).sample(5)
+    assert torch.equal(torch.rand(3), expected)

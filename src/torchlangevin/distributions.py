@@ -8,6 +8,7 @@ Every distribution is an energy (call it on ``(C, *event)``, get ``(C,)``) with
 from __future__ import annotations
 
 import math
+import secrets
 
 import numpy as np
 import torch
@@ -55,8 +56,8 @@ class Distribution:
         """``n`` exact independent draws, shape ``(n, *event_shape)``, on the generator's device."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be an integer >= 1; got {n!r}")
-        if generator is None:
-            generator = torch.Generator().manual_seed(torch.seed())
+        if generator is None:  # a fresh seed; the global RNG is left alone
+            generator = torch.Generator().manual_seed(secrets.randbits(62))
         return self._sample(n, generator).to(dtype)
 
     def _sample(self, n: int, generator: torch.Generator) -> Tensor:
