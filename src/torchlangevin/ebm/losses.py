@@ -9,6 +9,7 @@ surrogate loss is ``mean E(data) - mean E(negatives)`` with the negatives detach
 from __future__ import annotations
 
 import math
+import secrets
 from collections.abc import Callable
 
 import torch
@@ -148,6 +149,8 @@ def denoising_score_matching(energy_model: nn.Module, batch: Tensor, sigma: floa
     ``loss = sigma^2 / 2 * mean |s + eps / sigma|^2`` (the ``sigma^2`` weighting)."""
     if not sigma > 0:
         raise ValueError(f"sigma must be > 0; got {sigma!r}")
+    if generator is None:  # a fresh seed; the global RNG is left alone
+        generator = torch.Generator(device=batch.device).manual_seed(secrets.randbits(62))
     eps = torch.randn(batch.shape, generator=generator, device=batch.device, dtype=batch.dtype)
     noisy = (batch.detach() + sigma * eps).requires_grad_(True)
     (grad,) = torch.autograd.grad(energy_model(noisy).sum(), noisy, create_graph=True)
