@@ -99,6 +99,7 @@ def sample(
         config = {"kernel": type(kernel).__name__, "n_steps": n_steps, "burn_in": burn_in,
                   "thin": thin, "shape": (c, *event), "seed": seed}
         n_draws = n_steps // thin
+        per_draw_stats = getattr(kernel, "has_accept_step", True)
         run = {
             "step": 0,
             "seed": seed if seed is not None else secrets.randbits(62),
@@ -111,9 +112,9 @@ def sample(
             "trajectory": x.new_empty((total, c, *event)) if return_trajectory else None,
             # counters after burn-in, snapshotted at each draw (per-draw stats for ArviZ)
             "accepted_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device)
-            if getattr(kernel, "has_accept_step", True) else None,
+            if per_draw_stats else None,
             "divergent_at_draw": torch.zeros((n_draws, c), dtype=torch.long, device=x.device)
-            if getattr(kernel, "has_accept_step", True) else None,
+            if per_draw_stats else None,
             "has_accept": False,
         }
         generator = torch.Generator(device=x.device).manual_seed(run["seed"])

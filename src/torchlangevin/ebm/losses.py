@@ -136,11 +136,12 @@ class ContrastiveDivergence(nn.Module):
     def forward(self, batch: Tensor) -> tuple[Tensor, Tensor]:
         negatives, _ = self.negatives(batch)
         e_pos, e_neg = self.energy_model(batch), self.energy_model(negatives)
-        loss = e_pos.mean() - e_neg.mean()
+        gap = e_pos.mean() - e_neg.mean()
+        self.last_energy_gap = float(gap.detach())
         if self.energy_reg:
-            loss = loss + self.energy_reg * (e_pos.square().mean() + e_neg.square().mean())
-        self.last_energy_gap = float((e_pos.mean() - e_neg.mean()).detach())
-        return loss, negatives
+            return gap + self.energy_reg * (e_pos.square().mean() + e_neg.square().mean()), \
+                negatives
+        return gap, negatives
 
 
 def denoising_score_matching(energy_model: nn.Module, batch: Tensor, sigma: float,

@@ -22,9 +22,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ..energy import check_energy, energy_and_grad
+from ..energy import energy_and_grad
 from ..integrators import per_chain
-from .base import Info, Kernel, Parameter, normal_like, value_at
+from .base import NO_INFO, Info, Kernel, Parameter, normal_like, value_at
 
 
 class UnderdampedState(NamedTuple):
@@ -53,6 +53,7 @@ class UnderdampedLangevin(Kernel):
 
     name = "baoab"
     has_accept_step = False
+    caches_energy = False
 
     def __init__(self, energy, step_size: Parameter, friction: float = 1.0,
                  noise_scale: Parameter = 1.0, support=None,
@@ -63,9 +64,7 @@ class UnderdampedLangevin(Kernel):
         self.friction = float(friction)
 
     def init(self, x: Tensor) -> UnderdampedState:
-        x = self._check_x(x)
-        e, g = energy_and_grad(self.energy, x, need_energy=False)
-        check_energy(self.energy, x, e)
+        x, e, g, _, _ = super().init(x)
         return UnderdampedState(x, e, g, 0, torch.zeros_like(x))
 
     def step(self, state: UnderdampedState, generator: torch.Generator
@@ -85,7 +84,4 @@ class UnderdampedLangevin(Kernel):
             p = torch.where(flipped, -p, p)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
         p = p - (h / 2) * g                                             # B
-        return UnderdampedState(x, e, g, state.step + 1, p), _NO_INFO
-
-
-_NO_INFO = Info()
+        return UnderdampedState(x, e, g, state.step + 1, p), NO_INFO

@@ -105,6 +105,9 @@ class Kernel:
     name = "kernel"
     #: whether ``Info`` carries an acceptance (what :func:`~torchlangevin.adapt` tunes on)
     has_accept_step = True
+    #: whether the state needs the energy (an accept step does); if not, analytic energies
+    #: skip it and the driver computes the energy trace only when asked
+    caches_energy = True
     #: parameters that must stay > 0 (the rest >= 0)
     _positive = ("step_size",)
 
@@ -181,7 +184,7 @@ class Kernel:
     def init(self, x: Tensor) -> State:
         """Check ``x`` (shape, finiteness, support, energy shape) and cache E and grad E."""
         x = self._check_x(x)
-        e, g = energy_and_grad(self.energy, x)
+        e, g = energy_and_grad(self.energy, x, need_energy=self.caches_energy)
         check_energy(self.energy, x, e)
         if isinstance(self.inv_mass, Tensor):
             try:
@@ -202,6 +205,9 @@ class Kernel:
         from ..driver import sample
 
         return sample(self, x, n_steps, **kwargs)
+
+
+NO_INFO = Info()  # for kernels without an accept step: nothing to report per step
 
 
 def normal_like(x: Tensor, generator: torch.Generator) -> Tensor:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from ..energy import check_energy, energy_and_grad
+from ..energy import energy_and_grad
 from ..integrators import langevin_move
-from .base import Info, Kernel, State, normal_like, value_at
+from .base import NO_INFO, Info, Kernel, State, normal_like, value_at
 
 
 class Langevin(Kernel):
@@ -30,12 +30,7 @@ class Langevin(Kernel):
 
     name = "langevin"
     has_accept_step = False
-
-    def init(self, x: torch.Tensor) -> State:
-        x = self._check_x(x)
-        e, g = energy_and_grad(self.energy, x, need_energy=False)
-        check_energy(self.energy, x, e)
-        return State(x, e, g, 0)
+    caches_energy = False
 
     def step(self, state: State, generator: torch.Generator,
              donate: bool = False) -> tuple[State, Info]:
@@ -54,7 +49,4 @@ class Langevin(Kernel):
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
-        return State(x, e, g, state.step + 1, noise if donate else None), _NO_INFO
-
-
-_NO_INFO = Info()  # ULA has no accept step: nothing to report per step
+        return State(x, e, g, state.step + 1, noise if donate else None), NO_INFO
