@@ -1,0 +1,168 @@
+"""Incremental Zarr storage for :func:`posterior.sample`: write as you go, resume, cache.
+
+Layout: the root group holds the result variables at full size from the start (NaN until
+written); group ``state`` holds what a run needs to continue exactly (weights, optimizer buffer,
+generator states, minibatch permutations) and ``next_step`` per chain, written last so that a
+run killed mid-write resumes from the previous write. Every writer touches only its own chains'
+region, so processes sharing a store never overlap.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+STATE = "state"
+
+
+def _xr():
+    import xarray as xr
+
+    return xr
+
+
+class ZarrStore:
+    def __init__(self, path: Path, key: str, config: dict, chains: range) -> None:
+        self.path, self.key, self.config, self.chains = path, key, config, chains
+        self.block = slice(chains.start, chains.stop)
+        self.draws_written = 0
+        self.steps_written = 0
+
+    def _write(self, ds, group: str | None = None, **region: slice) -> None:
+        ds.to_zarr(self.path, group=group, region={"chain": self.block, **region},
+                   consolidated=False)
+
+    def open(self, run):
+        """Create the store, or load a previous run's state into ``run``.
+
+        Returns the finished tree when every one of ``run``'s chains is already done.
+        """
+        xr = _xr()
+        if not (self.path / "zarr.json").exists() and not (self.path / ".zgroup").exists():
+            if self.path.exists() and any(self.path.iterdir()):
+                raise ValueError(f"store={str(self.path)!r}: exists and is not a Zarr store")
+            self._create(run)
+        root = xr.open_dataset(self.path, engine="zarr", consolidated=False, chunks=None)
+        if root.attrs.get("fingerprint") != self.key:
+            raise ValueError(
+                f"store={str(self.path)!r}: holds a run with a different configuration, model "
+                "or data; pass another path or delete it"
+            )
+        state = xr.open_dataset(self.path, engine="zarr", group=STATE, consolidated=False,
+                                chunks=None).isel(chain=self.block)
+        next_step = state["next_step"].values
+        if (next_step != next_step[0]).any():
+            raise ValueError(f"store={str(self.path)!r}: chains {list(self.chains)} stopped at "
+                             f"different steps {next_step.tolist()}; run them separately")
+        if next_step[0] > 0:
+            self._load(run, state, root.isel(chain=self.block), int(next_step[0]))
+        if run.step >= run.config["num_burnin_steps"] + run.config["num_draws"] * \
+                run.config["num_steps_bw_draws"]:
+            return self.tree(run)
+        return None
+
+    def _create(self, run) -> None:
+        xr = _xr()
+        ds = run.dataset()
+        n = run.config["num_chains"]
+        full = {}
+        for name, var in ds.data_vars.items():
+            if "chain" in var.dims:
+                shape = (n, *var.shape[1:])
+                fill = -1 if name == "nonfinite_step" else math.nan
+                full[name] = (var.dims, np.full(shape, fill, dtype=var.dtype))
+            else:
+                full[name] = var
+        coords = {k: v for k, v in ds.coords.items() if k != "chain"}
+        coords["chain"] = np.arange(n)
+        attrs = dict(ds.attrs, fingerprint=self.key)
+        xr.Dataset(full, coords=coords, attrs=attrs).to_zarr(
+            self.path, mode="w", consolidated=False)
+        st = self._state(run)
+        blank = {k: (v.dims, np.zeros((n, *v.shape[1:]), dtype=v.dtype))
+                 for k, v in st.data_vars.items()}
+        xr.Dataset(blank, coords={"chain": np.arange(n)}).to_zarr(
+            self.path, group=STATE, mode="a", consolidated=False)
+        # init_loss is known now; write it so that a finished chain never lacks it
+        self._write(ds[["init_loss"]].drop_vars("chain"))
+
+    def _state(self, run):
+        xr = _xr()
+        rng_b = torch.stack([g.get_state() for g in run.batch_gens]).numpy()
+        rng_n = torch.stack([g.get_state() for g in run.noise_gens]).cpu().numpy()
+        data = {
+            "params": (("chain", "param"), run.W.cpu().numpy()),
+            "perm": (("chain", "row"), run.batches.perm.numpy()),
+            "pos": (("chain",), np.full(len(run.chains), run.batches.pos, dtype=np.int64)),
+            "rng_batch": (("chain", "rng_batch_byte"), rng_b),
+            "rng_noise": (("chain", "rng_noise_byte"), rng_n),
+            "next_step": (("chain",), np.full(len(run.chains), run.step, dtype=np.int64)),
+        }
+        if run.buffer is not None:
+            data["buffer"] = (("chain", "param"), run.buffer.cpu().numpy())
+        return xr.Dataset(data)
+
+    def _load(self, run, state, root, step: int) -> None:
+        dev = run.W.device
+        run.W.copy_(torch.as_tensor(state["params"].values, device=dev))
+        if run.buffer is not None:
+            run.buffer.copy_(torch.as_tensor(state["buffer"].values, device=dev))
+        run.batches.perm = torch.as_tensor(state["perm"].values).clone()
+        run.batches.pos = int(state["pos"].values[0])
+        for g, s in zip(run.batch_gens, state["rng_batch"].values, strict=True):
+            g.set_state(torch.as_tensor(s))
+        for g, s in zip(run.noise_gens, state["rng_noise"].values, strict=True):
+            g.set_state(torch.as_tensor(s))
+        run.step = step
+        run.nonfinite = torch.as_tensor(root["nonfinite_step"].values, device=dev).clone()
+        for name, t in [("sampling_loss", run.sampling_loss), ("metrics_mala_accept", run.mala),
+                        *[(f"loss_{k}", v) for k, v in run.obs_loss.items()],
+                        *[(f"metrics_{k}", v) for k, v in run.metrics.items()]]:
+            t.copy_(torch.as_tensor(root[name].values, device=dev))
+        d = run.draw_of(step - 1)
+        self.draws_written = 0 if d is None else d + 1
+        self.steps_written = step
+
+    def maybe_flush(self, run) -> None:
+        self.flush(run)
+
+    def flush(self, run, final: bool = False) -> None:
+        """Write draws and steps done since the last flush, then the state, then next_step."""
+        ds = run.dataset().drop_vars("chain")
+        d0, d1 = self.draws_written, _draws_done(run)
+        s0, s1 = self.steps_written, run.step
+        draw_vars = [k for k, v in ds.data_vars.items() if "draw" in v.dims]
+        step_vars = [k for k, v in ds.data_vars.items() if "step" in v.dims]
+        if d1 > d0:
+            self._write(ds[draw_vars].isel(draw=slice(d0, d1)), draw=slice(d0, d1))
+        if s1 > s0:
+            self._write(ds[step_vars].isel(step=slice(s0, s1)), step=slice(s0, s1))
+        self._write(ds[["nonfinite_step", "metrics_mala_accept"]].drop_vars("mala_draw"))
+        st = self._state(run)
+        self._write(st.drop_vars("next_step"), group=STATE)
+        self._write(st[["next_step"]], group=STATE)
+        self.draws_written, self.steps_written = d1, s1
+
+    def tree(self, run):
+        xr = _xr()
+        ds = xr.open_dataset(self.path, engine="zarr", consolidated=False, chunks=None)
+        if self.block != slice(0, run.config["num_chains"]):
+            ds = ds.isel(chain=self.block)
+        return xr.DataTree(ds)
+
+
+def _draws_done(run) -> int:
+    c = run.config
+    done = run.step - c["num_burnin_steps"]
+    if done <= 0:
+        return 0
+    return min(c["num_draws"], (done - 1) // c["num_steps_bw_draws"] + 1)
+
+
+def config_of(tree) -> dict:
+    """The sampler configuration stored with a result."""
+    return json.loads(tree.dataset.attrs["config"])

@@ -1,0 +1,254 @@
+"""Singular learning theory from posterior samples: LLC, susceptibilities, influence functions.
+
+The local learning coefficient at ``w0`` is estimated from SGLD draws of the localised,
+tempered posterior ``p(w) ∝ exp(-n_beta L_n(w) - gamma/2 |w - w0|^2)``:
+
+    llc = n_beta * (E_w[L_n(w)] - L_n(w0))
+
+with ``E_w`` the mean of the per-draw minibatch losses over draws (burn-in excluded) and
+``L_n(w0)`` the loss on the full data. Each chain gives one estimate; the trace
+``n_beta (L_t - L_n(w0))`` over chains and draws gives the R-hat and the effective sample size
+behind the standard error ``se = sd(trace) / sqrt(ESS)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import diagnostics
+from .posterior.sampler import sample
+
+__all__ = ["LLC", "llc", "estimate_llc", "diagnose", "susceptibilities", "bif", "calibrate"]
+
+RHAT_MAX = 1.1
+
+
+@dataclass
+class LLC:
+    """An LLC estimate with the evidence for trusting it.
+
+    ``per_chain`` holds every chain's estimate (NaN for excluded chains); ``mean`` and ``sd``
+    (ddof 1) are over the healthy chains; ``se`` is the Monte Carlo standard error of ``mean``.
+    """
+
+    mean: float
+    sd: float
+    se: float
+    per_chain: np.ndarray
+    trace: np.ndarray  # (chain, draw)
+    ess: float
+    rhat: float
+    init_loss: float
+    n_beta: float
+    excluded: dict[int, int] = field(default_factory=dict)  # chain -> first non-finite step
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    tree: Any = None
+
+    def __repr__(self) -> str:
+        return (f"LLC(mean={self.mean:.4g}, sd={self.sd:.3g}, se={self.se:.3g}, "
+                f"ess={self.ess:.0f}, rhat={self.rhat:.3f}, chains={len(self.per_chain)}, "
+                f"excluded={self.excluded})")
+
+
+def _config(tree) -> dict:
+    return json.loads(tree.dataset.attrs["config"])
+
+
+def _loss_trace(ds) -> np.ndarray:
+    """Mean loss per (chain, draw) over the batch (and token) dims."""
+    loss = ds["sampling_loss"].values
+    return loss.reshape(loss.shape[0], loss.shape[1], -1).mean(axis=2).astype(np.float64)
+
+
+def llc(tree, init_loss: float | None = None) -> LLC:
+    """LLC from a :func:`posterior.sample` result.
+
+    Args:
+        tree: the DataTree (or its root Dataset).
+        init_loss: ``L_n(w0)``; by default the full-data loss stored in ``init_loss``.
+    """
+    ds = tree.dataset if hasattr(tree, "dataset") else tree
+    n_beta = float(ds["n_beta"].values)
+    l0 = float(np.mean(ds["init_loss"].values)) if init_loss is None else float(init_loss)
+    trace = n_beta * (_loss_trace(ds) - l0)
+    bad_steps = ds["nonfinite_step"].values
+    chain_ids = ds["chain"].values
+    healthy = (bad_steps < 0) & np.isfinite(trace).all(axis=1)
+    excluded = {int(c): int(s)
+                for c, s, ok in zip(chain_ids, bad_steps, healthy, strict=True) if not ok}
+    per_chain = np.where(healthy, trace.mean(axis=1), np.nan)
+    good = trace[healthy]
+    if len(good) == 0:
+        raise FloatingPointError(f"llc: every chain hit a non-finite loss (chain: step "
+                                 f"{excluded}); lower lr or raise localization")
+    mean = float(good.mean())
+    sd = float(np.std(per_chain[healthy], ddof=1)) if len(good) > 1 else math.nan
+    if good.shape[1] >= 4:
+        ess = float(diagnostics.ess(good))
+        rhat = float(diagnostics.rhat(good)) if len(good) > 1 else math.nan
+    else:
+        ess, rhat = float(good.size), math.nan
+    se = float(np.std(good) / math.sqrt(max(ess, 1.0)))
+    return LLC(mean=mean, sd=sd, se=se, per_chain=per_chain, trace=trace, ess=ess, rhat=rhat,
+               init_loss=l0, n_beta=n_beta, excluded=excluded, tree=tree)
+
+
+def diagnose(tree, estimate: LLC | None = None) -> dict[str, Any]:
+    """Health of one run: R-hat and ESS of the LLC trace, MALA acceptance of the SGLD
+    proposal on a fixed batch, ``eps * lambda_max(n_beta H)``, distance travelled from ``w0``,
+    a drift test between the halves of the trace, and flags naming what went wrong."""
+    ds = tree.dataset if hasattr(tree, "dataset") else tree
+    est = estimate or llc(tree)
+    ok = ds["nonfinite_step"].values < 0
+    trace = est.trace[ok] if ok.any() else est.trace
+    half = trace.shape[1] // 2
+    first, second = trace[:, :half].mean(), trace[:, half:].mean()
+    drift_z = abs(second - first) / max(est.se * 2.0, 1e-12)
+    mala = ds["metrics_mala_accept"].values[ok] if ok.any() else np.array([np.nan])
+    distance = ds["metrics_distance"].values[ok][:, -1] if ok.any() else np.array([np.nan])
+    out = {
+        "llc": est.mean, "llc_sd": est.sd, "llc_se": est.se, "rhat": est.rhat, "ess": est.ess,
+        "mala_accept": float(np.nanmean(mala)) if np.isfinite(mala).any() else math.nan,
+        "eps_nbeta_lambda_max": float(ds.attrs.get("eps_nbeta_lambda_max", math.nan)),
+        "distance": float(np.mean(distance)),
+        "drift_z": float(drift_z),
+        "nonfinite_chains": len(est.excluded),
+    }
+    flags = []
+    if est.excluded:
+        flags.append("diverged")
+    if drift_z > 3.0:
+        flags.append("not settled")
+    if est.rhat == est.rhat and est.rhat > RHAT_MAX:
+        flags.append("chains disagree")
+    if est.mean < 0:
+        flags.append("negative")
+    if out["mala_accept"] == out["mala_accept"] and out["mala_accept"] < 0.5:
+        flags.append("step too large")
+    out["flags"] = ",".join(flags)
+    return out
+
+
+def estimate_llc(model, data, loss_fn, **kwargs) -> LLC:
+    """Sample with :func:`torchlangevin.posterior.sample` and estimate the LLC in one call.
+
+    Keyword arguments go to ``posterior.sample`` (``lr`` is required). The result carries the
+    run's ``diagnostics`` (see :func:`diagnose`) and its ``tree``.
+    """
+    tree = sample(model, data, loss_fn, **kwargs)
+    est = llc(tree)
+    est.diagnostics = diagnose(tree, est)
+    return est
+
+
+def susceptibilities(restricted, full, sampling: str, observables: Sequence[str] | None = None):
+    """Per-sample susceptibilities of a weight restriction, as devinterp defines them.
+
+    With ``phi = L_sampling(w) - L_n(w0)`` (per draw, mean over rows) from the restricted run,
+
+        chi(x) = E[phi L_sampling] - E[phi l_x] - E[phi] (E_full[L_sampling] - E_full[l_x])
+
+    for every row ``x`` of each probe observable, ``l_x`` its loss. Both runs must record
+    ``sampling`` and the probes as observables. Returns ``{observable: DataArray (batch,
+    [token_pos])}``.
+    """
+    r = restricted.dataset if hasattr(restricted, "dataset") else restricted
+    f = full.dataset if hasattr(full, "dataset") else full
+    names = _observable_names(r) if observables is None else list(observables)
+    names = [n for n in names if n != sampling]
+    for n in [sampling, *names]:
+        for ds, which in ((r, "restricted"), (f, "full")):
+            if f"loss_{n}" not in ds:
+                raise KeyError(f"{which}: no observable {n!r}; it has {_observable_names(ds)}")
+    init = float(np.mean(f["init_loss"].values))
+    full_sampling = float(np.mean(f[f"loss_{sampling}"].values))
+    pt = r[f"loss_{sampling}"].values
+    pt_mean = pt.reshape(pt.shape[0], pt.shape[1], -1).mean(axis=2)
+    phi = pt_mean - init
+    e_phi, e_phi_wr = float(phi.mean()), float((phi * pt_mean).mean())
+    out = {}
+    for n in names:
+        probe = r[f"loss_{n}"]
+        extra = (None,) * (probe.ndim - 2)
+        e_phi_probe = (phi[(..., *extra)] * probe.values).mean(axis=(0, 1))
+        delta = full_sampling - f[f"loss_{n}"].values.mean(axis=(0, 1))
+        sus = e_phi_wr - e_phi_probe - e_phi * delta
+        out[n] = probe.isel(chain=0, draw=0, drop=True).copy(data=sus)
+    return out
+
+
+def bif(tree, observables: Sequence[str] | None = None, *, per: str = "sample",
+        covariance: bool = False, chains: str = "stack"):
+    """Bayesian influence functions: correlations (or covariances) across posterior draws
+    between the losses of every pair of observable rows (devinterp's ``compute_bif``).
+
+    Args:
+        per: ``"sample"`` (mean over tokens; devinterp's ``"sequence"``) or ``"token"``.
+        chains: ``"stack"`` treats every (chain, draw) as one draw; ``"mean"`` averages chains.
+
+    Returns a DataArray ``(row_1, row_2)`` (``per="sample"``) or ``(row_1, row_2, token_pos)``.
+    """
+    import xarray as xr
+
+    ds = tree.dataset if hasattr(tree, "dataset") else tree
+    names = _observable_names(ds) if observables is None else list(observables)
+    if not names:
+        raise ValueError("bif: the run recorded no observables; pass observables= to sample")
+    if per not in ("sample", "token"):
+        raise ValueError(f"per={per!r}: expected 'sample' or 'token'")
+    if chains not in ("stack", "mean"):
+        raise ValueError(f"chains={chains!r}: expected 'stack' or 'mean'")
+    parts = [ds[f"loss_{n}"].rename({f"batch_{n}": "row"}) for n in names]
+    losses = xr.concat(parts, dim="row").values.astype(np.float64)  # (chain, draw, row, [tok])
+    if per == "sample" and losses.ndim == 4:
+        losses = losses.mean(axis=3)
+    losses = losses.mean(axis=0) if chains == "mean" else losses.reshape(-1, *losses.shape[2:])
+    x = torch.as_tensor(np.moveaxis(losses, 0, -1))  # (row, [tok], draws)
+    x = x - x.mean(dim=-1, keepdim=True)
+    if x.ndim == 3:
+        x = x.transpose(0, 1)  # (tok, row, draws)
+    cov = x @ x.transpose(-1, -2) / (x.shape[-1] - 1)
+    if not covariance:
+        sd = cov.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).sqrt()
+        cov = cov / (sd[..., :, None] * sd[..., None, :])
+    values = cov.numpy()
+    if values.ndim == 3:
+        return xr.DataArray(np.moveaxis(values, 0, -1), dims=("row_1", "row_2", "token_pos"))
+    return xr.DataArray(values, dims=("row_1", "row_2"))
+
+
+def _observable_names(ds) -> list[str]:
+    return [str(v)[5:] for v in ds.data_vars if str(v).startswith("loss_")]
+
+
+def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[float | None],
+              localizations: Sequence[float] = (0.0,), *, settings: Sequence[Mapping] | None =
+              None, **kwargs):
+    """Sweep ``lr x n_beta x localization`` and tabulate each run's LLC and health.
+
+    Returns a pandas DataFrame, one row per setting, with the LLC, its sd and se, R-hat, ESS,
+    MALA acceptance, ``eps * lambda_max``, distance from ``w0`` and ``flags``: ``diverged``
+    (a chain went non-finite), ``not settled`` (the two halves of the trace differ by more than
+    3 standard errors), ``chains disagree`` (R-hat > 1.1), ``negative`` (the loss fell below
+    ``L_n(w0)``: ``w0`` is not a local minimum) and ``step too large`` (MALA acceptance < 0.5).
+    """
+    import pandas as pd
+
+    if settings is None:
+        settings = [{"lr": lr, "n_beta": nb, "localization": loc}
+                    for lr in lrs for nb in n_betas for loc in localizations]
+    rows = []
+    for s in settings:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            est = estimate_llc(model, data, loss_fn, **{**kwargs, **s})
+        rows.append({**s, "n_beta": est.n_beta, **est.diagnostics})
+    return pd.DataFrame(rows)
