@@ -249,6 +249,14 @@ def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[floa
     for s in settings:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            est = estimate_llc(model, data, loss_fn, **{**kwargs, **s})
-        rows.append({**s, "n_beta": est.n_beta, **est.diagnostics})
+            tree = sample(model, data, loss_fn, **{**kwargs, **s})
+        n_beta = float(tree.dataset["n_beta"].values)
+        try:
+            est = llc(tree)
+        except FloatingPointError:  # every chain diverged: a row that says so, not a crash
+            n = tree.dataset.sizes["chain"]
+            rows.append({**s, "n_beta": n_beta, "llc": math.nan, "nonfinite_chains": n,
+                         "flags": "diverged"})
+            continue
+        rows.append({**s, "n_beta": n_beta, **diagnose(tree, est)})
     return pd.DataFrame(rows)

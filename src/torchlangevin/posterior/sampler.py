@@ -240,9 +240,17 @@ class _Run:
         n_checks = min(config["mala_checks"], D)
         self.mala_draws = sorted({int(round(x)) for x in np.linspace(D - 1, 0, n_checks)})
         self.mala = torch.full((C, len(self.mala_draws)), math.nan, device=device)
-        self.lambda_max = flat.hvp_power(
-            flat.w0, self.fixed, hyper.n_beta,
-            torch.Generator().manual_seed(config["seed"])) if n_checks else math.nan
+        self._lambda_max: float | None = None
+
+    @property
+    def lambda_max(self) -> float:
+        """Largest eigenvalue of ``n_beta`` times the Hessian at ``w0`` on the fixed batch."""
+        if self._lambda_max is None:
+            self._lambda_max = self.flat.hvp_power(
+                self.flat.w0, self.fixed, self.hyper.n_beta,
+                torch.Generator().manual_seed(self.config["seed"])
+            ) if self.config["mala_checks"] else math.nan
+        return self._lambda_max
 
     def _fill_noise(self) -> None:
         for c, g in enumerate(self.noise_gens):
