@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-llc clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,15 @@ lint: $(STAMP)
 	$(PYTHON) -m venv .bench/blackjax
 	.bench/blackjax/bin/pip install --quiet jax jaxlib blackjax==1.7.1 numpy
 	touch $@
+
+.bench/devinterp/.installed:
+	$(PYTHON) -m venv .bench/devinterp
+	.bench/devinterp/bin/pip install --quiet "$(TORCH)"
+	.bench/devinterp/bin/pip install --quiet devinterp==2.0.1
+	touch $@
+
+bench-llc: $(STAMP) .bench/devinterp/.installed
+	$(PY) benchmarks/llc.py
 
 bench: $(STAMP) .bench/torchebm/.installed .bench/blackjax/.installed
 	$(PY) benchmarks/core.py

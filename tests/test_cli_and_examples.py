@@ -43,3 +43,12 @@ def test_ebm_demo_command_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MMD^2 of model samples" in out and "floor" in out
     assert (tmp_path / "rings_energy.png").exists()
+
+
+def test_llc_demo_command_runs_and_resumes_from_its_store(tmp_path, capsys):
+    args = ["llc-demo", "--draws", "20", "--epochs", "20", "--store", str(tmp_path / "s.zarr")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    assert "LLC of a 1,185-parameter MLP" in first and "R-hat" in first
+    assert main(args) == 0  # the finished store is returned from cache: the same numbers
+    assert capsys.readouterr().out.split("(")[0] == first.split("(")[0]

@@ -36,6 +36,8 @@ class FlatModel:
         self.shapes = [p.shape for _, p in named]
         self.sizes = [p.numel() for _, p in named]
         self.buffers = dict(model.named_buffers())
+        # functional_call unties shared weights on every call unless told there are none
+        self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(named)
         self.w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
         self.vectorized: bool | None = None  # decided at the first batched call
         self.fallback_reason = ""
@@ -73,7 +75,8 @@ class FlatModel:
         return torch.cat([p.reshape(-1) for p in parts]).to(self.w0)
 
     def per_sample(self, w: Tensor, batch: Sequence[Tensor]) -> Tensor:
-        out = functional_call(self.model, {**self.unflatten(w), **self.buffers}, (batch[0],))
+        out = functional_call(self.model, {**self.unflatten(w), **self.buffers}, (batch[0],),
+                              tie_weights=self.tied)
         return self.loss_fn(out, tuple(batch))
 
     def batched(self, W: Tensor, batch: Sequence[Tensor], shared: bool = False) -> Tensor:
@@ -104,12 +107,15 @@ class FlatModel:
         ]
         return torch.stack(rows)
 
-    def loss_and_grad(self, W: Tensor, batch: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Per-sample losses ``(C, B, ...)`` and the gradient of each chain's mean loss."""
+    def loss_and_grad(self, W: Tensor, batch: Sequence[Tensor],
+                      rows: int | None = None) -> tuple[Tensor, Tensor]:
+        """Per-sample losses ``(C, B, ...)`` and the gradient of each chain's mean loss over
+        its first ``rows`` rows (all by default)."""
         Wr = W.detach().requires_grad_(True)
         with torch.enable_grad():
             per = self.batched(Wr, batch)
-            (grad,) = torch.autograd.grad(per.flatten(1).mean(1).sum(), Wr)
+            used = per if rows is None else per[:, :rows]
+            (grad,) = torch.autograd.grad(used.flatten(1).mean(1).sum(), Wr)
         return per.detach(), grad
 
     @torch.no_grad()
@@ -120,8 +126,9 @@ class FlatModel:
         return torch.cat(parts)
 
     def hvp_power(self, w: Tensor, batch: Sequence[Tensor], scale: float,
-                  generator: torch.Generator, iters: int = 30) -> float:
-        """Largest eigenvalue of ``scale * Hessian`` of the mean loss, by power iteration."""
+                  generator: torch.Generator, iters: int = 50, rtol: float = 1e-3) -> float:
+        """Largest eigenvalue of ``scale * Hessian`` of the mean loss, by power iteration
+        (stopped once it changes by less than ``rtol`` relative)."""
         v = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
         v /= v.norm()
         lam = 0.0
@@ -131,7 +138,9 @@ class FlatModel:
                 loss = self.per_sample(wr, batch).mean()
                 (g,) = torch.autograd.grad(loss, wr, create_graph=True)
                 (hv,) = torch.autograd.grad(g @ v, wr)
-            lam = float(v @ hv) * scale
+            prev, lam = lam, float(v @ hv) * scale
+            if abs(lam - prev) <= rtol * abs(lam):
+                break
             norm = hv.norm()
             if not torch.isfinite(norm) or norm == 0:
                 break

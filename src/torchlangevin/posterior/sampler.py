@@ -107,7 +107,8 @@ def sample(
 
     Returns:
         an ``xarray.DataTree`` whose root holds ``init_loss (chain[, token_pos])``,
-        ``sampling_loss (chain, draw, batch[, token_pos])``, ``loss_{obs}``, ``metrics_*``
+        ``sampling_loss (chain, draw, batch[, token_pos])``, ``sampling_loss_at_init (chain,
+        draw)`` (the mean loss of ``w0`` on the same minibatch), ``loss_{obs}``, ``metrics_*``
         ``(chain, step)``, ``metrics_mala_accept (chain, mala_draw)``, ``nonfinite_step
         (chain,)`` (-1 for healthy chains) and ``n_beta``; the configuration is in ``attrs``.
     """
@@ -228,9 +229,12 @@ class _Run:
         probe = flat.per_sample(flat.w0, self.fixed)
         check_per_sample(probe, config["batch_size"])
         self.token_shape = tuple(probe.shape[1:])
-        self.init_loss = flat.full_loss(flat.w0, tensors).mean(0)
+        init_rows = flat.full_loss(flat.w0, tensors)  # (n, [T]): L_i(w0) for every row
+        self.init_loss = init_rows.mean(0)
+        self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
         self.sampling_loss = torch.full((C, D, config["batch_size"], *self.token_shape),
                                         math.nan, device=device)
+        self.sampling_init = torch.full((C, D), math.nan, device=device, dtype=torch.float64)
         self.obs_loss = {
             k: torch.full((C, D, v[0].shape[0], *self.token_shape), math.nan, device=device)
             for k, v in obs.items()
@@ -241,6 +245,7 @@ class _Run:
         self.mala_draws = sorted({int(round(x)) for x in np.linspace(D - 1, 0, n_checks)})
         self.mala = torch.full((C, len(self.mala_draws)), math.nan, device=device)
         self._lambda_max: float | None = None
+        self.obs_joined = self._join_observables(config["batch_size"])
 
     @property
     def lambda_max(self) -> float:
@@ -266,7 +271,16 @@ class _Run:
             while self.step < num_steps:
                 i = self.step
                 idx = self.batches.next()
-                per, grad = self.flat.loss_and_grad(self.W, [t[idx] for t in self.tensors])
+                d = self.draw_of(i)
+                batch = [t[idx] for t in self.tensors]
+                joined = d is not None and self.obs_joined is not None
+                if joined:  # observables ride along in the step's forward pass
+                    C = self.W.shape[0]
+                    batch = [torch.cat([b, o.expand(C, *o.shape)], 1)
+                             for b, o in zip(batch, self.obs_joined, strict=True)]
+                per, grad = self.flat.loss_and_grad(self.W, batch, rows=idx.shape[1])
+                if joined:
+                    per, extra = per[:, :idx.shape[1]], per[:, idx.shape[1]:]
                 loss = per.flatten(1).mean(1)
                 self.metrics["loss"][:, i] = loss
                 self.metrics["grad_norm"][:, i] = grad.norm(dim=1)
@@ -274,10 +288,10 @@ class _Run:
                 bad = ~torch.isfinite(loss) & (self.nonfinite < 0)
                 self.nonfinite = torch.where(bad, torch.full_like(self.nonfinite, i),
                                              self.nonfinite)
-                d = self.draw_of(i)
                 if d is not None:
                     self.sampling_loss[:, d] = per
-                    self._observe(d)
+                    self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
+                    self._observe(d, extra if joined else None)
                 self._fill_noise()
                 sgmcmc_update_(self.W, grad, self.noise, self.flat.w0, self.hyper, self.buffer,
                                self.mask)
@@ -297,10 +311,26 @@ class _Run:
                           "excluded from estimates (see nonfinite_step)", RuntimeWarning,
                           stacklevel=3)
 
+    def _join_observables(self, batch_size: int):
+        """Observable rows stacked like the data, when they fit beside a minibatch."""
+        rows = [v for v in self.obs.values()]
+        if not rows or sum(r[0].shape[0] for r in rows) > 4 * batch_size:
+            return None
+        like = [(t.shape[1:], t.dtype) for t in self.tensors]
+        if any([(t.shape[1:], t.dtype) for t in r] != like for r in rows):
+            return None
+        return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))
+
     @torch.no_grad()
-    def _observe(self, d: int) -> None:
+    def _observe(self, d: int, joined: Tensor | None = None) -> None:
+        start = 0
         for k, rows in self.obs.items():
-            self.obs_loss[k][:, d] = self.flat.batched(self.W, rows, shared=True)
+            if joined is None:
+                self.obs_loss[k][:, d] = self.flat.batched(self.W, rows, shared=True)
+            else:
+                n = rows[0].shape[0]
+                self.obs_loss[k][:, d] = joined[:, start:start + n]
+                start += n
         if d in self.mala_draws:
             self.mala[:, self.mala_draws.index(d)] = self._mala_accept(d)
 
@@ -351,6 +381,7 @@ class _Run:
         data = {
             "init_loss": (("chain", *tok), _np(self.init_loss.expand(C, *self.token_shape))),
             "sampling_loss": (("chain", "draw", "batch", *tok), _np(self.sampling_loss)),
+            "sampling_loss_at_init": (("chain", "draw"), _np(self.sampling_init)),
             "nonfinite_step": (("chain",), _np(self.nonfinite)),
             "metrics_mala_accept": (("chain", "mala_draw"), _np(self.mala)),
             "n_beta": ((), self.hyper.n_beta),

@@ -120,6 +120,7 @@ class ZarrStore:
         run.step = step
         run.nonfinite = torch.as_tensor(root["nonfinite_step"].values, device=dev).clone()
         for name, t in [("sampling_loss", run.sampling_loss), ("metrics_mala_accept", run.mala),
+                        ("sampling_loss_at_init", run.sampling_init),
                         *[(f"loss_{k}", v) for k, v in run.obs_loss.items()],
                         *[(f"metrics_{k}", v) for k, v in run.metrics.items()]]:
             t.copy_(torch.as_tensor(root[name].values, device=dev))
