@@ -1,0 +1,210 @@
+"""How good, and how private, is a synthetic table?
+
+``quality_report(real_train, real_holdout, synthetic, target)`` measures
+
+- fidelity: SDMetrics' column shapes (KS / TV complement per column) and column pair trends
+  (correlation / contingency similarity), averaged as SDMetrics reports them;
+- utility: TSTR (train a random forest on synthetic rows, test on the hold-out) against TRTR
+  (train it on the real training rows): accuracy for classification, R^2 for regression;
+- detectability: the cross-validated ROC AUC of a classifier telling hold-out rows from as
+  many synthetic rows (0.5 = indistinguishable);
+- privacy: each synthetic row's distance to its closest training row (DCR) against the
+  hold-out's, and the near-copy rate: the share of synthetic rows closer to a training row
+  than the 5th percentile of hold-out DCRs (a perfect generator scores about 5%).
+
+Distances are Euclidean on numeric columns z-scored by the training rows (missing -> 0 plus
+an indicator) and one-hot categories, by nearest-neighbour search (no full distance matrix).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["quality_report"]
+
+
+def _sdtype(s: pd.Series) -> str:
+    if pd.api.types.is_bool_dtype(s):
+        return "boolean"
+    if pd.api.types.is_numeric_dtype(s):
+        return "numerical"
+    return "categorical"
+
+
+def _for_model(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
+    """Object / bool columns as shared pandas categories, so gradient boosting reads them."""
+    out = [f.copy() for f in frames]
+    for col in frames[0].columns:
+        if not pd.api.types.is_numeric_dtype(frames[0][col]) or \
+                pd.api.types.is_bool_dtype(frames[0][col]):
+            cats = pd.unique(pd.concat([f[col].astype(object) for f in frames]).dropna())
+            for f in out:
+                f[col] = pd.Categorical(f[col].astype(object), categories=cats)
+    return out
+
+
+def _model(task: str, seed: int):
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    cls = HistGradientBoostingClassifier if task == "classification" \
+        else HistGradientBoostingRegressor
+    return cls(categorical_features="from_dtype", random_state=seed)
+
+
+def _forest(task: str, seed: int):
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
+    return cls(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=-1)
+
+
+def _embed(train: pd.DataFrame, *frames: pd.DataFrame) -> list[np.ndarray]:
+    parts_all = [[] for _ in frames]
+    for col in train.columns:
+        s = train[col]
+        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            v = s.astype(float)
+            mu, sd = float(v.mean()), float(v.std()) or 1.0
+            for parts, f in zip(parts_all, frames, strict=True):
+                z = ((f[col].astype(float) - mu) / sd).to_numpy()
+                miss = np.isnan(z)
+                parts.append(np.where(miss, 0.0, z)[:, None])
+                if s.isna().any():
+                    parts.append(miss[:, None].astype(float))
+        else:
+            cats = pd.unique(s.astype(object))
+            for parts, f in zip(parts_all, frames, strict=True):
+                vals = f[col].astype(object).to_numpy()
+                parts.append(np.stack([(vals == c) | (pd.isna(vals) & pd.isna(c))
+                                       for c in cats], 1).astype(float))
+    return [np.concatenate(p, 1) for p in parts_all]
+
+
+def quality_report(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
+                   synthetic: pd.DataFrame, target: str | None = None, *,
+                   task: str | None = None, plot: str | Path | None = None, seed: int = 0,
+                   verbose: bool = True) -> pd.DataFrame:
+    """Fidelity, utility, detectability and privacy of ``synthetic`` (see the module notes).
+
+    Returns a DataFrame indexed by metric with columns ``value`` and ``note``; prints it when
+    ``verbose``. With ``plot="report.png"``, also writes marginal histograms and the real and
+    synthetic correlation matrices.
+    """
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import NearestNeighbors
+
+    for name, df in (("real_train", real_train), ("real_holdout", real_holdout),
+                     ("synthetic", synthetic)):
+        if not isinstance(df, pd.DataFrame) or len(df) == 0:
+            raise ValueError(f"{name}: expected a non-empty DataFrame")
+        missing = set(real_train.columns) - set(df.columns)
+        if missing:
+            raise ValueError(f"{name}: lacks columns {sorted(missing)[:5]}")
+    cols = list(real_train.columns)
+    train, hold, syn = (df[cols].reset_index(drop=True)
+                        for df in (real_train, real_holdout, synthetic))
+    rows: list[tuple[str, float, str]] = []
+
+    from sdmetrics.reports.single_table import QualityReport
+
+    meta = {"columns": {c: {"sdtype": _sdtype(train[c])} for c in cols}}
+    rep = QualityReport()
+    rep.generate(train, syn, meta, verbose=False)
+    props = rep.get_properties().set_index("Property")["Score"]
+    rows.append(("column_shapes", float(props["Column Shapes"]), "SDMetrics, 1 = identical"))
+    rows.append(("column_pair_trends", float(props["Column Pair Trends"]),
+                 "SDMetrics, 1 = identical"))
+
+    if target is not None:
+        if target not in cols:
+            raise ValueError(f"target={target!r}: not a column")
+        task = task or ("regression" if pd.api.types.is_float_dtype(train[target])
+                        and train[target].nunique() > 20 else "classification")
+        score = accuracy_score if task == "classification" else r2_score
+        feats = [c for c in cols if c != target]
+        e_tr, e_ho, e_sy = _embed(train[feats], train[feats], hold[feats], syn[feats])
+        y_tr, y_ho, y_sy = train[target], hold[target], syn[target]
+        if task == "classification":
+            y_tr, y_ho, y_sy = (y.astype(str) for y in (y_tr, y_ho, y_sy))
+        else:
+            y_tr, y_ho, y_sy = (y.astype(float) for y in (y_tr, y_ho, y_sy))
+        trtr = score(y_ho, _forest(task, seed).fit(e_tr, y_tr).predict(e_ho))
+        tstr = score(y_ho, _forest(task, seed).fit(e_sy, y_sy).predict(e_ho))
+        metric = "accuracy" if task == "classification" else "R^2"
+        rows += [("trtr", trtr, f"{metric}, model trained on real train"),
+                 ("tstr", tstr, f"{metric}, model trained on synthetic"),
+                 ("tstr_over_trtr", tstr / trtr if trtr else np.nan, "1 = as useful as real")]
+
+    rng = np.random.default_rng(seed)
+    k = min(len(hold), len(syn))
+    both = pd.concat([hold.iloc[rng.permutation(len(hold))[:k]],
+                      syn.iloc[rng.permutation(len(syn))[:k]]], ignore_index=True)
+    (both_m,) = _for_model([both])
+    labels = np.r_[np.zeros(k), np.ones(k)]
+    folds = max(2, min(5, k // 10))
+    auc = float(np.mean(cross_val_score(_model("classification", seed), both_m, labels,
+                                        cv=folds, scoring="roc_auc")))
+    rows.append(("c2st_auc", auc, "hold-out vs synthetic classifier, 0.5 = indistinguishable"))
+
+    e_train, e_hold, e_syn = _embed(train, train, hold, syn)
+    nn_ = NearestNeighbors(n_neighbors=1).fit(e_train)
+    dcr_hold = nn_.kneighbors(e_hold)[0].ravel()
+    dcr_syn = nn_.kneighbors(e_syn)[0].ravel()
+    q05 = float(np.quantile(dcr_hold, 0.05))
+    rows += [("dcr_median_synthetic", float(np.median(dcr_syn)), "to closest training row"),
+             ("dcr_median_holdout", float(np.median(dcr_hold)), "the same for real rows"),
+             ("near_copy_rate", float(np.mean(dcr_syn < q05)),
+              f"DCR < hold-out 5th percentile ({q05:.3g}); ~0.05 for fresh real rows")]
+    report = pd.DataFrame(rows, columns=["metric", "value", "note"]).set_index("metric")
+    if verbose:
+        with pd.option_context("display.max_colwidth", 80, "display.width", 140):
+            print(report.to_string(float_format=lambda v: f"{v:.4f}"))
+    if plot is not None:
+        _plot(train, syn, Path(plot))
+    return report
+
+
+def _plot(real: pd.DataFrame, syn: pd.DataFrame, path: Path) -> None:
+    from ..viz.plots import _pyplot
+
+    plt = _pyplot()
+    cols = list(real.columns)[:12]
+    ncol = 4
+    nrow = -(-len(cols) // ncol) + 1
+    fig = plt.figure(figsize=(4 * ncol, 3 * nrow))
+    for i, c in enumerate(cols):
+        ax = fig.add_subplot(nrow, ncol, i + 1)
+        if pd.api.types.is_numeric_dtype(real[c]) and not pd.api.types.is_bool_dtype(real[c]):
+            lo, hi = np.nanquantile(real[c].astype(float), [0.005, 0.995])
+            bins = np.linspace(lo, hi, 30) if hi > lo else 10
+            ax.hist(real[c].dropna().astype(float), bins=bins, alpha=0.5, density=True,
+                    label="real")
+            ax.hist(syn[c].dropna().astype(float), bins=bins, alpha=0.5, density=True,
+                    label="synthetic")
+        else:
+            r = real[c].astype(str).value_counts(normalize=True)
+            s = syn[c].astype(str).value_counts(normalize=True).reindex(r.index, fill_value=0)
+            x = np.arange(len(r))
+            ax.bar(x - 0.2, r.values, 0.4, label="real")
+            ax.bar(x + 0.2, s.values, 0.4, label="synthetic")
+            ax.set_xticks(x, [str(v)[:8] for v in r.index], rotation=45, fontsize=7)
+        ax.set_title(str(c)[:30], fontsize=9)
+        if i == 0:
+            ax.legend(fontsize=7)
+    numeric = [c for c in real.columns if pd.api.types.is_numeric_dtype(real[c])
+               and not pd.api.types.is_bool_dtype(real[c])]
+    for j, (name, df) in enumerate((("real", real), ("synthetic", syn))):
+        ax = fig.add_subplot(nrow, 2, 2 * (nrow - 1) + j + 1)
+        if len(numeric) > 1:
+            ax.imshow(df[numeric].astype(float).corr().to_numpy(), vmin=-1, vmax=1,
+                      cmap="RdBu_r")
+        ax.set_title(f"{name} correlations ({len(numeric)} numeric columns)", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
