@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-llc clean
+.PHONY: demo test lint bench bench-llc bench-tabular clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ lint: $(STAMP)
 
 bench-llc: $(STAMP) .bench/devinterp/.installed
 	$(PY) benchmarks/llc.py
+
+.bench/tabpfgen/.installed:
+	$(PYTHON) -m venv .bench/tabpfgen
+	.bench/tabpfgen/bin/pip install --quiet "$(TORCH)"
+	.bench/tabpfgen/bin/pip install --quiet tabpfgen==0.1.4 scikit-learn pandas
+	touch $@
+
+bench-tabular: $(STAMP) .bench/tabpfgen/.installed
+	$(PY) -m pip install --quiet -e ".[bench]"
+	$(PY) benchmarks/tabular.py
 
 bench: $(STAMP) .bench/torchebm/.installed .bench/blackjax/.installed
 	$(PY) benchmarks/core.py

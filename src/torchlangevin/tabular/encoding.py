@@ -119,7 +119,9 @@ class TableEncoder:
                 v = col.quantiles.inverse_transform(block[:, :1]).ravel()
                 v = np.clip(v, col.low, col.high)
                 missing = block[:, 2] > block[:, 1] if col.has_missing else np.zeros(len(v), bool)
-                if col.kind == INTEGER:
+                if col.kind == INTEGER and pd.api.types.is_float_dtype(col.dtype):
+                    series = pd.Series(np.where(missing, np.nan, np.round(v))).astype(col.dtype)
+                elif col.kind == INTEGER:
                     v = np.round(v)
                     series = pd.Series(v).astype("Int64" if missing.any() else "int64")
                     series[missing] = pd.NA
