@@ -142,3 +142,14 @@ def test_synth_command_rejects_bad_csvs(tmp_path, capsys, content, args, match):
     path.write_text(content)
     assert main(["synth", str(path), "-o", str(tmp_path / "o.csv"), *args]) == 2
     assert match in capsys.readouterr().err
+
+
+def test_tabpfn_labeller_is_checked_before_sampling():
+    try:
+        import tabpfn  # noqa: F401
+        pytest.skip("tabpfn is installed here; the missing-package error cannot be shown")
+    except ImportError:
+        pass
+    X = np.random.default_rng(0).standard_normal((50, 2))
+    with pytest.raises(ImportError, match="labeller='tabpfn' needs the tabpfn package"):
+        TabularGenerator(labeller="tabpfn", **FAST).fit(X, (X[:, 0] > 0).astype(int))

@@ -99,12 +99,18 @@ class TabularGenerator:
         epochs: passes over each class's rows when fitting its energy.
         seed: seeds fitting and sampling.
         progress: a tqdm bar over classes.
+        labeller: ``"tabpfn"`` relabels class-conditional samples with a TabPFN classifier fitted
+            on the real rows, as TabPFGen does; it needs the ``tabpfn`` package and its model
+            weights (a gated download), which ``fit`` checks before any sampling.
     """
 
     def __init__(self, energy: str = "ebm", sampler: str = "mala", n_steps: int = 200,
                  temperature: float = 1.0, sigma: float | None = None, warmup: int = 100,
                  epochs: int = 60, hidden: int = 128, seed: int = 0,
-                 progress: bool = False) -> None:
+                 progress: bool = False, labeller: str | None = None) -> None:
+        if labeller not in (None, "tabpfn"):
+            raise ValueError(f"labeller={labeller!r}: expected None or 'tabpfn'")
+        self.labeller = labeller
         if energy != "ebm":
             raise ValueError(f"energy={energy!r}: expected 'ebm'")
         if sampler not in ("mala", "ula"):
@@ -157,6 +163,10 @@ class TabularGenerator:
             self.energies_[c] = _fit_energy(rows, sigma, self.temperature, self.epochs,
                                             self.hidden, gen)
         self.label_dtype_ = None if y is None else y.dtype
+        if self.labeller == "tabpfn":
+            if self.task_ != "classification":
+                raise ValueError("labeller='tabpfn': only for classification targets")
+            self.tabpfn_ = _tabpfn_classifier(x.numpy(), labels.astype(str).to_numpy())
         return self
 
     # ---- sampling --------------------------------------------------------------------------
@@ -183,7 +193,11 @@ class TabularGenerator:
             x, acc = self._langevin(self.energies_[c], m, gen)
             accept[c] = acc
             frames.append(self.encoder_.decode(x))
-            labels.extend([c] * m)
+            if self.labeller == "tabpfn":
+                names = {str(k): k for k in self.classes_}
+                labels.extend(names[v] for v in self.tabpfn_.predict(x.numpy()))
+            else:
+                labels.extend([c] * m)
         self.diagnostics_ = {"acceptance": accept, "sigma": self.sigma_}
         out = pd.concat(frames, ignore_index=True)
         if self.task_ == "classification":
@@ -292,6 +306,21 @@ def _frame(data, target):
         raise ValueError(f"target: {len(y)} values for {len(df)} rows")
     name = getattr(target, "name", None) or "target"
     return df, y.reset_index(drop=True), str(name)
+
+
+def _tabpfn_classifier(x: np.ndarray, y: np.ndarray):
+    """A fitted TabPFN classifier, or a clear error when the package or weights are absent."""
+    try:
+        from tabpfn import TabPFNClassifier
+    except ImportError as err:
+        raise ImportError("labeller='tabpfn' needs the tabpfn package: pip install tabpfn") \
+            from err
+    try:
+        return TabPFNClassifier(device="cpu").fit(x, y)
+    except Exception as err:  # noqa: BLE001 - the weights download is what usually fails
+        raise RuntimeError(
+            "labeller='tabpfn': TabPFN could not load its model weights (they are a gated "
+            f"download; offline they must already be in TabPFN's cache): {err}") from err
 
 
 def _infer_task(y: pd.Series) -> str:
