@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,27 @@ class Chains:
     _energy_fn: Any = field(default=None, repr=False)
     _accepted_at_draw: Tensor | None = field(default=None, repr=False)
     _divergent_at_draw: Tensor | None = field(default=None, repr=False)
+
+    @classmethod
+    def concat(cls, parts: list[Chains]) -> Chains:
+        """Chains of several blocks side by side (in order); ``final_state`` is dropped."""
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str) -> Tensor | None:
+            values = [getattr(p, name) for p in parts]
+            if any(v is None for v in values):
+                return None
+            return torch.cat([v.to(values[0].device) for v in values])
+
+        first = parts[0]
+        return dataclasses.replace(
+            first, samples=cat("samples"), final=cat("final"),
+            acceptance_rate=cat("acceptance_rate"), divergences=cat("divergences"),
+            nonfinite_step=cat("nonfinite_step"), trajectory=cat("trajectory"),
+            final_state=None, _energy=cat("_energy"),
+            _accepted_at_draw=cat("_accepted_at_draw"),
+            _divergent_at_draw=cat("_divergent_at_draw"))
 
     def _per_draw(self, cumulative: Tensor | None) -> Tensor | None:
         """Counts in each draw's thinning window from counters snapshotted at the draws."""

@@ -7,6 +7,7 @@ preallocated ``(chain, draw, *event)`` buffer every ``thin`` steps after burn-in
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import secrets
@@ -16,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from . import distributed
 from .chains import Chains
 
 __all__ = ["sample"]
@@ -55,6 +58,7 @@ def sample(
     callback: Callback | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
+    chain_blocks: int | None = None,
 ) -> Chains:
     """Run ``kernel`` from ``x0`` for ``burn_in + n_steps`` steps and collect draws.
 
@@ -72,11 +76,68 @@ def sample(
         checkpoint: file to save the run to every ``checkpoint_every`` steps and on
             interruption; if it exists, the run resumes from it and gives the same result
             as an uninterrupted run.
+        chain_blocks: split the chains into this many contiguous blocks, each with its own
+            generator seeded from ``(seed, block)`` (and its own checkpoint file,
+            ``checkpoint.block<b>``). Under ``torchrun`` the blocks are shared out over the
+            ranks (default: one per rank) and the result is gathered on every rank, so a run
+            with ``chain_blocks=k`` gives the same samples on 1 process or on any number that
+            divides ``k``. Default (outside ``torchrun``): one block, the seed used as is.
 
     Returns:
         :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
         ``Chains.nonfinite_step``; its draws are kept as they are.
     """
+    rank, size = distributed.world() if distributed.init() else (0, 1)
+    if chain_blocks is not None or size > 1:
+        return _sample_blocks(kernel, x0, n_steps, chain_blocks or size, rank, size,
+                              burn_in=burn_in, thin=thin, seed=seed, progress=progress,
+                              return_trajectory=return_trajectory, callback=callback,
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+    return _sample(kernel, x0, n_steps, burn_in=burn_in, thin=thin, seed=seed,
+                   progress=progress, return_trajectory=return_trajectory, callback=callback,
+                   checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+
+def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, size: int,
+                   seed: int | None, checkpoint, **kwargs) -> Chains:
+    """Blocks of chains, each its own run and generator; this rank's share, then gathered."""
+    blocks = _int("chain_blocks", blocks, 1)
+    c = x0.shape[0] if isinstance(x0, Tensor) and x0.ndim else 0
+    if blocks > max(c, 1) or blocks % size:
+        raise ValueError(f"chain_blocks must be a multiple of the number of processes "
+                         f"({size}) and at most the number of chains ({c}); got {blocks}")
+    if type(kernel).__name__ == "ParallelTempering":
+        raise TypeError("ParallelTempering swaps states between chains: it cannot be split "
+                        "into chain blocks; run it in one process")
+    if seed is None:  # one seed for the whole run, chosen once and shared
+        seed = distributed.all_gather(secrets.randbits(62))[0]
+    seed = _int("seed", seed, 0)
+    parts = []
+    for b in distributed.split(blocks, rank, size):
+        rows = distributed.split(c, b, blocks)
+        block_seed = int(np.random.SeedSequence([seed, b]).generate_state(1, np.uint64)[0] >> 2)
+        path = None if checkpoint is None else f"{os.fspath(checkpoint)}.block{b}"
+        parts.append(_sample(_kernel_rows(kernel, rows, c), x0[rows.start:rows.stop],
+                             n_steps, seed=block_seed, checkpoint=path, **kwargs))
+    local = Chains.concat(parts)
+    out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
+    return dataclasses.replace(out, seed=seed)
+
+
+def _kernel_rows(kernel, rows: range, c: int):
+    """The kernel for a block of chains: per-chain step sizes / masses sliced to the block."""
+    changes = {}
+    for name in ("step_size", "noise_scale", "inv_mass"):
+        value = getattr(kernel, name, None)
+        if isinstance(value, Tensor) and value.ndim and value.shape[0] == c and c > 1:
+            changes[name] = value[rows.start:rows.stop]
+    return kernel.replace(**changes) if changes else kernel
+
+
+def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1,
+            seed: int | None = None, progress: bool = True, return_trajectory: bool = False,
+            callback: Callback | None = None, checkpoint=None,
+            checkpoint_every: int = 1000) -> Chains:
     n_steps = _int("n_steps", n_steps, 1)
     burn_in = _int("burn_in", burn_in, 0)
     thin = _int("thin", thin, 1)

@@ -255,8 +255,15 @@ def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[floa
     if settings is None:
         settings = [{"lr": lr, "n_beta": nb, "localization": loc}
                     for lr in lrs for nb in n_betas for loc in localizations]
+    from . import distributed
+
+    settings = list(settings)
+    rank, size = distributed.world() if distributed.init() else (0, 1)
+    if size > 1:  # settings are shared out over the ranks; each runs all chains of its own
+        kwargs = {**kwargs, "chains": range(kwargs.get("num_chains", 4))}
     rows = []
-    for s in settings:
+    for index in range(rank, len(settings), size):
+        s = settings[index]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             tree = sample(model, data, loss_fn, **{**kwargs, **s})
@@ -265,8 +272,9 @@ def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[floa
             est = llc(tree)
         except FloatingPointError:  # every chain diverged: a row that says so, not a crash
             n = tree.dataset.sizes["chain"]
-            rows.append({**s, "n_beta": n_beta, "llc": math.nan, "nonfinite_chains": n,
-                         "flags": "diverged"})
+            rows.append({"setting": index, **s, "n_beta": n_beta, "llc": math.nan,
+                         "nonfinite_chains": n, "flags": "diverged"})
             continue
-        rows.append({**s, "n_beta": n_beta, **diagnose(tree, est)})
-    return pd.DataFrame(rows)
+        rows.append({"setting": index, **s, "n_beta": n_beta, **diagnose(tree, est)})
+    rows = [r for part in distributed.all_gather(rows) for r in part]
+    return pd.DataFrame(sorted(rows, key=lambda r: r["setting"])).drop(columns="setting")

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .. import distributed
 from ..driver import _int, _progress_bar
 from .data import Minibatches, as_tensors, fingerprint
 from .functional import FlatModel, LossFn, check_per_sample
@@ -125,7 +126,10 @@ def sample(
         raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
     if init_noise is not None and not init_noise >= 0:
         raise ValueError(f"init_noise={init_noise!r}: expected a number >= 0")
-    chains = range(num_chains) if chains is None else chains
+    shared = chains is None and distributed.init()  # under torchrun: this rank's chains
+    if chains is None:
+        rank, size = distributed.world()
+        chains = distributed.split(num_chains, rank, size)
     if not chains or chains.start < 0 or chains.stop > num_chains or chains.step != 1:
         raise ValueError(f"chains={chains!r}: expected a contiguous range inside "
                          f"range({num_chains})")
@@ -168,13 +172,26 @@ def sample(
                               json.dumps(config, sort_keys=True),
                               getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
             zs = ZarrStore(Path(store), key, config, chains)
+            if shared:  # rank 0 lays the store out, every rank then fills its own chains
+                if distributed.world()[0] == 0:
+                    zs.create(run)
+                distributed.barrier()
             done = zs.open(run)
-            if done is not None:
-                return done
-            run.loop(num_steps, progress, on_draw=zs.maybe_flush, flush_every=checkpoint_every)
-            zs.flush(run, final=True)
-            return zs.tree(run)
+            if done is None:
+                run.loop(num_steps, progress, on_draw=zs.maybe_flush,
+                         flush_every=checkpoint_every)
+                zs.flush(run, final=True)
+            if shared:
+                distributed.barrier()
+                return zs.tree(run, all_chains=True)
+            return done if done is not None else zs.tree(run)
         run.loop(num_steps, progress)
+        if shared:
+            import xarray as xr
+
+            parts = distributed.all_gather(run.dataset())
+            return xr.DataTree(xr.concat(parts, dim="chain", data_vars="minimal",
+                                         coords="minimal", compat="override"))
         return run.tree()
     finally:
         model.train(was_training)

@@ -36,16 +36,19 @@ class ZarrStore:
         ds.to_zarr(self.path, group=group, region={"chain": self.block, **region},
                    consolidated=False)
 
-    def open(self, run):
-        """Create the store, or load a previous run's state into ``run``.
-
-        Returns the finished tree when every one of ``run``'s chains is already done.
-        """
-        xr = _xr()
+    def create(self, run) -> None:
+        """Write the empty store unless it exists (one process does this for all)."""
         if not (self.path / "zarr.json").exists() and not (self.path / ".zgroup").exists():
             if self.path.exists() and any(self.path.iterdir()):
                 raise ValueError(f"store={str(self.path)!r}: exists and is not a Zarr store")
             self._create(run)
+
+    def open(self, run):
+        """Load a previous run's state for ``run``'s chains into ``run`` (creating the store
+        first if needed). Returns the finished tree when all of them are already done.
+        """
+        xr = _xr()
+        self.create(run)
         root = xr.open_dataset(self.path, engine="zarr", consolidated=False, chunks=None)
         if root.attrs.get("fingerprint") != self.key:
             raise ValueError(
@@ -148,10 +151,10 @@ class ZarrStore:
         self._write(st[["next_step"]], group=STATE)
         self.draws_written, self.steps_written = d1, s1
 
-    def tree(self, run):
+    def tree(self, run, all_chains: bool = False):
         xr = _xr()
         ds = xr.open_dataset(self.path, engine="zarr", consolidated=False, chunks=None)
-        if self.block != slice(0, run.config["num_chains"]):
+        if not all_chains and self.block != slice(0, run.config["num_chains"]):
             ds = ds.isel(chain=self.block)
         return xr.DataTree(ds)
 
