@@ -29,8 +29,9 @@ def test_sample_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_example_runs(script, tmp_path):
-    # the EBM examples train for minutes; one epoch checks that they run end to end
-    quick = ["1"] if script.startswith("ebm_") else []
+    # the EBM examples train for minutes; one epoch (and 50 sampling steps for the toys)
+    # checks that they run end to end
+    quick = ["1", "50"] if script.startswith("ebm_") else []
     done = subprocess.run([sys.executable, str(ROOT / "examples" / script),
                            str(tmp_path / "out.png"), *quick], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)
@@ -39,7 +40,8 @@ def test_example_runs(script, tmp_path):
 
 
 def test_ebm_demo_command_runs(tmp_path, capsys):
-    assert main(["ebm-demo", "--data", "rings", "--epochs", "1", "--out", str(tmp_path)]) == 0
+    assert main(["ebm-demo", "--data", "rings", "--epochs", "1", "--sample-steps", "50",
+                 "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "MMD^2 of model samples" in out and "floor" in out
     assert (tmp_path / "rings_energy.png").exists()
