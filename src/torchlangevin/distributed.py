@@ -9,6 +9,7 @@ so results do not depend on N (see ``chain_blocks`` in :func:`torchlangevin.samp
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any
 
@@ -37,7 +38,15 @@ def init(backend: str | None = None) -> bool:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(backend or ("nccl" if cuda else "gloo"))
+        # the group we started we also close: exiting with gloo's threads alive can abort
+        # the process ("terminate called without an active exception") after the work is done
+        atexit.register(_shutdown)
     return dist.get_world_size() > 1
+
+
+def _shutdown() -> None:
+    if dist.is_initialized():  # no barrier: a peer that failed must not hang this exit
+        dist.destroy_process_group()
 
 
 def world() -> tuple[int, int]:
