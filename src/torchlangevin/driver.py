@@ -23,6 +23,8 @@ from torch import Tensor
 
 from . import distributed
 from .chains import Chains
+from .kernels.base import PreDrawn, draw
+from .schedules import Schedule
 
 __all__ = ["sample"]
 
@@ -59,6 +61,7 @@ def sample(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 1000,
     chain_blocks: int | None = None,
+    compile: bool | int = False,  # noqa: A002 - the issue's public name
 ) -> Chains:
     """Run ``kernel`` from ``x0`` for ``burn_in + n_steps`` steps and collect draws.
 
@@ -82,6 +85,14 @@ def sample(
             ranks (default: one per rank) and the result is gathered on every rank, so a run
             with ``chain_blocks=k`` gives the same samples on 1 process or on any number that
             divides ``k``. Default (outside ``torchrun``): one block, the seed used as is.
+        compile: run the steps in blocks, each one ``torch.compile``d function (an int sets
+            the block length; ``True`` picks ``max(1, 16 // gradients per step)``). The
+            noise of a block is drawn first, eagerly, by the same calls in the same order as
+            eager steps make them, so the samples equal the eager path's for the same seed
+            (to float rounding). On CUDA the block is captured as a CUDA graph
+            (``mode="reduce-overhead"``). The first call compiles (seconds to a minute);
+            it pays on small or analytic targets, where eager time is Python dispatch.
+            Needs float or per-chain parameters (no schedules) and no ``callback``.
 
     Returns:
         :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
@@ -92,10 +103,11 @@ def sample(
         return _sample_blocks(kernel, x0, n_steps, chain_blocks or size, rank, size,
                               burn_in=burn_in, thin=thin, seed=seed, progress=progress,
                               return_trajectory=return_trajectory, callback=callback,
-                              checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                              checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+                              compile=compile)
     return _sample(kernel, x0, n_steps, burn_in=burn_in, thin=thin, seed=seed,
                    progress=progress, return_trajectory=return_trajectory, callback=callback,
-                   checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                   checkpoint=checkpoint, checkpoint_every=checkpoint_every, compile=compile)
 
 
 def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, size: int,
@@ -137,7 +149,7 @@ def _kernel_rows(kernel, rows: range, c: int):
 def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1,
             seed: int | None = None, progress: bool = True, return_trajectory: bool = False,
             callback: Callback | None = None, checkpoint=None,
-            checkpoint_every: int = 1000) -> Chains:
+            checkpoint_every: int = 1000, compile: bool | int = False) -> Chains:  # noqa: A002
     n_steps = _int("n_steps", n_steps, 1)
     burn_in = _int("burn_in", burn_in, 0)
     thin = _int("thin", thin, 1)
@@ -152,6 +164,7 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
     total = burn_in + n_steps
     if hasattr(kernel, "check_schedules"):
         kernel.check_schedules(total)
+    block_len = _block_length(kernel, compile, callback)
 
     with torch.no_grad():
         state = kernel.init(x0)
@@ -198,7 +211,23 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
         # from before it) or after one; never half-way through the bookkeeping.
         phase, rng_before, t = "done", None, run["step"]
         try:
-            for t in range(run["step"], total):
+            if block_len:
+                blocks = _CompiledSteps(kernel, state, block_len)
+            while block_len and run["step"] + block_len <= total:
+                t = run["step"]
+                if path is not None:
+                    rng_before = generator.get_state()
+                phase = "step"
+                state_new, trace = blocks(state, generator)
+                phase = "book"
+                _book_block(run, t, trace, burn_in, thin)
+                state, run["step"], phase = state_new, t + block_len, "done"
+                if bar is not None:
+                    bar.update(block_len)
+                if path is not None and (t + block_len) // checkpoint_every > \
+                        t // checkpoint_every and t + block_len < total:
+                    _save(path, config, state, generator.get_state(), run)
+            for t in range(run["step"], total):  # eager (and a compiled run's last steps)
                 if path is not None:
                     rng_before = generator.get_state()
                 phase = "step"
@@ -237,6 +266,93 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
                 bar.close()
 
         return _finish(kernel, state, run, config)
+
+
+def _block_length(kernel, compile: bool | int, callback) -> int:  # noqa: A002
+    """Steps per compiled block (0: eager), after checking the run can be compiled."""
+    if compile is False or compile == 0:
+        return 0
+    if compile is True:
+        length = max(1, 16 // getattr(kernel, "n_leapfrog_steps", 1))
+    else:
+        length = _int("compile", compile, 1)
+    if callback is not None:
+        raise ValueError("compile=True runs blocks of steps with no Python in between, so it "
+                         "cannot call a callback after each step; drop one of the two")
+    if type(kernel).__name__ == "ParallelTempering":
+        raise ValueError("compile=True needs kernels whose steps do not depend on the step "
+                         "count; ParallelTempering swaps on alternate steps: run it eagerly")
+    for name in ("step_size", "noise_scale"):
+        if isinstance(getattr(kernel, name, None), Schedule):
+            raise ValueError(f"compile=True needs a float or per-chain {name}; got the "
+                             f"schedule {getattr(kernel, name)!r}: run it eagerly")
+    return length
+
+
+class _CompiledSteps:
+    """``k`` kernel steps as one ``torch.compile``d function fed with pre-drawn noise."""
+
+    def __init__(self, kernel, state, k: int) -> None:
+        recorder = PreDrawn()
+        kernel.step(state, recorder)  # a throwaway step: what one step draws, in order
+        self.plan, self.k = recorder.plan, k
+
+        def block(state, draws):
+            noise, xs, energies, accepted, divergent = PreDrawn(draws), [], [], [], []
+            for _ in range(k):
+                state, info = kernel.step(state, noise)
+                xs.append(state.x)
+                energies.append(state.energy)
+                accepted.append(info.accepted)
+                divergent.append(info.divergent)
+
+            def stack(ts):
+                return None if ts[0] is None else torch.stack(ts)
+            return state, (torch.stack(xs), stack(energies), stack(accepted), stack(divergent))
+
+        cuda = state.x.device.type == "cuda"
+        self.fn = torch.compile(block, dynamic=False, mode="reduce-overhead" if cuda else None)
+        self.cuda = cuda
+
+    def __call__(self, state, generator):
+        draws = [draw(kind, shape, dtype, device, generator)
+                 for _ in range(self.k) for kind, shape, dtype, device in self.plan]
+        new, trace = self.fn(state._replace(step=0), draws)
+        if self.cuda:  # a CUDA graph's outputs are overwritten by its next replay
+            new = type(new)(*(v.clone() if isinstance(v, Tensor) else v for v in new))
+            trace = tuple(None if v is None else v.clone() for v in trace)
+        return new._replace(step=state.step + self.k), trace
+
+
+def _book_block(run, t0: int, trace, burn_in: int, thin: int) -> None:
+    """The driver's per-step bookkeeping for steps ``t0 .. t0 + k - 1`` at once."""
+    xs, energies, accepted, divergent = trace
+    k = xs.shape[0]
+    if run["trajectory"] is not None:
+        run["trajectory"][t0:t0 + k] = xs
+    first = max(burn_in - t0, 0)  # index of the block's first step after burn-in
+    if first >= k:
+        return
+    keep = [i for i in range(first, k) if (t0 + i + 1 - burn_in) % thin == 0]
+    draws = [(t0 + i + 1 - burn_in) // thin - 1 for i in keep]
+    acc_cum = div_cum = None
+    if accepted is not None:
+        acc_cum = run["accepted"] + accepted[first:].long().cumsum(0)
+        run["accepted"] = acc_cum[-1].clone()
+        run["has_accept"] = True
+    if divergent is not None:
+        div_cum = run["divergent"] + divergent[first:].long().cumsum(0)
+        run["divergent"] = div_cum[-1].clone()
+    if not keep:
+        return
+    run["samples"][draws[0]:draws[-1] + 1] = xs[keep[0]:keep[-1] + 1:thin]
+    if energies is not None and run["energy"] is not None:
+        run["energy"][draws[0]:draws[-1] + 1] = energies[keep[0]:keep[-1] + 1:thin]
+    if run["accepted_at_draw"] is not None and acc_cum is not None:
+        rows = slice(keep[0] - first, keep[-1] - first + 1, thin)
+        run["accepted_at_draw"][draws[0]:draws[-1] + 1] = acc_cum[rows]
+        if div_cum is not None:
+            run["divergent_at_draw"][draws[0]:draws[-1] + 1] = div_cum[rows]
 
 
 def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, config) -> Tensor:

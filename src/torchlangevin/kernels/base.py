@@ -210,12 +210,55 @@ class Kernel:
 NO_INFO = Info()  # for kernels without an accept step: nothing to report per step
 
 
-def normal_like(x: Tensor, generator: torch.Generator) -> Tensor:
+class PreDrawn:
+    """Noise drawn ahead of time, handed to a kernel in the order it asks for it.
+
+    ``sample(..., compile=True)`` draws a block of steps' noise eagerly from the run's
+    generator, with the same calls in the same order as eager steps would make, and the
+    compiled block consumes it through :func:`normal_like` and :func:`uniform`: the same
+    numbers, so the same samples. With ``draws=None`` it records instead: each request
+    is answered from a scratch generator and its ``(kind, shape, dtype, device)`` noted.
+    """
+
+    def __init__(self, draws: list[Tensor] | None = None) -> None:
+        self.draws, self.i = draws, 0
+        self.plan: list[tuple[str, torch.Size, torch.dtype, torch.device]] = []
+        self._scratch: dict[torch.device, torch.Generator] = {}
+
+    def take(self, kind: str, shape: torch.Size, like: Tensor) -> Tensor:
+        if self.draws is not None:
+            self.i += 1
+            return self.draws[self.i - 1]
+        self.plan.append((kind, torch.Size(shape), like.dtype, like.device))
+        gen = self._scratch.setdefault(like.device,
+                                       torch.Generator(device=like.device).manual_seed(0))
+        return draw(kind, shape, like.dtype, like.device, gen)
+
+
+def draw(kind: str, shape: torch.Size, dtype: torch.dtype, device: torch.device,
+         generator: torch.Generator) -> Tensor:
+    """The one way noise is drawn: ``"normal"`` (N(0, 1)) or ``"uniform"`` (U[0, 1))."""
+    if kind == "normal":
+        return torch.empty(shape, dtype=dtype, device=device).normal_(generator=generator)
+    return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+
+
+def normal_like(x: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
     """Standard normal noise shaped like ``x``, from an explicit generator."""
-    return torch.empty_like(x).normal_(generator=generator)
+    if isinstance(generator, PreDrawn):
+        return generator.take("normal", x.shape, x).clone()  # kernels may update it in place
+    return draw("normal", x.shape, x.dtype, x.device, generator)
 
 
-def metropolis(log_alpha: Tensor, inside: Tensor | None, generator: torch.Generator,
+def uniform(shape: torch.Size, like: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
+    """``U[0, 1)`` of ``shape`` with ``like``'s dtype and device."""
+    if isinstance(generator, PreDrawn):
+        return generator.take("uniform", shape, like)
+    return draw("uniform", shape, like.dtype, like.device, generator)
+
+
+def metropolis(log_alpha: Tensor, inside: Tensor | None,
+               generator: torch.Generator | PreDrawn,
                max_energy_error: float | None = None) -> Info:
     """Accept with probability ``min(1, exp(log_alpha))``.
 
@@ -230,8 +273,7 @@ def metropolis(log_alpha: Tensor, inside: Tensor | None, generator: torch.Genera
         divergent &= inside
         log_alpha = log_alpha.masked_fill(~inside, -math.inf)
     log_alpha = log_alpha.masked_fill(divergent, -math.inf)
-    u = torch.rand(log_alpha.shape, generator=generator, dtype=log_alpha.dtype,
-                   device=log_alpha.device)
+    u = uniform(log_alpha.shape, log_alpha, generator)
     return Info(log_accept_ratio=log_alpha, accepted=torch.log(u) < log_alpha,
                 divergent=divergent)
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Info, Kernel
+from .base import Info, Kernel, uniform
 
 
 class TemperingState(NamedTuple):
@@ -124,7 +124,7 @@ class ParallelTempering(Kernel):
         if lower.numel() == 0:
             return replicas, tried, took
         log_r = (beta[lower] - beta[lower + 1]) * (e[lower] - e[lower + 1])      # (P, C)
-        u = torch.rand(log_r.shape, generator=generator, dtype=log_r.dtype, device=e.device)
+        u = uniform(log_r.shape, log_r, generator)
         swap = torch.log(u) < log_r
         source = torch.arange(k, device=e.device).view(k, 1).expand(k, c).clone()
         source[lower] = torch.where(swap, lower.view(-1, 1) + 1, source[lower])

@@ -1,0 +1,82 @@
+"""``sample(..., compile=True)``: blocks of steps as one torch.compile'd function, fed with
+noise drawn eagerly in the eager order, so the samples equal the eager path's."""
+
+import shutil
+
+import pytest
+import torch
+
+import torchlangevin as tl
+from torchlangevin.distributions import DoubleWell, Gaussian
+from torchlangevin.schedules import Linear
+
+from .conftest import gen
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                                    reason="torch.compile on CPU needs a C++ compiler")
+RUN = dict(burn_in=7, thin=3, seed=4, progress=False)  # 47 steps: blocks plus an eager tail
+
+
+def _same(a, b, atol=1e-5):
+    torch.testing.assert_close(b.samples, a.samples, atol=atol, rtol=1e-5)
+    torch.testing.assert_close(b.final, a.final, atol=atol, rtol=1e-5)
+    assert torch.equal(b.divergences, a.divergences)
+    if a.acceptance_rate is not None:
+        assert torch.equal(b.acceptance_rate, a.acceptance_rate)
+        assert torch.equal(b._accepted_at_draw, a._accepted_at_draw)
+    torch.testing.assert_close(b.energy, a.energy, atol=1e-4, rtol=1e-5)
+
+
+@needs_compiler
+@pytest.mark.parametrize("case", ["ula", "mala", "hmc"])
+def test_compiled_blocks_give_the_eager_samples(case):
+    g = gen(0)
+    kernel, x0, block = {
+        "ula": (tl.Langevin(DoubleWell(2), 0.01), torch.randn(64, 2, generator=g), True),
+        # per-chain step sizes, a 5-step block
+        "mala": (tl.MALA(Gaussian(torch.zeros(5)), torch.linspace(0.1, 0.5, 32)),
+                 torch.randn(32, 5, generator=g), 5),
+        "hmc": (tl.HMC(Gaussian(torch.zeros(5), torch.linspace(0.5, 2, 5)), 0.2, 5,
+                       inv_mass=torch.linspace(0.6, 1.5, 5)), torch.randn(16, 5, generator=g), 2),
+    }[case]
+    eager = tl.sample(kernel, x0, 40, return_trajectory=True, **RUN)
+    compiled = tl.sample(kernel, x0, 40, return_trajectory=True, compile=block, **RUN)
+    _same(eager, compiled)
+    torch.testing.assert_close(compiled.trajectory, eager.trajectory, atol=1e-5, rtol=1e-5)
+
+
+@needs_compiler
+def test_compiled_run_resumes_an_eager_checkpoint_to_the_uninterrupted_result(tmp_path):
+    # float64: the double well's steep gradient amplifies float32 rounding to ~1e-4 here
+    kernel = tl.MALA(DoubleWell(2), 0.1)
+    x0 = torch.randn(64, 2, generator=gen(1), dtype=torch.float64)
+    ref = tl.sample(kernel, x0, 50, burn_in=10, thin=2, seed=3, progress=False)
+
+    def stop(step, state, info):
+        if step == 23:
+            raise KeyboardInterrupt
+    path = tmp_path / "run.pt"
+    with pytest.raises(KeyboardInterrupt):
+        tl.sample(kernel, x0, 50, burn_in=10, thin=2, seed=3, progress=False,
+                  checkpoint=path, callback=stop)
+    resumed = tl.sample(kernel, x0, 50, burn_in=10, thin=2, seed=3, progress=False,
+                        checkpoint=path, checkpoint_every=8, compile=4)
+    _same(ref, resumed)
+
+
+def test_compile_refuses_what_it_cannot_run():
+    x0 = torch.randn(8, 2, generator=gen(2))
+    with pytest.raises(ValueError, match="compile=True needs a float or per-chain step_size"):
+        tl.sample(tl.Langevin(DoubleWell(2), Linear(0.01, 0.001, 10)), x0, 10, compile=True)
+    with pytest.raises(ValueError, match="cannot call a callback"):
+        tl.sample(tl.Langevin(DoubleWell(2), 0.01), x0, 10, compile=True,
+                  callback=lambda *a: None)
+    with pytest.raises(ValueError, match="compile must be an integer >= 1; got -2"):
+        tl.sample(tl.Langevin(DoubleWell(2), 0.01), x0, 10, compile=-2)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+def test_cuda_graph_blocks_give_the_eager_samples():
+    x0 = torch.randn(256, 5, generator=gen(3)).cuda()
+    kernel = tl.MALA(Gaussian(torch.zeros(5, device="cuda")), 0.3)
+    _same(tl.sample(kernel, x0, 40, **RUN), tl.sample(kernel, x0, 40, compile=True, **RUN))
