@@ -9,7 +9,9 @@ Both sides call the same analytic ``energy_and_grad`` / ``grad`` and keep the sa
 thinned draws (every 10th state, returned as a ``(chain, draw, *event)`` view);
 the hand loops update in place. Runs alternate
 library / hand loop, ``--repeats`` times; the table reports median rates and the
-median of the paired ratios (library rate / hand-loop rate of back-to-back runs).
+median of the paired ratios (library rate / hand-loop rate of back-to-back runs). The
+last columns are the library with ``compile=True`` (timed after a warm-up run that
+compiles) and its median paired ratio to the hand loop.
 
     python benchmarks/core.py [--repeats 7] [--json out.json] [--device cpu]
 """
@@ -100,16 +102,19 @@ def workloads(device):
     well, gauss = DoubleWell(2), Gaussian(torch.zeros(100))
     xa = torch.randn(10_000, 2, generator=gen, device=device)
     xb = torch.randn(1_000, 100, generator=gen, device=device)
+    def lib(kernel, x0, n, **kw):
+        return lambda: tl.sample(kernel, x0, n, thin=THIN, seed=1, progress=False, **kw)
+
     return [
-        ("(a) double well 2-D, ULA", 10_000 * 1_000,
-         lambda: tl.sample(tl.Langevin(well, 0.01), xa, 1_000, thin=THIN, seed=1, progress=False),
-         lambda: hand_ula(well, xa, 1_000, 0.01, 1)),
-        ("(b) Gaussian 100-D, MALA", 1_000 * 1_000,
-         lambda: tl.sample(tl.MALA(gauss, 0.3), xb, 1_000, thin=THIN, seed=1, progress=False),
-         lambda: hand_mala(gauss, xb, 1_000, 0.3, 1)),
-        ("(c) Gaussian 100-D, HMC L=10", 1_000 * 100,
-         lambda: tl.sample(tl.HMC(gauss, 0.2, 10), xb, 100, thin=THIN, seed=1, progress=False),
-         lambda: hand_hmc(gauss, xb, 100, 0.2, 10, 1)),
+        ("(a) double well 2-D, ULA", 10_000 * 1_000, lib(tl.Langevin(well, 0.01), xa, 1_000),
+         lambda: hand_ula(well, xa, 1_000, 0.01, 1),
+         lib(tl.Langevin(well, 0.01), xa, 1_000, compile=True)),
+        ("(b) Gaussian 100-D, MALA", 1_000 * 1_000, lib(tl.MALA(gauss, 0.3), xb, 1_000),
+         lambda: hand_mala(gauss, xb, 1_000, 0.3, 1),
+         lib(tl.MALA(gauss, 0.3), xb, 1_000, compile=True)),
+        ("(c) Gaussian 100-D, HMC L=10", 1_000 * 100, lib(tl.HMC(gauss, 0.2, 10), xb, 100),
+         lambda: hand_hmc(gauss, xb, 100, 0.2, 10, 1),
+         lib(tl.HMC(gauss, 0.2, 10), xb, 100, compile=True)),
     ]
 
 
@@ -135,19 +140,24 @@ def main() -> None:
     print(f"torchlangevin {tl.__version__}, torch {torch.__version__}, device {device}, "
           f"{torch.get_num_threads()} threads, {platform.machine()} "
           f"{platform.processor() or ''}, {datetime.date.today()}")
-    print(f"{'workload':32} {'library M/s':>12} {'hand loop M/s':>14} {'ratio':>7}")
-    for name, work, lib, hand in workloads(device):
-        timed(lib, device), timed(hand, device)  # warm-up
-        t_lib, t_hand = [], []
+    print(f"{'workload':32} {'library M/s':>12} {'hand loop M/s':>14} {'ratio':>7} "
+          f"{'compiled M/s':>13} {'ratio':>7}")
+    for name, work, lib, hand, comp in workloads(device):
+        timed(lib, device), timed(hand, device), timed(comp, device)  # warm-up, compile
+        t_lib, t_hand, t_comp = [], [], []
         for _ in range(args.repeats):
             t_lib.append(timed(lib, device))
             t_hand.append(timed(hand, device))
-        lib_rate = work / statistics.median(t_lib) / 1e6
-        hand_rate = work / statistics.median(t_hand) / 1e6
+            t_comp.append(timed(comp, device))
+        lib_rate, hand_rate, comp_rate = (work / statistics.median(t) / 1e6
+                                          for t in (t_lib, t_hand, t_comp))
         ratio = statistics.median(h / t for t, h in zip(t_lib, t_hand, strict=True))
+        comp_ratio = statistics.median(h / t for t, h in zip(t_comp, t_hand, strict=True))
         rows.append({"workload": name, "library_M_per_s": lib_rate,
-                     "hand_M_per_s": hand_rate, "ratio": ratio})
-        print(f"{name:32} {lib_rate:12.2f} {hand_rate:14.2f} {ratio:7.2f}")
+                     "hand_M_per_s": hand_rate, "ratio": ratio,
+                     "compiled_M_per_s": comp_rate, "compiled_ratio": comp_ratio})
+        print(f"{name:32} {lib_rate:12.2f} {hand_rate:14.2f} {ratio:7.2f} {comp_rate:13.2f} "
+              f"{comp_ratio:7.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"date": str(datetime.date.today()), "device": str(device),

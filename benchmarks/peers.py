@@ -28,6 +28,7 @@ from torchlangevin import diagnostics
 ROOT = Path(__file__).resolve().parents[1]
 SIDES = {
     "torchlangevin": Path(sys.executable),
+    "torchlangevin-compile": Path(sys.executable),
     "torchebm": ROOT / ".bench" / "torchebm" / "bin" / "python",
     "blackjax": ROOT / ".bench" / "blackjax" / "bin" / "python",
 }
@@ -65,18 +66,15 @@ def main() -> None:
 
     print(f"\n{datetime.date.today()}, {platform.machine()}, {platform.node()}, median of "
           f"{args.repeats} rounds; chain-steps per second (M/s)")
-    peers = [s for s in sides if s != "torchlangevin"]
-    head = f"{'workload':30} {'torchlangevin':>14}" + "".join(f"{p:>11}" for p in peers)
-    head += "".join(f"{'vs ' + p:>14}" for p in peers)
-    print(head)
+    ours = [s for s in sides if s.startswith("torchlangevin")]
+    peers = [s for s in sides if s not in ours]
     table = []
     for w, work in WORK.items():
         rates = {s: work / med[s][w] / 1e6 for s in sides if w in med[s]}
-        row = f"{NAMES[w]:30} {rates['torchlangevin']:14.2f}"
-        row += "".join(f"{rates[p]:11.2f}" if p in rates else f"{'n/a':>11}" for p in peers)
-        row += "".join(f"{rates['torchlangevin'] / rates[p]:13.2f}x" if p in rates
-                       else f"{'n/a':>14}" for p in peers)
-        print(row)
+        print(f"{NAMES[w]}: " + ", ".join(f"{s} {r:.2f}" for s, r in rates.items()))
+        for o in ours:
+            print(f"    {o:22}" + "".join(f"  {rates[o] / rates[p]:.2f}x {p}" for p in peers
+                                          if p in rates))
         table.append({"workload": NAMES[w], "M_per_s": rates})
 
     print("\nESS per second, HMC L=10 with adaptation (1,000 warm-up + 1,000 draws, 32 chains)")
@@ -93,8 +91,9 @@ def main() -> None:
             f"  {s}: ESS {v['min_ess_bulk']:.0f} in {v['seconds']:.2f} s = {v['ess_per_s']:.0f}/s"
             for s, v in row.items())
         if "blackjax" in row:
-            ratio = row["torchlangevin"]["ess_per_s"] / row["blackjax"]["ess_per_s"]
-            line += f"  ratio {ratio:.2f}x"
+            bj = row["blackjax"]["ess_per_s"]
+            line += "".join(f"  {o}/blackjax {row[o]['ess_per_s'] / bj:.2f}x"
+                            for o in ours if o in row)
         print(line)
         ess_rows.append({"target": target, **row})
     if args.json:

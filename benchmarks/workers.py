@@ -2,7 +2,8 @@
 
     python benchmarks/workers.py SIDE OUT_DIR [--workloads a,b,c,ess]
 
-SIDE is torchlangevin, torchebm or blackjax. Each workload runs once to warm up (JAX
+SIDE is torchlangevin, torchlangevin-compile (the same with ``compile=True``), torchebm
+or blackjax. Each workload runs once to warm up (JAX
 compiles then) and once timed; the timing goes to OUT_DIR/SIDE.json and, for the ESS
 workloads, the draws to OUT_DIR/SIDE_<target>.npy, laid out (chain, draw, dim), so the
 orchestrator scores every side's draws with the same diagnostics.
@@ -40,7 +41,7 @@ def funnel_start(rng, chains):
 
 
 # --------------------------------------------------------------------- torchlangevin
-def run_torchlangevin(workloads):
+def run_torchlangevin(workloads, compile=False):  # noqa: A002
     import torch
 
     import torchlangevin as tl
@@ -52,9 +53,11 @@ def run_torchlangevin(workloads):
     xa, xb = torch.randn(10_000, 2, generator=g), torch.randn(1_000, 100, generator=g)
     runs = {
         "a": lambda: tl.sample(tl.Langevin(well, 0.01), xa, 1_000, thin=10, seed=1,
-                               progress=False),
-        "b": lambda: tl.sample(tl.MALA(gauss, 0.3), xb, 1_000, thin=10, seed=1, progress=False),
-        "c": lambda: tl.sample(tl.HMC(gauss, 0.2, 10), xb, 100, thin=10, seed=1, progress=False),
+                               progress=False, compile=compile),
+        "b": lambda: tl.sample(tl.MALA(gauss, 0.3), xb, 1_000, thin=10, seed=1, progress=False,
+                               compile=compile),
+        "c": lambda: tl.sample(tl.HMC(gauss, 0.2, 10), xb, 100, thin=10, seed=1, progress=False,
+                               compile=compile),
     }
     times = {k: _timed(runs[k])[0] for k in workloads if k in runs}
     draws = {}
@@ -67,7 +70,8 @@ def run_torchlangevin(workloads):
             def run(target=target, x0=x0):
                 adapted = tl.adapt(tl.HMC(target, 0.1, 10), torch.from_numpy(x0), ESS_WARMUP,
                                    seed=2)
-                return tl.sample(adapted.kernel, adapted.x, ESS_DRAWS, seed=3, progress=False)
+                return tl.sample(adapted.kernel, adapted.x, ESS_DRAWS, seed=3, progress=False,
+                                 compile=compile)
             times[f"ess_{name}"], chains = _timed(run)
             draws[name] = chains.samples.numpy()
     return times, draws
@@ -185,8 +189,9 @@ def main() -> None:
     workloads = ["a", "b", "c", "ess"]
     if "--workloads" in sys.argv:
         workloads = sys.argv[sys.argv.index("--workloads") + 1].split(",")
-    times, draws = {"torchlangevin": run_torchlangevin, "torchebm": run_torchebm,
-                    "blackjax": run_blackjax}[side](workloads)
+    times, draws = {"torchlangevin": run_torchlangevin,
+                    "torchlangevin-compile": lambda w: run_torchlangevin(w, compile=True),
+                    "torchebm": run_torchebm, "blackjax": run_blackjax}[side](workloads)
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, d in draws.items():
         np.save(out_dir / f"{side}_{name}.npy", d)
