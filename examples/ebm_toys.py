@@ -15,5 +15,5 @@ r = run_toy("moons", out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 100,
             sample_steps=int(sys.argv[3]) if len(sys.argv) > 3 else 3000)
 if target.suffix == ".png":
     (out / "moons_energy.png").replace(target)
-print(f"MMD^2 model {r['mmd_model']:.5f}, floor {r['mmd_floor']:.5f}, "
-      f"Gaussian {r['mmd_gaussian']:.5f}")
+print(f"MMD^2 persistent chains {r['mmd_model']:.5f}, fresh chains {r['mmd_fresh']:.5f}, "
+      f"floor {r['mmd_floor']:.5f}, Gaussian {r['mmd_gaussian']:.5f}")

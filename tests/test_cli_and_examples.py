@@ -43,7 +43,7 @@ def test_ebm_demo_command_runs(tmp_path, capsys):
     assert main(["ebm-demo", "--data", "rings", "--epochs", "1", "--sample-steps", "50",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "MMD^2 of model samples" in out and "floor" in out
+    assert "persistent chains" in out and "fresh chains" in out and "floor" in out
     assert (tmp_path / "rings_energy.png").exists()
 
 

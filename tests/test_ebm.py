@@ -94,14 +94,18 @@ def test_fit_checkpoint_resume_equals_an_uninterrupted_run(tmp_path):
     def run(epochs, path=None):
         torch.manual_seed(0)
         model = GaussEnergy()
-        ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), epochs=epochs, batch_size=400,
-                lr=0.05, k_steps=3, checkpoint=path, seed=3, progress=False)
-        return model
+        history = ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), epochs=epochs,
+                          batch_size=400, lr=0.05, k_steps=3, buffer_size=1000,
+                          checkpoint=path, seed=3, progress=False)
+        return model, history
 
-    ref = run(4)
+    ref, ref_history = run(4)
     run(2, tmp_path / "ck.pt")
-    resumed = run(4, tmp_path / "ck.pt")
+    resumed, history = run(4, tmp_path / "ck.pt")
     assert torch.equal(ref.mu, resumed.mu) and torch.equal(ref.log_sd, resumed.log_sd)
+    # the persistent chains come back too, as the model's samples
+    assert history.buffer.shape == (1000, 1)
+    assert torch.equal(history.buffer, ref_history.buffer)
 
 
 def test_fit_argument_errors():

@@ -20,11 +20,16 @@ from .losses import ContrastiveDivergence, InitFn, denoising_score_matching, uni
 @dataclass
 class History:
     """Per optimiser step: the loss and, for CD, the energy gap ``mean E(data) - mean
-    E(negatives)`` (near 0 when the sampler matches the model); per epoch: mean loss."""
+    E(negatives)`` (near 0 when the sampler matches the model); per epoch: mean loss.
+
+    ``buffer``: after persistent CD, the replay buffer's chains (a copy), which are the
+    model's samples in Du & Mordatch's sense; continue them with the kernel for more.
+    """
 
     loss: list[float] = field(default_factory=list)
     energy_gap: list[float] = field(default_factory=list)
     epoch_loss: list[float] = field(default_factory=list)
+    buffer: Tensor | None = None
 
 
 def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
@@ -141,5 +146,7 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
             callback(epoch, history)
     if bar is not None:
         bar.close()
+    if cd is not None and cd.buffer is not None:
+        history.buffer = cd.buffer.data.clone()
     energy_model.eval()
     return history
