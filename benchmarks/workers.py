@@ -68,8 +68,9 @@ def run_torchlangevin(workloads, compile=False):  # noqa: A002
             ("funnel10", Funnel(10), funnel_start(rng, ESS_CHAINS)),
         ]:
             def run(target=target, x0=x0):
+                # one step size per chain, as BlackJAX's window adaptation vmapped per chain
                 adapted = tl.adapt(tl.HMC(target, 0.1, 10), torch.from_numpy(x0), ESS_WARMUP,
-                                   seed=2)
+                                   seed=2, per_chain=True)
                 return tl.sample(adapted.kernel, adapted.x, ESS_DRAWS, seed=3, progress=False,
                                  compile=compile)
             times[f"ess_{name}"], chains = _timed(run)
