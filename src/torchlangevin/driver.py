@@ -24,6 +24,7 @@ from torch import Tensor
 from . import distributed
 from .chains import Chains
 from .kernels.base import PreDrawn, draw
+from .kernels.tempering import ParallelTempering
 from .schedules import Schedule
 
 __all__ = ["sample"]
@@ -118,7 +119,7 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
     if blocks > max(c, 1) or blocks % size:
         raise ValueError(f"chain_blocks must be a multiple of the number of processes "
                          f"({size}) and at most the number of chains ({c}); got {blocks}")
-    if type(kernel).__name__ == "ParallelTempering":
+    if isinstance(kernel, ParallelTempering):
         raise TypeError("ParallelTempering swaps states between chains: it cannot be split "
                         "into chain blocks; run it in one process")
     if seed is None:  # one seed for the whole run, chosen once and shared
@@ -209,52 +210,33 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             bar.update(run["step"])
         # A consistent point to save on interruption: before a step (with the RNG state
         # from before it) or after one; never half-way through the bookkeeping.
-        phase, rng_before, t = "done", None, run["step"]
+        phase, rng_before = "done", None
         try:
-            if block_len:
-                blocks = _CompiledSteps(kernel, state, block_len)
-            while block_len and run["step"] + block_len <= total:
+            blocks = _CompiledSteps(kernel, state, block_len) if block_len else None
+            while run["step"] < total:
                 t = run["step"]
+                # whole compiled blocks while they fit; single eager steps otherwise
+                compiled = blocks is not None and t + block_len <= total
+                k = block_len if compiled else 1
                 if path is not None:
                     rng_before = generator.get_state()
                 phase = "step"
-                state_new, trace = blocks(state, generator)
+                if compiled:
+                    new_state, trace = blocks(state, generator)
+                else:
+                    new_state, info = kernel.step(state, generator, **step_kwargs)
                 phase = "book"
-                _book_block(run, t, trace, burn_in, thin)
-                state, run["step"], phase = state_new, t + block_len, "done"
-                if bar is not None:
-                    bar.update(block_len)
-                if path is not None and (t + block_len) // checkpoint_every > \
-                        t // checkpoint_every and t + block_len < total:
-                    _save(path, config, state, generator.get_state(), run)
-            for t in range(run["step"], total):  # eager (and a compiled run's last steps)
-                if path is not None:
-                    rng_before = generator.get_state()
-                phase = "step"
-                new_state, info = kernel.step(state, generator, **step_kwargs)
-                phase = "book"
-                if t >= burn_in:
-                    if info.accepted is not None:
-                        run["accepted"] += info.accepted
-                        run["has_accept"] = True
-                    if info.divergent is not None:
-                        run["divergent"] += info.divergent
-                if run["trajectory"] is not None:
-                    run["trajectory"][t] = new_state.x
-                kept = t + 1 - burn_in
-                if kept > 0 and kept % thin == 0:
-                    run["samples"][kept // thin - 1] = new_state.x
-                    if new_state.energy is not None:
-                        run["energy"][kept // thin - 1] = new_state.energy
-                    if run["accepted_at_draw"] is not None:
-                        run["accepted_at_draw"][kept // thin - 1] = run["accepted"]
-                        run["divergent_at_draw"][kept // thin - 1] = run["divergent"]
-                state, run["step"], phase = new_state, t + 1, "done"
-                if callback is not None:
+                if compiled:
+                    _book_block(run, t, trace, burn_in, thin)
+                else:
+                    _book_step(run, t, new_state, info, burn_in, thin)
+                state, run["step"], phase = new_state, t + k, "done"
+                if callback is not None:  # never with compiled blocks (_block_length)
                     callback(t + 1, state, info)
                 if bar is not None:
-                    bar.update()
-                if path is not None and (t + 1) % checkpoint_every == 0 and t + 1 < total:
+                    bar.update(k)
+                if path is not None and (t + k) // checkpoint_every > t // checkpoint_every \
+                        and t + k < total:
                     _save(path, config, state, generator.get_state(), run)
         except BaseException:
             if path is not None and phase != "book":
@@ -279,7 +261,7 @@ def _block_length(kernel, compile: bool | int, callback) -> int:  # noqa: A002
     if callback is not None:
         raise ValueError("compile=True runs blocks of steps with no Python in between, so it "
                          "cannot call a callback after each step; drop one of the two")
-    if type(kernel).__name__ == "ParallelTempering":
+    if isinstance(kernel, ParallelTempering):
         raise ValueError("compile=True needs kernels whose steps do not depend on the step "
                          "count; ParallelTempering swaps on alternate steps: run it eagerly")
     for name in ("step_size", "noise_scale"):
@@ -322,6 +304,26 @@ class _CompiledSteps:
             new = type(new)(*(v.clone() if isinstance(v, Tensor) else v for v in new))
             trace = tuple(None if v is None else v.clone() for v in trace)
         return new._replace(step=state.step + self.k), trace
+
+
+def _book_step(run, t: int, state, info, burn_in: int, thin: int) -> None:
+    """The driver's bookkeeping for eager step ``t``: counters, trajectory, kept draw."""
+    if t >= burn_in:
+        if info.accepted is not None:
+            run["accepted"] += info.accepted
+            run["has_accept"] = True
+        if info.divergent is not None:
+            run["divergent"] += info.divergent
+    if run["trajectory"] is not None:
+        run["trajectory"][t] = state.x
+    kept = t + 1 - burn_in
+    if kept > 0 and kept % thin == 0:
+        run["samples"][kept // thin - 1] = state.x
+        if state.energy is not None:
+            run["energy"][kept // thin - 1] = state.energy
+        if run["accepted_at_draw"] is not None:
+            run["accepted_at_draw"][kept // thin - 1] = run["accepted"]
+            run["divergent_at_draw"][kept // thin - 1] = run["divergent"]
 
 
 def _book_block(run, t0: int, trace, burn_in: int, thin: int) -> None:
