@@ -77,9 +77,9 @@ def main() -> None:
                                           if p in rates))
         table.append({"workload": NAMES[w], "M_per_s": rates})
 
-    print("\nESS per second, HMC L=10 with adaptation (1,000 warm-up + 1,000 draws, 32 chains)")
+    print("\nESS per second, HMC L=10 with adaptation (1,000 warm-up + 1,000 draws)")
     ess_rows = []
-    for target in ("gaussian100", "funnel10"):
+    for target in (f"{t}_{c}" for c in (32, 1000) for t in ("gaussian100", "funnel10")):
         row = {}
         for s in sides:
             f = tmp / f"round{args.repeats - 1}" / f"{s}_{target}.npy"
@@ -87,7 +87,7 @@ def main() -> None:
                 ess = float(diagnostics.ess_bulk(np.load(f)).min())
                 row[s] = {"min_ess_bulk": ess, "seconds": med[s][f"ess_{target}"],
                           "ess_per_s": ess / med[s][f"ess_{target}"]}
-        line = f"{target:14}" + "".join(
+        line = f"{target:18}" + "".join(
             f"  {s}: ESS {v['min_ess_bulk']:.0f} in {v['seconds']:.2f} s = {v['ess_per_s']:.0f}/s"
             for s, v in row.items())
         if "blackjax" in row:

@@ -13,7 +13,7 @@ Workloads (same as benchmarks/core.py):
   b    100-D standard Gaussian, MALA, step 0.3, 1,000 chains x 1,000 steps
   c    100-D standard Gaussian, HMC, step 0.2, L = 10, 1,000 chains x 100 trajectories
   ess  HMC (L = 10) with step-size and diagonal-mass adaptation, 1,000 warm-up and 1,000
-       kept steps, 32 chains, on the 100-D Gaussian and on Funnel(10)
+       kept steps, 32 chains and 1,000 chains, on the 100-D Gaussian and on Funnel(10)
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 WORK = {"a": 10_000 * 1_000, "b": 1_000 * 1_000, "c": 1_000 * 100}
-ESS_CHAINS, ESS_WARMUP, ESS_DRAWS = 32, 1000, 1000
+ESS_CHAINS, ESS_WARMUP, ESS_DRAWS = (32, 1000), 1000, 1000
 
 
 def _timed(fn, sync=lambda out: out):
@@ -36,8 +36,12 @@ def _timed(fn, sync=lambda out: out):
     return time.perf_counter() - t0, out
 
 
-def funnel_start(rng, chains):
-    return rng.standard_normal((chains, 10)).astype(np.float32)
+def ess_cases(gaussian, funnel):
+    """``(name, target, x0)`` for every ESS workload: each target at each chain count."""
+    rng = np.random.default_rng(0)
+    return [(f"{name}_{c}", target, rng.standard_normal((c, dim)).astype(np.float32))
+            for c in ESS_CHAINS
+            for name, target, dim in [("gaussian100", gaussian, 100), ("funnel10", funnel, 10)]]
 
 
 # --------------------------------------------------------------------- torchlangevin
@@ -62,15 +66,11 @@ def run_torchlangevin(workloads, compile=False):  # noqa: A002
     times = {k: _timed(runs[k])[0] for k in workloads if k in runs}
     draws = {}
     if "ess" in workloads:
-        rng = np.random.default_rng(0)
-        for name, target, x0 in [
-            ("gaussian100", gauss, rng.standard_normal((ESS_CHAINS, 100)).astype(np.float32)),
-            ("funnel10", Funnel(10), funnel_start(rng, ESS_CHAINS)),
-        ]:
+        for name, target, x0 in ess_cases(gauss, Funnel(10)):
             def run(target=target, x0=x0):
                 # one step size per chain, as BlackJAX's window adaptation vmapped per chain
                 adapted = tl.adapt(tl.HMC(target, 0.1, 10), torch.from_numpy(x0), ESS_WARMUP,
-                                   seed=2, per_chain=True)
+                                   seed=2, per_chain=True, compile=compile)
                 return tl.sample(adapted.kernel, adapted.x, ESS_DRAWS, seed=3, progress=False,
                                  compile=compile)
             times[f"ess_{name}"], chains = _timed(run)
@@ -158,11 +158,7 @@ def run_blackjax(workloads):
     times = {k: _timed(runs[k], block)[0] for k in workloads if k in runs}
     draws = {}
     if "ess" in workloads:
-        rng = np.random.default_rng(0)
-        for name, logdensity, x0 in [
-            ("gaussian100", gaussian, rng.standard_normal((ESS_CHAINS, 100)).astype(np.float32)),
-            ("funnel10", funnel, funnel_start(rng, ESS_CHAINS)),
-        ]:
+        for name, logdensity, x0 in ess_cases(gaussian, funnel):
             warmup = blackjax.window_adaptation(blackjax.hmc, logdensity,
                                                 num_integration_steps=10)
 
@@ -177,7 +173,7 @@ def run_blackjax(workloads):
                     return state, state.position
                 return jax.lax.scan(body, state, jax.random.split(k2, ESS_DRAWS))[1]
 
-            keys = jax.random.split(jax.random.key(2), ESS_CHAINS)
+            keys = jax.random.split(jax.random.key(2), x0.shape[0])
             run = jax.jit(jax.vmap(one_chain))
             times[f"ess_{name}"], out = _timed(
                 lambda run=run, x0=x0, keys=keys: run(keys, jnp.asarray(x0)), block)

@@ -8,17 +8,21 @@ from torchlangevin.adaptation import DualAveraging, mass_windows
 from torchlangevin.distributions import Gaussian
 
 from .conftest import gen
+from .test_compile import needs_compiler
 
 SCALES = torch.logspace(-1, 1, 100)  # sds from 0.1 to 10
 TARGET = Gaussian(torch.zeros(100), SCALES**2)
 
 
-@pytest.mark.parametrize("kernel, target", [(tl.MALA(TARGET, 0.01), 0.574),
-                                            (tl.HMC(TARGET, 0.01, 10), 0.8)],
-                         ids=["mala", "hmc"])
-def test_adapted_kernel_hits_target_acceptance_and_recovers_every_sd(kernel, target):
-    adapted = tl.adapt(kernel, torch.randn(1000, 100, generator=gen(0)), 1000, seed=1)
-    chains = tl.sample(adapted.kernel, adapted.x, 500, thin=10, seed=2, progress=False)
+@pytest.mark.parametrize("kernel, target, compiled", [
+    (tl.MALA(TARGET, 0.01), 0.574, False), (tl.HMC(TARGET, 0.01, 10), 0.8, False),
+    pytest.param(tl.MALA(TARGET, 0.01), 0.574, True, marks=needs_compiler)],
+    ids=["mala", "hmc", "mala-compiled"])
+def test_adapted_kernel_hits_target_acceptance_and_recovers_every_sd(kernel, target, compiled):
+    adapted = tl.adapt(kernel, torch.randn(1000, 100, generator=gen(0)), 1000, seed=1,
+                       compile=compiled)
+    chains = tl.sample(adapted.kernel, adapted.x, 500, thin=10, seed=2, progress=False,
+                       compile=compiled)
     assert abs(float(chains.acceptance_rate.mean()) - target) < 0.05
     sd = chains.samples.reshape(-1, 100).double().std(0)
     # 50,000 draws with a bulk ESS above 5,000 per coordinate (checked): the sd's relative
@@ -48,10 +52,10 @@ def test_per_chain_step_sizes():
 
 def test_dual_averaging_converges_on_a_known_curve():
     # acceptance(eps) = exp(-eps): the fixed point for target 0.6 is eps = -log 0.6
-    da = DualAveraging(torch.tensor([1.0]), target=0.6)
+    da = DualAveraging.start(torch.tensor([1.0]))
     eps = torch.tensor([1.0])
     for _ in range(2000):
-        eps = da.update(torch.exp(-eps))
+        da, eps = da.update(torch.exp(-eps), target=0.6)
     assert float(da.final) == pytest.approx(-math.log(0.6), rel=0.02)
 
 

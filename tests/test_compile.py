@@ -75,6 +75,22 @@ def test_compile_refuses_what_it_cannot_run():
         tl.sample(tl.Langevin(DoubleWell(2), 0.01), x0, 10, compile=-2)
 
 
+@needs_compiler
+def test_compiled_warmup_follows_the_eager_one():
+    # float64 and a short warm-up: dual averaging feeds acceptance back into the step size,
+    # which amplifies rounding (exp/log differ in the last bit between the compiled and the
+    # eager code) about tenfold a step; over long warm-ups the two agree in distribution
+    # (test_adaptation), not bit for bit
+    x0 = torch.randn(16, 5, generator=gen(5), dtype=torch.float64)
+    kernel = tl.HMC(Gaussian(torch.zeros(5, dtype=torch.float64), torch.linspace(0.5, 2, 5)),
+                    0.1, 3)
+    eager = tl.adapt(kernel, x0, 12, seed=6, per_chain=True)  # one mass window: [1, 11)
+    compiled = tl.adapt(kernel, x0, 12, seed=6, per_chain=True, compile=True)
+    for a, b in [(eager.step_size, compiled.step_size), (eager.inv_mass, compiled.inv_mass),
+                 (eager.x, compiled.x), (eager.acceptance, compiled.acceptance)]:
+        torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cuda_graph_blocks_give_the_eager_samples():
     x0 = torch.randn(256, 5, generator=gen(3)).cuda()

@@ -17,14 +17,16 @@ regularised variance of the positions seen in it, pooled over chains:
 
 from __future__ import annotations
 
-import math
+import copy
+import functools
 import secrets
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from .kernels.base import Kernel, State
+from .kernels.base import Kernel, PreDrawn, State
 from .schedules import Schedule
 
 __all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows"]
@@ -32,29 +34,32 @@ __all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows"]
 TARGET_ACCEPT = {"mala": 0.574, "hmc": 0.8}
 
 
-class DualAveraging:
-    """Dual averaging of ``log eps`` per chain; all state is ``(C,)`` tensors."""
+class DualAveraging(NamedTuple):
+    """Dual averaging of ``log eps`` per chain: ``(C,)`` tensors and the count ``m``
+    (a 0-dim tensor), updated functionally so a compiled warm-up can carry it."""
 
-    def __init__(self, step_size: Tensor, target: float, gamma: float = 0.05,
-                 t0: float = 10.0, kappa: float = 0.75) -> None:
-        self.target, self.gamma, self.t0, self.kappa = target, gamma, t0, kappa
-        self.restart(step_size)
+    mu: Tensor
+    h_bar: Tensor
+    log_bar: Tensor
+    m: Tensor
 
-    def restart(self, step_size: Tensor) -> None:
-        self.mu = torch.log(10 * step_size)
-        self.h_bar = torch.zeros_like(step_size)
-        self.log_bar = torch.log(step_size)
-        self.m = 0
+    @classmethod
+    def start(cls, step_size: Tensor) -> DualAveraging:
+        """Start (or restart) at ``step_size``: ``mu = log(10 eps_0)``."""
+        return cls(torch.log(10 * step_size), torch.zeros_like(step_size),
+                   torch.log(step_size), step_size.new_zeros((), dtype=torch.float64))
 
-    def update(self, accept_prob: Tensor) -> Tensor:
-        """Feed this step's acceptance probabilities; returns the next step size."""
-        self.m += 1
-        w = 1.0 / (self.m + self.t0)
-        self.h_bar = (1 - w) * self.h_bar + w * (self.target - accept_prob)
-        log_eps = self.mu - math.sqrt(self.m) / self.gamma * self.h_bar
-        eta = self.m ** -self.kappa
-        self.log_bar = eta * log_eps + (1 - eta) * self.log_bar
-        return torch.exp(log_eps)
+    def update(self, accept_prob: Tensor, target: float, gamma: float = 0.05,
+               t0: float = 10.0, kappa: float = 0.75) -> tuple[DualAveraging, Tensor]:
+        """Feed this step's acceptance probabilities; returns the new state and the next
+        step size ``exp(log eps_m)``."""
+        m = self.m + 1
+        w = 1.0 / (m + t0)
+        h_bar = (1 - w) * self.h_bar + w * (target - accept_prob)
+        log_eps = self.mu - m.sqrt() / gamma * h_bar
+        eta = m ** -kappa
+        log_bar = eta * log_eps + (1 - eta) * self.log_bar
+        return DualAveraging(self.mu, h_bar, log_bar, m), torch.exp(log_eps)
 
     @property
     def final(self) -> Tensor:
@@ -96,7 +101,8 @@ class Adapted:
 
 def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
           target_accept: float | None = None, adapt_mass: bool = True,
-          per_chain: bool = False, seed: int | None = None) -> Adapted:
+          per_chain: bool = False, seed: int | None = None,
+          compile: bool = False) -> Adapted:  # noqa: A002 - as in sample
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
     Args:
@@ -107,6 +113,8 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         adapt_mass: also tune a diagonal ``inv_mass`` in Stan's windows.
         per_chain: one step size per chain (a ``(C,)`` tensor) instead of a shared float.
         seed: seeds the warm-up's generator.
+        compile: run the steps between mass updates as compiled scans, as
+            ``sample(..., compile=True)`` does: same noise, same result to float rounding.
 
     Then ``tl.sample(adapted.kernel, adapted.x, n_steps)`` samples with the tuned values.
     """
@@ -122,42 +130,116 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         target_accept = TARGET_ACCEPT[kernel.name]
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept!r}")
-    if isinstance(kernel.step_size, Schedule):
-        raise TypeError("adapt tunes a float or per-chain step_size; got a schedule "
-                        f"{kernel.step_size!r}")
+    for name in ("step_size", "noise_scale"):
+        if isinstance(getattr(kernel, name), Schedule):
+            raise TypeError(f"adapt tunes a float or per-chain step_size at a fixed "
+                            f"noise_scale; got the {name} schedule {getattr(kernel, name)!r}")
     gen = torch.Generator(device=x0.device).manual_seed(
         seed if seed is not None else secrets.randbits(62))
-    work = kernel.replace()
-    state = work.init(x0)
-    c = state.x.shape[0]
-    step = torch.as_tensor(kernel.step_size, dtype=state.x.dtype, device=state.x.device)
-    step = step.expand(c).clone()
-    work.step_size = step
-    averaging = DualAveraging(step, target_accept)
+    state = kernel.init(x0)
+    x = state.x
+    c = x.shape[0]
+    eps = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
+    inv_mass = kernel.inv_mass
+    if adapt_mass:  # a tensor from the start: one compiled graph for every window
+        inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
+        inv_mass = inv_mass.expand(x.shape[1:]).clone()
     windows = mass_windows(n_steps) if adapt_mass else []
+    in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)
+    for start, end in windows:
+        in_window[start:end] = True
     ends = {end: start for start, end in windows}
-    total = sq = None
-    trace = torch.empty(n_steps, dtype=torch.float64, device=state.x.device)
+    def zeros() -> Tensor:
+        return x.new_zeros(x.shape[1:], dtype=torch.float64)
+    warm = _Warmup(state, eps, DualAveraging.start(eps), zeros(), zeros())
+    step = functools.partial(_warmup_step, kernel, target_accept, per_chain, adapt_mass)
+    trace = torch.empty(n_steps, dtype=torch.float64, device=x.device)
+    blocks = _CompiledWarmup(step, warm) if compile else None
     with torch.no_grad():
-        for m in range(n_steps):
-            state, info = work.step(state, gen)
-            prob = info.acceptance_prob
-            trace[m] = prob.mean()
-            if not per_chain:
-                prob = prob.mean().expand(c)
-            work.step_size = averaging.update(prob)
-            if any(start <= m < end for start, end in windows):
-                x = state.x.double()
-                total = x.sum(0) if total is None else total + x.sum(0)
-                sq = (x * x).sum(0) if sq is None else sq + (x * x).sum(0)
-            if m + 1 in ends:
-                n = c * (m + 1 - ends[m + 1])
-                var = (sq - total * total / n) / (n - 1)
-                reg = n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
-                work.inv_mass = reg.to(state.x.dtype)
-                total = sq = None
-                averaging.restart(work.step_size)
-    final = averaging.final
+        m = 0
+        while m < n_steps:
+            # up to the next mass update (or the end)
+            stop = min([e for e in ends if e > m] + [n_steps])
+            if blocks is not None:
+                warm, trace[m:stop] = blocks(warm, inv_mass, in_window[m:stop], gen)
+            else:
+                for i in range(m, stop):
+                    warm, trace[i] = step(warm, inv_mass, gen, in_window[i])
+            m = stop
+            if m in ends:
+                n = c * (m - ends[m])
+                var = (warm.sq - warm.total * warm.total / n) / (n - 1)
+                inv_mass = (n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)).to(x.dtype)
+                warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps), zeros(),
+                               zeros())
+    final = warm.averaging.final
     step_size: float | Tensor = final if per_chain else float(final.mean())
-    tuned = kernel.replace(step_size=step_size, inv_mass=work.inv_mass)
-    return Adapted(tuned, state._replace(step=0), step_size, work.inv_mass, trace)
+    tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
+    return Adapted(tuned, warm.state._replace(step=0), step_size, inv_mass, trace)
+
+
+class _Warmup(NamedTuple):
+    """What a warm-up step carries: the chains, the step size in use, the dual averaging,
+    and the sums of ``x`` and ``x^2`` (float64) over the current mass window."""
+
+    state: State
+    eps: Tensor
+    averaging: DualAveraging
+    total: Tensor
+    sq: Tensor
+
+
+def _warmup_step(kernel: Kernel, target: float, per_chain: bool, adapt_mass: bool,
+                 warm: _Warmup, inv_mass, noise, in_window: Tensor) -> tuple[_Warmup, Tensor]:
+    """One warm-up step at ``warm.eps``: the kernel's step, then dual averaging, then the
+    window sums. Returns the new carry and the mean acceptance probability."""
+    work = copy.copy(kernel)  # no validation: the values are tensors the warm-up made
+    work.step_size, work.inv_mass = warm.eps, inv_mass
+    state, info = work.step(warm.state, noise)
+    prob = info.acceptance_prob
+    mean = prob.mean()
+    averaging, eps = warm.averaging.update(prob if per_chain else mean.expand_as(prob), target)
+    total, sq = warm.total, warm.sq
+    if adapt_mass:
+        x = state.x.double()
+        total = torch.where(in_window, total + x.sum(0), total)
+        sq = torch.where(in_window, sq + (x * x).sum(0), sq)
+    return _Warmup(state, eps, averaging, total, sq), mean.double()
+
+
+class _CompiledWarmup:
+    """Warm-up steps as one compiled ``scan`` over pre-drawn noise (see ``compiled``)."""
+
+    def __init__(self, step, warm: _Warmup) -> None:
+        from .compiled import NoisePlan, Packed, compile_steps, scan, unaliased
+
+        kernel = step.args[0]
+        self.noise = NoisePlan(kernel, warm.state)
+        self.state = Packed(warm.state._replace(step=0))
+
+        def block(carry, inv_mass, draws, in_window):
+            def one(carry, xs):
+                *noise, inside = xs
+                warm, mean = step(self._unpack(carry), inv_mass, PreDrawn(noise), inside)
+                return unaliased(self._pack(warm), carry), mean
+            return scan(one, carry, (*draws, in_window))
+
+        self.fn = compile_steps(block, warm.state.x.device)
+
+    def _pack(self, warm: _Warmup) -> tuple[Tensor, ...]:  # HOP carries: tensors only
+        return (*self.state.pack(warm.state), warm.eps, *warm.averaging, warm.total, warm.sq)
+
+    def _unpack(self, carry) -> _Warmup:
+        n = len(carry) - 7
+        *averaging, total, sq = carry[n + 1:]
+        return _Warmup(self.state.unpack(carry[:n]), carry[n], DualAveraging(*averaging),
+                       total, sq)
+
+    def __call__(self, warm: _Warmup, inv_mass, in_window: Tensor, generator):
+        draws = self.noise.draw(in_window.shape[0], generator)
+        torch._dynamo.mark_dynamic(in_window, 0)
+        zero = torch.zeros((), dtype=torch.long, device=warm.eps.device)
+        carry, means = self.fn(self._pack(warm._replace(state=warm.state._replace(step=zero))),
+                               inv_mass, draws, in_window)
+        new = self._unpack(carry)
+        return new._replace(state=new.state._replace(step=warm.state.step + len(means))), means

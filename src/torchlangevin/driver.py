@@ -23,7 +23,8 @@ from torch import Tensor
 
 from . import distributed
 from .chains import Chains
-from .kernels.base import PreDrawn, draw
+from .compiled import NoisePlan, Packed, compile_steps, scan, unaliased
+from .kernels.base import PreDrawn
 from .kernels.tempering import ParallelTempering
 from .schedules import Schedule
 
@@ -86,14 +87,14 @@ def sample(
             ranks (default: one per rank) and the result is gathered on every rank, so a run
             with ``chain_blocks=k`` gives the same samples on 1 process or on any number that
             divides ``k``. Default (outside ``torchrun``): one block, the seed used as is.
-        compile: run the steps in blocks, each one ``torch.compile``d function (an int sets
-            the block length; ``True`` picks ``max(1, 16 // gradients per step)``). The
-            noise of a block is drawn first, eagerly, by the same calls in the same order as
-            eager steps make them, so the samples equal the eager path's for the same seed
-            (to float rounding). On CUDA the block is captured as a CUDA graph
-            (``mode="reduce-overhead"``). The first call compiles (seconds to a minute);
-            it pays on small or analytic targets, where eager time is Python dispatch.
-            Needs float or per-chain parameters (no schedules) and no ``callback``.
+        compile: run the steps in blocks, each a ``scan`` over steps compiled once by
+            ``torch.compile`` (the loop in C++ on CPU; a CUDA graph on CUDA). An int sets
+            the block length; ``True`` picks blocks of about 2^23 state numbers (at most
+            1,000 steps). The noise of a block is drawn first, eagerly, by the same calls in
+            the same order as eager steps make them, so the samples equal the eager path's
+            for the same seed (to float rounding). The first call compiles (10-30 s); it
+            pays on small or analytic targets, where eager time is Python dispatch. Needs
+            float or per-chain parameters (no schedules) and no ``callback``.
 
     Returns:
         :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
@@ -212,17 +213,18 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
         # from before it) or after one; never half-way through the bookkeeping.
         phase, rng_before = "done", None
         try:
-            blocks = _CompiledSteps(kernel, state, block_len) if block_len else None
+            if block_len < 0:  # compile=True: ~2^23 numbers a block, at most 1,000 steps
+                block_len = max(1, min(1000, 2**23 // state.x.numel()))
+            blocks = _CompiledSteps(kernel, state) if block_len else None
             while run["step"] < total:
                 t = run["step"]
-                # whole compiled blocks while they fit; single eager steps otherwise
-                compiled = blocks is not None and t + block_len <= total
-                k = block_len if compiled else 1
+                compiled = blocks is not None
+                k = min(block_len, total - t) if compiled else 1
                 if path is not None:
                     rng_before = generator.get_state()
                 phase = "step"
                 if compiled:
-                    new_state, trace = blocks(state, generator)
+                    new_state, trace = blocks(state, generator, k)
                 else:
                     new_state, info = kernel.step(state, generator, **step_kwargs)
                 phase = "book"
@@ -251,11 +253,12 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
 
 
 def _block_length(kernel, compile: bool | int, callback) -> int:  # noqa: A002
-    """Steps per compiled block (0: eager), after checking the run can be compiled."""
+    """Steps per compiled block (0: eager; -1: by size), after checking the run can be
+    compiled."""
     if compile is False or compile == 0:
         return 0
     if compile is True:
-        length = max(1, 16 // getattr(kernel, "n_leapfrog_steps", 1))
+        length = -1  # chosen from the state's size once it is known
     else:
         length = _int("compile", compile, 1)
     if callback is not None:
@@ -272,38 +275,33 @@ def _block_length(kernel, compile: bool | int, callback) -> int:  # noqa: A002
 
 
 class _CompiledSteps:
-    """``k`` kernel steps as one ``torch.compile``d function fed with pre-drawn noise."""
+    """Kernel steps as one compiled ``scan`` fed with pre-drawn noise (see ``compiled``)."""
 
-    def __init__(self, kernel, state, k: int) -> None:
-        recorder = PreDrawn()
-        kernel.step(state, recorder)  # a throwaway step: what one step draws, in order
-        self.plan, self.k = recorder.plan, k
+    def __init__(self, kernel, state) -> None:
+        self.noise = NoisePlan(kernel, state)
+        example, info = self.noise.example
+        self.state = Packed(example._replace(step=0))
+        self.trace = Packed((example.x, example.energy, info.accepted, info.divergent))
 
-        def block(state, draws):
-            noise, xs, energies, accepted, divergent = PreDrawn(draws), [], [], [], []
-            for _ in range(k):
-                state, info = kernel.step(state, noise)
-                xs.append(state.x)
-                energies.append(state.energy)
-                accepted.append(info.accepted)
-                divergent.append(info.divergent)
+        def block(carry, draws):
+            def one(carry, noise):
+                new, info = kernel.step(self.state.unpack(carry), PreDrawn(list(noise)))
+                energy = None if new.energy is None else new.energy.clone()
+                trace = (new.x.clone(), energy, info.accepted, info.divergent)
+                return unaliased(self.state.pack(new), carry), self.trace.pack(trace)
+            return scan(one, carry, draws)
 
-            def stack(ts):
-                return None if ts[0] is None else torch.stack(ts)
-            return state, (torch.stack(xs), stack(energies), stack(accepted), stack(divergent))
+        self.cuda = state.x.device.type == "cuda"
+        self.fn = compile_steps(block, state.x.device)
 
-        cuda = state.x.device.type == "cuda"
-        self.fn = torch.compile(block, dynamic=False, mode="reduce-overhead" if cuda else None)
-        self.cuda = cuda
-
-    def __call__(self, state, generator):
-        draws = [draw(kind, shape, dtype, device, generator)
-                 for _ in range(self.k) for kind, shape, dtype, device in self.plan]
-        new, trace = self.fn(state._replace(step=0), draws)
+    def __call__(self, state, generator, k: int):
+        draws = self.noise.draw(k, generator)
+        step = torch.zeros((), dtype=torch.long, device=state.x.device)  # a tensor carry
+        carry, trace = self.fn(self.state.pack(state._replace(step=step)), draws)
         if self.cuda:  # a CUDA graph's outputs are overwritten by its next replay
-            new = type(new)(*(v.clone() if isinstance(v, Tensor) else v for v in new))
-            trace = tuple(None if v is None else v.clone() for v in trace)
-        return new._replace(step=state.step + self.k), trace
+            carry, trace = [v.clone() for v in carry], [v.clone() for v in trace]
+        new = self.state.unpack(carry)
+        return new._replace(step=state.step + k), self.trace.unpack(trace)
 
 
 def _book_step(run, t: int, state, info, burn_in: int, thin: int) -> None:

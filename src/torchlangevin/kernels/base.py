@@ -235,12 +235,18 @@ class PreDrawn:
         return draw(kind, shape, like.dtype, like.device, gen)
 
 
+def fill(kind: str, out: Tensor, generator: torch.Generator) -> Tensor:
+    """The one way noise is drawn, into ``out``: ``"normal"`` (N(0, 1)) or ``"uniform"``
+    (U[0, 1))."""
+    if kind == "normal":
+        return out.normal_(generator=generator)
+    return out.uniform_(generator=generator)
+
+
 def draw(kind: str, shape: torch.Size, dtype: torch.dtype, device: torch.device,
          generator: torch.Generator) -> Tensor:
-    """The one way noise is drawn: ``"normal"`` (N(0, 1)) or ``"uniform"`` (U[0, 1))."""
-    if kind == "normal":
-        return torch.empty(shape, dtype=dtype, device=device).normal_(generator=generator)
-    return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    """A new tensor of noise (see :func:`fill`)."""
+    return fill(kind, torch.empty(shape, dtype=dtype, device=device), generator)
 
 
 def normal_like(x: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:

@@ -1,0 +1,76 @@
+"""Many kernel steps as one compiled program (``sample(..., compile=True)``, ``adapt``).
+
+A block of ``k`` steps is ``torch.compile`` of a ``scan`` over the steps: the step's graph
+is compiled once, whatever ``k``, and the loop runs in generated code (C++ on CPU, through
+Inductor's ``cpp_wrapper``), so a step costs its arithmetic, not Python dispatch. The
+block's noise is drawn first, eagerly, from the run's generator by the same calls in the
+same order as eager steps make them (:class:`NoisePlan`), so a compiled run gives the eager
+run's samples to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch._higher_order_ops.scan import scan
+
+from .kernels.base import PreDrawn, fill
+
+__all__ = ["NoisePlan", "Packed", "compile_steps", "scan", "unaliased"]
+
+
+class NoisePlan:
+    """What one step of ``kernel`` draws, in order, recorded by a throwaway step."""
+
+    def __init__(self, kernel, state) -> None:
+        recorder = PreDrawn()
+        self.example = kernel.step(state, recorder)  # (state, info): their None fields
+        self.plan = recorder.plan
+
+    def draw(self, k: int, generator: torch.Generator) -> list[Tensor]:
+        """Noise for ``k`` steps: one ``(k, *shape)`` tensor per draw of a step, filled
+        step by step in the eager order. The leading dim is dynamic: one compile serves
+        every block length."""
+        bufs = [torch.empty((k, *shape), dtype=dtype, device=device)
+                for _, shape, dtype, device in self.plan]
+        for i in range(k):
+            for buf, (kind, *_) in zip(bufs, self.plan, strict=True):
+                fill(kind, buf[i], generator)
+        for buf in bufs:
+            torch._dynamo.mark_dynamic(buf, 0)
+        return bufs
+
+
+class Packed:
+    """A NamedTuple with ``None`` fields (``scan`` carries tensors only) as the tuple of
+    its tensors, and back."""
+
+    def __init__(self, example) -> None:
+        self.cls, self.none = type(example), tuple(v is None for v in example)
+
+    def pack(self, tree) -> tuple[Tensor, ...]:
+        return tuple(v for v, none in zip(tree, self.none, strict=True) if not none)
+
+    def unpack(self, tensors):
+        it = iter(tensors)
+        values = [None if none else next(it) for none in self.none]
+        return tuple(values) if self.cls is tuple else self.cls(*values)
+
+
+def unaliased(out: tuple[Tensor, ...], inp: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """``out`` with every tensor that is one of ``inp`` cloned: a ``scan`` step may not
+    return its input carry as it is (a state a kernel left unchanged, say)."""
+    ids = {id(t) for t in inp}
+    return tuple(t.clone() if id(t) in ids else t for t in out)
+
+
+def compile_steps(fn: Callable, device: torch.device) -> Callable:
+    """``torch.compile`` a function that scans steps: on CPU the loop in C++
+    (``cpp_wrapper``), on CUDA captured as a CUDA graph (``mode="reduce-overhead"``)."""
+    # static shapes but for the block length (mark_dynamic in NoisePlan.draw): without
+    # dynamic=False a second chain count would make the chain dimension symbolic as well
+    if device.type == "cuda":
+        return torch.compile(fn, dynamic=False, mode="reduce-overhead")
+    return torch.compile(fn, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
