@@ -35,9 +35,11 @@ class NoisePlan:
         every block length."""
         bufs = [torch.empty((k, *shape), dtype=dtype, device=device)
                 for _, shape, dtype, device in self.plan]
-        for i in range(k):
-            for buf, (kind, *_) in zip(bufs, self.plan, strict=True):
-                fill(kind, buf[i], generator)
+        steps = list(zip(*(buf.unbind(0) for buf in bufs), strict=True))  # views, per step
+        kinds = [kind for kind, *_ in self.plan]
+        for views in steps:
+            for kind, view in zip(kinds, views, strict=True):
+                fill(kind, view, generator)
         for buf in bufs:
             torch._dynamo.mark_dynamic(buf, 0)
         return bufs

@@ -89,7 +89,7 @@ def sample(
             divides ``k``. Default (outside ``torchrun``): one block, the seed used as is.
         compile: run the steps in blocks, each a ``scan`` over steps compiled once by
             ``torch.compile`` (the loop in C++ on CPU; a CUDA graph on CUDA). An int sets
-            the block length; ``True`` picks blocks of about 2^23 state numbers (at most
+            the block length; ``True`` picks blocks of about 2^20 state numbers (at most
             1,000 steps). The noise of a block is drawn first, eagerly, by the same calls in
             the same order as eager steps make them, so the samples equal the eager path's
             for the same seed (to float rounding). The first call compiles (10-30 s); it
@@ -213,8 +213,8 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
         # from before it) or after one; never half-way through the bookkeeping.
         phase, rng_before = "done", None
         try:
-            if block_len < 0:  # compile=True: ~2^23 numbers a block, at most 1,000 steps
-                block_len = max(1, min(1000, 2**23 // state.x.numel()))
+            if block_len < 0:  # compile=True: ~2^20 numbers a block (cache-sized), <= 1,000 steps
+                block_len = max(1, min(1000, 2**20 // state.x.numel()))
             blocks = _CompiledSteps(kernel, state) if block_len else None
             while run["step"] < total:
                 t = run["step"]
