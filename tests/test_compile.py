@@ -76,6 +76,17 @@ def test_compile_refuses_what_it_cannot_run():
 
 
 @needs_compiler
+def test_more_shapes_than_dynamo_keeps_versions_of_still_compile():
+    # Dynamo keeps few compiled versions per code object and, under fullgraph, fails past
+    # them; a notebook compiling many targets must go on (a fresh code object takes over)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for d in (1, 2, 3):
+            kernel, x0 = tl.Langevin(DoubleWell(d), 0.01), torch.randn(8, d, generator=gen(d))
+            _same(tl.sample(kernel, x0, 10, seed=1, progress=False),
+                  tl.sample(kernel, x0, 10, seed=1, progress=False, compile=True))
+
+
+@needs_compiler
 def test_compiled_warmup_follows_the_eager_one():
     # float64 and a short warm-up: dual averaging feeds acceptance back into the step size,
     # which amplifies rounding (exp/log differ in the last bit between the compiled and the

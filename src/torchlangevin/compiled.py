@@ -10,6 +10,7 @@ run's samples to float rounding.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import torch
@@ -68,11 +69,35 @@ def unaliased(out: tuple[Tensor, ...], inp: tuple[Tensor, ...]) -> tuple[Tensor,
     return tuple(t.clone() if id(t) in ids else t for t in out)
 
 
+_CODE: dict = {}  # a block function's code -> the copy new compiles go to
+
+
 def compile_steps(fn: Callable, device: torch.device) -> Callable:
     """``torch.compile`` a function that scans steps: on CPU the loop in C++
-    (``cpp_wrapper``), on CUDA captured as a CUDA graph (``mode="reduce-overhead"``)."""
-    # static shapes but for the block length (mark_dynamic in NoisePlan.draw): without
-    # dynamic=False a second chain count would make the chain dimension symbolic as well
-    if device.type == "cuda":
-        return torch.compile(fn, dynamic=False, mode="reduce-overhead")
-    return torch.compile(fn, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+    (``cpp_wrapper``), on CUDA captured as a CUDA graph (``mode="reduce-overhead"``).
+
+    Dynamo keeps compiled versions per code object, at most ``recompile_limit`` (8), and
+    under ``fullgraph`` fails beyond that; runs of the same shapes share a version. When a
+    new shape finds the cache full, later compiles go to a fresh copy of the code object.
+    """
+    def build():
+        code = _CODE.get(fn.__code__, fn.__code__)
+        f = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__,
+                               fn.__closure__)
+        # static shapes but for the block length (mark_dynamic in NoisePlan.draw): without
+        # dynamic=False a second chain count would make the chain dimension symbolic too
+        if device.type == "cuda":
+            return torch.compile(f, dynamic=False, mode="reduce-overhead")
+        return torch.compile(f, fullgraph=True, dynamic=False, options={"cpp_wrapper": True})
+
+    compiled = build()
+
+    def call(*args):
+        nonlocal compiled
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.FailOnRecompileLimitHit:
+            _CODE[fn.__code__] = fn.__code__.replace()  # a new code object: an empty cache
+            compiled = build()
+            return compiled(*args)
+    return call
