@@ -230,7 +230,7 @@ class _CompiledWarmup:
         return (*self.state.pack(warm.state), warm.eps, *warm.averaging, warm.total, warm.sq)
 
     def _unpack(self, carry) -> _Warmup:
-        n = len(carry) - 7
+        n = len(carry) - (len(DualAveraging._fields) + 3)  # the state's tensors come first
         *averaging, total, sq = carry[n + 1:]
         return _Warmup(self.state.unpack(carry[:n]), carry[n], DualAveraging(*averaging),
                        total, sq)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 from torch._higher_order_ops.scan import scan
+from torch.utils._pytree import tree_map_only
 
 from .kernels.base import PreDrawn, fill
 
@@ -95,9 +96,12 @@ def compile_steps(fn: Callable, device: torch.device) -> Callable:
     def call(*args):
         nonlocal compiled
         try:
-            return compiled(*args)
+            out = compiled(*args)
         except torch._dynamo.exc.FailOnRecompileLimitHit:
             _CODE[fn.__code__] = fn.__code__.replace()  # a new code object: an empty cache
             compiled = build()
-            return compiled(*args)
+            out = compiled(*args)
+        if device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
+            out = tree_map_only(Tensor, torch.clone, out)
+        return out
     return call

@@ -291,15 +291,12 @@ class _CompiledSteps:
                 return unaliased(self.state.pack(new), carry), self.trace.pack(trace)
             return scan(one, carry, draws)
 
-        self.cuda = state.x.device.type == "cuda"
         self.fn = compile_steps(block, state.x.device)
 
     def __call__(self, state, generator, k: int):
         draws = self.noise.draw(k, generator)
         step = torch.zeros((), dtype=torch.long, device=state.x.device)  # a tensor carry
         carry, trace = self.fn(self.state.pack(state._replace(step=step)), draws)
-        if self.cuda:  # a CUDA graph's outputs are overwritten by its next replay
-            carry, trace = [v.clone() for v in carry], [v.clone() for v in trace]
         new = self.state.unpack(carry)
         return new._replace(step=state.step + k), self.trace.unpack(trace)
 
