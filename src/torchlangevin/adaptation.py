@@ -26,6 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .compiled import block_length
 from .kernels.base import Kernel, PreDrawn, State
 from .schedules import Schedule
 
@@ -155,13 +156,16 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     step = functools.partial(_warmup_step, kernel, target_accept, per_chain, adapt_mass)
     trace = torch.empty(n_steps, dtype=torch.float64, device=x.device)
     blocks = _CompiledWarmup(step, warm) if compile else None
+    block = block_length(x.numel()) if compile else 0
     with torch.no_grad():
         m = 0
         while m < n_steps:
             # up to the next mass update (or the end)
             stop = min([e for e in ends if e > m] + [n_steps])
-            if blocks is not None:
-                warm, trace[m:stop] = blocks(warm, inv_mass, in_window[m:stop], gen)
+            if blocks is not None:  # cache-sized blocks, as sample's
+                for i in range(m, stop, block):
+                    j = min(i + block, stop)
+                    warm, trace[i:j] = blocks(warm, inv_mass, in_window[i:j], gen)
             else:
                 for i in range(m, stop):
                     warm, trace[i] = step(warm, inv_mass, gen, in_window[i])

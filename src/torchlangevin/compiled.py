@@ -20,7 +20,14 @@ from torch.utils._pytree import tree_map_only
 
 from .kernels.base import PreDrawn, fill
 
-__all__ = ["NoisePlan", "Packed", "compile_steps", "scan", "unaliased"]
+__all__ = ["NoisePlan", "Packed", "block_length", "compile_steps", "scan", "unaliased"]
+
+
+def block_length(state_numel: int) -> int:
+    """Default steps per compiled block: about 2^20 state numbers (so the block's noise and
+    trace stay cache-sized; 419-step blocks cost a 2-D double well a quarter of its rate),
+    at most 1,000 steps."""
+    return max(1, min(1000, 2**20 // max(state_numel, 1)))
 
 
 class NoisePlan:

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from . import distributed
 from .chains import Chains
-from .compiled import NoisePlan, Packed, compile_steps, scan, unaliased
+from .compiled import NoisePlan, Packed, block_length, compile_steps, scan, unaliased
 from .kernels.base import PreDrawn
 from .kernels.tempering import ParallelTempering
 from .schedules import Schedule
@@ -213,8 +213,8 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
         # from before it) or after one; never half-way through the bookkeeping.
         phase, rng_before = "done", None
         try:
-            if block_len < 0:  # compile=True: ~2^20 numbers a block (cache-sized), <= 1,000 steps
-                block_len = max(1, min(1000, 2**20 // state.x.numel()))
+            if block_len < 0:  # compile=True: cache-sized blocks
+                block_len = block_length(state.x.numel())
             blocks = _CompiledSteps(kernel, state) if block_len else None
             while run["step"] < total:
                 t = run["step"]
