@@ -26,7 +26,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .compiled import block_length
+from .compiled import NoisePlan, Packed, block_length, compile_steps, scan, unaliased
 from .kernels.base import Kernel, PreDrawn, State
 from .schedules import Schedule
 
@@ -215,8 +215,6 @@ class _CompiledWarmup:
     """Warm-up steps as one compiled ``scan`` over pre-drawn noise (see ``compiled``)."""
 
     def __init__(self, step, warm: _Warmup) -> None:
-        from .compiled import NoisePlan, Packed, compile_steps, scan, unaliased
-
         kernel = step.args[0]
         self.noise = NoisePlan(kernel, warm.state)
         self.state = Packed(warm.state._replace(step=0))
