@@ -133,12 +133,14 @@ def test_regular_model_gives_half_the_dimension_after_discretisation():
 
 
 class NormalCrossing(nn.Module):
-    """f(x) = (w1 w2)^k x: K(w) = (w1 w2)^{2k} / 2, RLCT 1/(2k) with multiplicity 2."""
+    """f(x) = (w1 w2)^k x: K(w) = (w1 w2)^{2k} / 2. Its zero set is the two axes; the
+    learning coefficient is 1/(2k) at every point of it, with multiplicity 2 at the crossing
+    (the origin) and 1 elsewhere on the axes."""
 
-    def __init__(self, k):
+    def __init__(self, k, w0=(0.0, 0.0)):
         super().__init__()
         self.k = k
-        self.w = nn.Parameter(torch.zeros(2))
+        self.w = nn.Parameter(torch.tensor(w0))
 
     def forward(self, x):
         return (self.w[0] * self.w[1]) ** self.k * x
@@ -167,6 +169,41 @@ def test_normal_crossing_matches_the_exact_finite_temperature_value(k):
     # With multiplicity 2 the finite-temperature value approaches 1/(2k) only like 1/log(s):
     # here it is 0.73 (k=1) and 0.62 (k=2) of it; the sampler must hit the exact value.
     assert abs(est.mean - exact) < 4 * est.se + 0.03 * exact
+
+
+def exact_on_axis(k, s, gamma, m2, a):
+    """E[s K] under p(w) ∝ exp(-s m2 (w1 w2)^{2k} / 2 - gamma |w - (a, 0)|^2 / 2)."""
+    w1 = np.linspace(a - 8 / math.sqrt(gamma), a + 8 / math.sqrt(gamma), 1601)
+    half = 8 * min(1 / math.sqrt(gamma), 3 * (s * m2 / 2) ** (-1 / (4 * k)))
+    w2 = np.linspace(-half, half, 2001)
+    v1, v2 = np.meshgrid(w1, w2, indexing="ij")
+    sk = s * 0.5 * m2 * (v1 * v2) ** (2 * k)
+    logp = -sk - gamma * ((v1 - a) ** 2 + v2**2) / 2
+    p = np.exp(logp - logp.max())
+    z = np.trapezoid(np.trapezoid(p, w2, axis=1), w1)
+    return float(np.trapezoid(np.trapezoid(p * sk, w2, axis=1), w1) / z)
+
+
+@pytest.mark.parametrize("k, lr", [(1, 3e-5), (2, 1e-4)])
+def test_normal_crossing_gives_one_over_2k_away_from_the_crossing(k, lr):
+    # At w0 = (2, 0) the model is locally c(w1) w2^{2k} with c > 0: lambda = 1/(2k) with
+    # multiplicity 1, so the finite-temperature value is close to it (0.4986 and 0.2397 by
+    # quadrature at n_beta 1000, localization 10) and the estimate must land within the
+    # issue's 15% of 1/(2k). The discretisation adds ~3% (k=1) and ~1% (k=2), measured by
+    # long ULA runs of the same update.
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(100, 1, generator=g)
+    y = torch.zeros(100, 1)
+    s, gamma = 1000.0, 10.0
+    est = slt.estimate_llc(NormalCrossing(k, (2.0, 0.0)), (X, y), mse, lr=lr, n_beta=s,
+                           localization=gamma, num_chains=64, num_draws=500,
+                           num_steps_bw_draws=10, num_burnin_steps=1000, batch_size=100)
+    exact = exact_on_axis(k, s, gamma, float(X.pow(2).mean()), 2.0)
+    assert abs(exact * 2 * k - 1) < 0.05
+    assert abs(est.mean - exact) < 4 * est.se + 0.05 * exact
+    assert 4 * est.se < 0.1 / (2 * k)  # precise enough for the 15% bar to mean something
+    assert abs(est.mean * 2 * k - 1) < 0.15
+    assert est.diagnostics["flags"] == ""
 
 
 def test_reduced_rank_regression_matches_aoyagi_watanabe():
