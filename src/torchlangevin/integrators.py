@@ -17,7 +17,8 @@ from .energy import energy_and_grad
 
 Scalar = float | Tensor
 
-__all__ = ["per_chain", "langevin_move", "langevin_log_ratio", "leapfrog", "event_sum"]
+__all__ = ["per_chain", "langevin_move", "langevin_log_ratio", "leapfrog", "event_sum", "root",
+           "inv_root"]
 
 
 def per_chain(value: Scalar, x: Tensor) -> Scalar:
@@ -30,6 +31,18 @@ def per_chain(value: Scalar, x: Tensor) -> Scalar:
 def event_sum(x: Tensor) -> Tensor:
     """Sum over every dimension but the leading (chain) one: ``(C, *event) -> (C,)``."""
     return x.sum(dim=tuple(range(1, x.ndim))) if x.ndim > 1 else x
+
+
+def root(v: Scalar) -> Scalar:
+    """``v ** 0.5`` for a float or a tensor. Tensors go through ``torch.sqrt``: compiled,
+    ``v ** 0.5`` and ``v ** -0.5`` become a per-element ``powf`` call inside the fused loop,
+    which cost a 1,000 x 100 HMC trajectory 0.6 ms of its 0.9 ms."""
+    return torch.sqrt(v) if isinstance(v, Tensor) else v**0.5
+
+
+def inv_root(v: Scalar) -> Scalar:
+    """``v ** -0.5`` for a float or a tensor (``torch.rsqrt``; see :func:`root`)."""
+    return torch.rsqrt(v) if isinstance(v, Tensor) else v**-0.5
 
 
 def _is_one(v: Scalar) -> bool:
@@ -46,9 +59,7 @@ def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
         scale = noise_scale * math.sqrt(2.0 * step_size)
         return torch.add(x, grad, alpha=-step_size, out=out).add_(noise, alpha=scale)
     eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
-    sqrt_2eps = torch.sqrt(2 * eps) if isinstance(eps, Tensor) else math.sqrt(2 * eps)
-    root = inv_mass**0.5
-    moved = x - (eps * inv_mass) * grad + (scale * sqrt_2eps * root) * noise
+    moved = x - (eps * inv_mass) * grad + (scale * root(2 * eps) * root(inv_mass)) * noise
     return moved if out is None else out.copy_(moved)
 
 

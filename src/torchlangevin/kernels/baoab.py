@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from ..energy import energy_and_grad
-from ..integrators import per_chain
+from ..integrators import inv_root, per_chain, root
 from .base import NO_INFO, Info, Kernel, Parameter, normal_like, value_at
 
 
@@ -76,7 +76,7 @@ class UnderdampedLangevin(Kernel):
         c = torch.exp(-self.friction * h) if isinstance(h, Tensor) else math.exp(-self.friction * h)
         p = state.momentum - (h / 2) * state.grad                       # B
         x = x + (h / 2) * inv_mass * p                                  # A
-        kick = (1 - c * c) ** 0.5 * scale * inv_mass ** -0.5
+        kick = root(1 - c * c) * scale * inv_root(inv_mass)
         p = c * p + kick * normal_like(x, generator)                    # O
         x = x + (h / 2) * inv_mass * p                                  # A
         if self.support is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..integrators import kinetic, leapfrog, per_chain
+from ..integrators import inv_root, kinetic, leapfrog, per_chain
 from .base import Info, Kernel, Parameter, State, metropolis, normal_like, select, value_at
 
 
@@ -51,7 +51,7 @@ class HMC(Kernel):
         inv_mass = self._inv_mass(x)
         p = normal_like(x, generator)
         if isinstance(inv_mass, Tensor) or inv_mass != 1.0:
-            p.mul_(inv_mass ** -0.5)
+            p.mul_(inv_root(inv_mass))
         inv_t = 1.0 / (scale * scale)
         unit_t = not isinstance(inv_t, Tensor) and inv_t == 1.0
         h0 = (state.energy if unit_t else state.energy * inv_t) + kinetic(p, inv_mass)
