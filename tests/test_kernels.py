@@ -164,6 +164,21 @@ def test_hmc_diagonal_mass_on_badly_scaled_gaussian():
     assert bool(((sd / scales - 1).abs() < 5 / math.sqrt(2 * N)).all())
 
 
+def test_hmc_jitter_breaks_a_periodic_trajectory():
+    # L leapfrog steps of eps = 2 sin(pi / 2L) turn a unit Gaussian's phase by exactly pi:
+    # x -> -x, so a fixed step size never changes |x|. Jittered, the chains mix.
+    n, L = 2000, 10
+    eps = 2 * math.sin(math.pi / (2 * L))
+    x0 = torch.full((n, 1), 0.5, dtype=torch.float64)
+    final = {j: tl.HMC(Gaussian([0.0]), eps, L, jitter=j).sample(
+        x0, 1, burn_in=200, seed=3, progress=False).final for j in (0.0, 0.15)}
+    assert bool(((final[0.0].abs() - 0.5).abs() < 1e-6).all())
+    # the sample variance of n draws from N(0, 1) has se sqrt(2 / n)
+    assert abs(float(final[0.15].var()) - 1) < 4 * math.sqrt(2 / n)
+    with pytest.raises(ValueError, match=r"jitter must be a number in \[0, 1\); got 1.5"):
+        tl.HMC(Gaussian([0.0]), eps, L, jitter=1.5)
+
+
 def test_per_chain_step_sizes_and_temperatures():
     c = 4000
     temps = torch.tensor([1.0, 4.0]).repeat_interleave(c // 2)

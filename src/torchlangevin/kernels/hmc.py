@@ -5,6 +5,12 @@ accept with ``min(1, exp(H(x, p) - H(x', p')))``. The gradient at the current po
 cached, so a trajectory costs ``L`` new gradients (``L + 1`` counting the cached one)
 and one energy. A trajectory whose energy error exceeds ``max_energy_error`` or turns
 non-finite is counted as divergent and rejected. Duane et al. (1987), Neal (2011).
+
+The step size is jittered by default: each chain draws ``eps (1 + j (2u - 1))``,
+``u ~ U[0, 1)``, per trajectory (``j = 0.15``, PyMC's default). With a fixed ``L`` a chain
+whose ``eps L`` lands near a period of its target (``eps L ~ pi`` on a unit Gaussian) nearly
+repeats itself and stops mixing; jitter breaks that (Neal 2011, sec. 5.4.2.2). The chain
+still targets ``exp(-E/T)`` exactly: ``eps`` is drawn independently of the state.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import torch
 from torch import Tensor
 
 from ..integrators import inv_root, kinetic, leapfrog, per_chain
-from .base import Info, Kernel, Parameter, State, metropolis, normal_like, select, value_at
+from .base import Info, Kernel, Parameter, State, metropolis, normal_like, select, uniform, value_at
 
 
 class HMC(Kernel):
@@ -27,6 +33,8 @@ class HMC(Kernel):
         noise_scale: ``sqrt(T)`` > 0.
         support: a ``Box``; defaults to ``energy.support``. Endpoints outside are rejected.
         max_energy_error: energy error above which a trajectory counts as divergent.
+        jitter: ``j`` in ``[0, 1)``: each trajectory's step size is uniform on
+            ``eps [1 - j, 1 + j)``, per chain; 0 for a fixed step size.
     """
 
     name = "hmc"
@@ -34,7 +42,7 @@ class HMC(Kernel):
 
     def __init__(self, energy, step_size: Parameter, n_leapfrog_steps: int = 10,
                  inv_mass: float | Tensor = 1.0, noise_scale: Parameter = 1.0,
-                 support=None, max_energy_error: float = 1000.0) -> None:
+                 support=None, max_energy_error: float = 1000.0, jitter: float = 0.15) -> None:
         super().__init__(energy, step_size, noise_scale, support, inv_mass)
         if isinstance(n_leapfrog_steps, bool) or not isinstance(n_leapfrog_steps, int) \
                 or n_leapfrog_steps < 1:
@@ -43,10 +51,17 @@ class HMC(Kernel):
         if not max_energy_error > 0:
             raise ValueError(f"max_energy_error must be > 0; got {max_energy_error!r}")
         self.max_energy_error = float(max_energy_error)
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) \
+                or not 0 <= jitter < 1:
+            raise ValueError(f"jitter must be a number in [0, 1); got {jitter!r}")
+        self.jitter = float(jitter)
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
         x = state.x
         eps = value_at(self.step_size, state.step, x)
+        if self.jitter:
+            u = uniform(x.shape[:1], x, generator)
+            eps = eps * (1 + self.jitter * (2 * u - 1))
         scale = value_at(self.noise_scale, state.step, x)
         inv_mass = self._inv_mass(x)
         p = normal_like(x, generator)
