@@ -146,14 +146,22 @@ class NormalCrossing(nn.Module):
         return (self.w[0] * self.w[1]) ** self.k * x
 
 
+def expected_sk(w1, w2, k, s, gamma, m2, a=0.0):
+    """E[s K] under p(w) ∝ exp(-s m2 (w1 w2)^{2k} / 2 - gamma |w - (a, 0)|^2 / 2), by the
+    trapezoid rule on the grid ``w1 x w2``."""
+    v1, v2 = np.meshgrid(w1, w2, indexing="ij")
+    sk = s * 0.5 * m2 * (v1 * v2) ** (2 * k)
+    logp = -sk - gamma * ((v1 - a) ** 2 + v2**2) / 2
+    p = np.exp(logp - logp.max())
+    z = np.trapezoid(np.trapezoid(p, w2, axis=1), w1)
+    return float(np.trapezoid(np.trapezoid(p * sk, w2, axis=1), w1) / z)
+
+
 def exact_normal_crossing(k, s, gamma, m2):
-    """E[s K] under p(w) ∝ exp(-s m2 (w1 w2)^{2k} / 2 - gamma |w|^2 / 2), by quadrature."""
+    """At the crossing (w0 = 0): one quadrant (the posterior is symmetric), on a grid
+    geometric towards the singular origin."""
     g = np.concatenate([[0.0], np.geomspace(1e-8, 8 / math.sqrt(gamma), 4000)])
-    w1, w2 = np.meshgrid(g, g, indexing="ij")
-    sk = s * 0.5 * m2 * (w1 * w2) ** (2 * k)
-    p = np.exp(-sk - gamma * (w1**2 + w2**2) / 2)
-    z = np.trapezoid(np.trapezoid(p, g, axis=1), g)
-    return float(np.trapezoid(np.trapezoid(p * sk, g, axis=1), g) / z)
+    return expected_sk(g, g, k, s, gamma, m2)
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -172,16 +180,10 @@ def test_normal_crossing_matches_the_exact_finite_temperature_value(k):
 
 
 def exact_on_axis(k, s, gamma, m2, a):
-    """E[s K] under p(w) ∝ exp(-s m2 (w1 w2)^{2k} / 2 - gamma |w - (a, 0)|^2 / 2)."""
+    """At w0 = (a, 0): 8 sd of the localisation around it, narrower in w2 where K confines."""
     w1 = np.linspace(a - 8 / math.sqrt(gamma), a + 8 / math.sqrt(gamma), 1601)
     half = 8 * min(1 / math.sqrt(gamma), 3 * (s * m2 / 2) ** (-1 / (4 * k)))
-    w2 = np.linspace(-half, half, 2001)
-    v1, v2 = np.meshgrid(w1, w2, indexing="ij")
-    sk = s * 0.5 * m2 * (v1 * v2) ** (2 * k)
-    logp = -sk - gamma * ((v1 - a) ** 2 + v2**2) / 2
-    p = np.exp(logp - logp.max())
-    z = np.trapezoid(np.trapezoid(p, w2, axis=1), w1)
-    return float(np.trapezoid(np.trapezoid(p * sk, w2, axis=1), w1) / z)
+    return expected_sk(w1, np.linspace(-half, half, 2001), k, s, gamma, m2, a)
 
 
 @pytest.mark.parametrize("k, lr", [(1, 3e-5), (2, 1e-4)])
