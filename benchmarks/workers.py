@@ -70,9 +70,11 @@ def run_torchlangevin(workloads, compile=False):  # noqa: A002
     if "ess" in workloads:
         for name, target, x0 in ess_cases(gauss, Funnel(10)):
             def run(target=target, x0=x0):
-                # one step size per chain, as BlackJAX's window adaptation vmapped per chain
+                # each chain its own step size and mass, as BlackJAX's window adaptation
+                # vmapped over chains
                 adapted = tl.adapt(tl.HMC(target, 0.1, 10), torch.from_numpy(x0), ESS_WARMUP,
-                                   seed=2, per_chain=True, compile=compile)
+                                   seed=2, per_chain=True, per_chain_mass=True,
+                                   compile=compile)
                 return tl.sample(adapted.kernel, adapted.x, ESS_DRAWS, seed=3, progress=False,
                                  compile=compile)
             times[f"ess_{name}"], chains = _timed(run)

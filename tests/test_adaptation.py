@@ -50,6 +50,25 @@ def test_per_chain_step_sizes():
     assert bool(((chains.acceptance_rate - 0.574).abs() < 0.15).all())
 
 
+def test_per_chain_mass_is_each_chains_own_variance():
+    # 64 independent window adaptations (BlackJAX's window_adaptation vmapped over chains)
+    adapted = tl.adapt(tl.HMC(TARGET, 0.01, 10), torch.randn(64, 100, generator=gen(0)), 1000,
+                       per_chain=True, per_chain_mass=True, seed=1)
+    assert adapted.inv_mass.shape == (64, 100) and adapted.step_size.shape == (64,)
+    # each chain's estimate of log var has sd ~0.13 (500 draws of the last window); the mean
+    # over 64 chains has sd ~0.016, so 0.1 is 6 sd. Pooled over chains by mistake, the sums
+    # would be divided by one chain's count and come out 64x too large.
+    log_ratio = (adapted.inv_mass / SCALES**2).log()
+    assert bool((log_ratio.mean(0).abs() < 0.1).all())
+    chains = tl.sample(adapted.kernel, adapted.x, 500, thin=5, seed=2, progress=False)
+    sd = chains.samples.reshape(-1, 100).double().std(0)
+    assert float(tl.diagnostics.ess_bulk(chains.samples).min()) > 5_000  # sd's se < 1%
+    assert bool(((sd / SCALES - 1).abs() < 0.05).all())
+    with pytest.raises(ValueError, match="per_chain_mass=True .* needs adapt_mass=True"):
+        tl.adapt(tl.HMC(TARGET, 0.01, 10), torch.zeros(4, 100), 20, per_chain_mass=True,
+                 adapt_mass=False)
+
+
 def test_dual_averaging_converges_on_a_known_curve():
     # acceptance(eps) = exp(-eps): the fixed point for target 0.6 is eps = -log 0.6
     da = DualAveraging.start(torch.tensor([1.0]))

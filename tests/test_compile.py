@@ -87,7 +87,8 @@ def test_more_shapes_than_dynamo_keeps_versions_of_still_compile():
 
 
 @needs_compiler
-def test_compiled_warmup_follows_the_eager_one():
+@pytest.mark.parametrize("per_chain_mass", [False, True], ids=["pooled-mass", "per-chain-mass"])
+def test_compiled_warmup_follows_the_eager_one(per_chain_mass):
     # float64 and a short warm-up: dual averaging feeds acceptance back into the step size,
     # which amplifies rounding (exp/log differ in the last bit between the compiled and the
     # eager code) about tenfold a step; over long warm-ups the two agree in distribution
@@ -95,8 +96,10 @@ def test_compiled_warmup_follows_the_eager_one():
     x0 = torch.randn(16, 5, generator=gen(5), dtype=torch.float64)
     kernel = tl.HMC(Gaussian(torch.zeros(5, dtype=torch.float64), torch.linspace(0.5, 2, 5)),
                     0.1, 3)
-    eager = tl.adapt(kernel, x0, 12, seed=6, per_chain=True)  # one mass window: [1, 11)
-    compiled = tl.adapt(kernel, x0, 12, seed=6, per_chain=True, compile=True)
+    run = {"seed": 6, "per_chain": True, "per_chain_mass": per_chain_mass}
+    eager = tl.adapt(kernel, x0, 12, **run)  # one mass window: [1, 11)
+    compiled = tl.adapt(kernel, x0, 12, compile=True, **run)
+    assert eager.inv_mass.shape == ((16, 5) if per_chain_mass else (5,))
     for a, b in [(eager.step_size, compiled.step_size), (eager.inv_mass, compiled.inv_mass),
                  (eager.x, compiled.x), (eager.acceptance, compiled.acceptance)]:
         torch.testing.assert_close(b, a, atol=1e-8, rtol=1e-8)

@@ -167,11 +167,15 @@ BAD_INPUT = [
     (lambda: tl.Langevin("energy", 0.1), TypeError, r"energy must be callable"),
     (lambda: tl.HMC(TARGET, 0.1, n_leapfrog_steps=0), ValueError, r"n_leapfrog_steps must be"),
     (lambda: tl.sample(tl.HMC(TARGET, 0.1, inv_mass=torch.ones(3)), x0(), 5), ValueError,
-     r"inv_mass of shape \(3,\) does not broadcast to the event shape \(2,\)"),
+     r"inv_mass of shape \(3,\) neither broadcasts to the event shape \(2,\) nor has the "
+     r"state's shape \(64, 2\)"),
     (lambda: tl.sample(tl.Langevin(TARGET, 0.1, inv_mass=torch.ones(3)), x0(), 5), ValueError,
-     r"inv_mass of shape \(3,\) does not broadcast to the event shape \(2,\)"),
+     r"inv_mass of shape \(3,\) neither broadcasts to the event shape \(2,\)"),
     (lambda: tl.sample(tl.UnderdampedLangevin(TARGET, 0.1, inv_mass=torch.ones(3)), x0(), 5),
-     ValueError, r"inv_mass of shape \(3,\) does not broadcast"),
+     ValueError, r"inv_mass of shape \(3,\) neither broadcasts"),
+    (lambda: tl.sample(tl.MALA(TARGET, 0.1, inv_mass=torch.ones(32, 2)), x0(), 5), ValueError,
+     r"inv_mass of shape \(32, 2\) neither broadcasts to the event shape \(2,\) nor has "
+     r"the state's shape \(64, 2\)"),
     (lambda: tl.sample(tl.MALA(TARGET, torch.full((3,), 0.1)), x0(), 5), ValueError,
      r"step_size has 3 per-chain values but x0 has 64 chains"),
 ]

@@ -11,8 +11,13 @@ With ``per_chain=False`` every chain uses the acceptance averaged over chains.
 
 Inverse mass: Stan's windows (a fast initial buffer, slow windows doubling in length,
 a fast terminal buffer). At the end of each slow window ``M^{-1}`` becomes the
-regularised variance of the positions seen in it, pooled over chains:
-``n/(n+5) var + 1e-3 * 5/(n+5)``, and dual averaging restarts.
+regularised variance of the positions seen in it, ``n/(n+5) var + 1e-3 * 5/(n+5)``, and
+dual averaging restarts. The variance is pooled over chains, or with
+``per_chain_mass=True`` each chain's own: with ``per_chain=True`` too, every chain runs
+its own window adaptation, as BlackJAX's ``window_adaptation`` vmapped over chains does.
+A chain's own window variance needs a chain that crosses its target within the window:
+HMC's does (on a 100-D Gaussian with sds 0.1-10 the per-chain estimates are within 6% on
+average over 64 chains), MALA's does not (a factor of 4 low on the widest coordinates).
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ class Adapted:
 
 def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
           target_accept: float | None = None, adapt_mass: bool = True,
-          per_chain: bool = False, seed: int | None = None,
+          per_chain: bool = False, per_chain_mass: bool = False, seed: int | None = None,
           compile: bool = False) -> Adapted:  # noqa: A002 - as in sample
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
@@ -113,6 +118,8 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         target_accept: defaults to 0.574 for MALA, 0.8 for HMC.
         adapt_mass: also tune a diagonal ``inv_mass`` in Stan's windows.
         per_chain: one step size per chain (a ``(C,)`` tensor) instead of a shared float.
+        per_chain_mass: one inverse mass per chain (``(C, *event)``), each from that
+            chain's own draws, instead of one from all chains' (needs ``adapt_mass``).
         seed: seeds the warm-up's generator.
         compile: run the steps between mass updates as compiled scans, as
             ``sample(..., compile=True)`` does: same noise, same result to float rounding.
@@ -129,6 +136,9 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
             raise ValueError(f"no default target_accept for a {type(kernel).__name__}; "
                              f"pass target_accept")
         target_accept = TARGET_ACCEPT[kernel.name]
+    if per_chain_mass and not adapt_mass:
+        raise ValueError("per_chain_mass=True tunes the mass per chain; it needs "
+                         "adapt_mass=True")
     if not 0 < target_accept < 1:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept!r}")
     for name in ("step_size", "noise_scale"):
@@ -142,16 +152,17 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     c = x.shape[0]
     eps = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
     inv_mass = kernel.inv_mass
+    shape = x.shape if per_chain_mass else x.shape[1:]  # of the window sums and inv_mass
     if adapt_mass:  # a tensor from the start: one compiled graph for every window
         inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
-        inv_mass = inv_mass.expand(x.shape[1:]).clone()
+        inv_mass = inv_mass.expand(shape).clone()
     windows = mass_windows(n_steps) if adapt_mass else []
     in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)
     for start, end in windows:
         in_window[start:end] = True
     ends = {end: start for start, end in windows}
     def zeros() -> Tensor:
-        return x.new_zeros(x.shape[1:], dtype=torch.float64)
+        return x.new_zeros(shape, dtype=torch.float64)
     warm = _Warmup(state, eps, DualAveraging.start(eps), zeros(), zeros())
     step = functools.partial(_warmup_step, kernel, target_accept, per_chain, adapt_mass)
     trace = torch.empty(n_steps, dtype=torch.float64, device=x.device)
@@ -171,7 +182,7 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
                     warm, trace[i] = step(warm, inv_mass, gen, in_window[i])
             m = stop
             if m in ends:
-                n = c * (m - ends[m])
+                n = (m - ends[m]) * (1 if per_chain_mass else c)
                 var = (warm.sq - warm.total * warm.total / n) / (n - 1)
                 inv_mass = (n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)).to(x.dtype)
                 warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps), zeros(),
@@ -184,7 +195,8 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
 
 class _Warmup(NamedTuple):
     """What a warm-up step carries: the chains, the step size in use, the dual averaging,
-    and the sums of ``x`` and ``x^2`` (float64) over the current mass window."""
+    and the sums of ``x`` and ``x^2`` (float64) over the current mass window, over chains
+    or (``per_chain_mass``) per chain."""
 
     state: State
     eps: Tensor
@@ -206,8 +218,9 @@ def _warmup_step(kernel: Kernel, target: float, per_chain: bool, adapt_mass: boo
     total, sq = warm.total, warm.sq
     if adapt_mass:
         x = state.x.double()
-        total = torch.where(in_window, total + x.sum(0), total)
-        sq = torch.where(in_window, sq + (x * x).sum(0), sq)
+        x, x2 = (x, x * x) if total.shape == x.shape else (x.sum(0), (x * x).sum(0))
+        total = torch.where(in_window, total + x, total)
+        sq = torch.where(in_window, sq + x2, sq)
     return _Warmup(state, eps, averaging, total, sq), mean.double()
 
 

@@ -131,19 +131,20 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
         rows = distributed.split(c, b, blocks)
         block_seed = int(np.random.SeedSequence([seed, b]).generate_state(1, np.uint64)[0] >> 2)
         path = None if checkpoint is None else f"{os.fspath(checkpoint)}.block{b}"
-        parts.append(_sample(_kernel_rows(kernel, rows, c), x0[rows.start:rows.stop],
+        parts.append(_sample(_kernel_rows(kernel, rows, x0), x0[rows.start:rows.stop],
                              n_steps, seed=block_seed, checkpoint=path, **kwargs))
     local = Chains.concat(parts)
     out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
     return dataclasses.replace(out, seed=seed)
 
 
-def _kernel_rows(kernel, rows: range, c: int):
-    """The kernel for a block of chains: per-chain step sizes / masses sliced to the block."""
+def _kernel_rows(kernel, rows: range, x0: Tensor):
+    """The kernel for a block of chains: per-chain step sizes ``(C,)`` and masses
+    ``(C, *event)`` sliced to the block."""
     changes = {}
-    for name in ("step_size", "noise_scale", "inv_mass"):
+    for name, ndim in (("step_size", 1), ("noise_scale", 1), ("inv_mass", x0.ndim)):
         value = getattr(kernel, name, None)
-        if isinstance(value, Tensor) and value.ndim and value.shape[0] == c and c > 1:
+        if isinstance(value, Tensor) and value.ndim == ndim and value.shape[0] == x0.shape[0]:
             changes[name] = value[rows.start:rows.stop]
     return kernel.replace(**changes) if changes else kernel
 

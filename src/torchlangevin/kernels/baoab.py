@@ -46,7 +46,8 @@ class UnderdampedLangevin(Kernel):
         friction: ``gamma`` > 0 (large: overdamped; small: nearly Hamiltonian).
         noise_scale: ``sqrt(T)`` >= 0; float, schedule or ``(C,)`` tensor.
         support: a ``Box``; positions are mirrored back, momenta flipped.
-        inv_mass: ``M^{-1}``, positive float or event-shaped tensor.
+        inv_mass: ``M^{-1}``, positive float, or a tensor of the event shape or of
+            ``(C, *event)``.
 
     The momentum starts at zero; burn-in brings it to ``N(0, T M)``.
     """

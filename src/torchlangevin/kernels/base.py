@@ -98,8 +98,9 @@ class Kernel:
     """Base class: holds the energy, step size, noise scale, inverse mass and support.
 
     ``noise_scale`` is the square root of the temperature: the kernel targets
-    ``exp(-E(x) / noise_scale**2)``. ``inv_mass`` (``M^{-1}``, scalar or diagonal with
-    the event shape) preconditions the moves.
+    ``exp(-E(x) / noise_scale**2)``. ``inv_mass`` (``M^{-1}``, scalar or diagonal: a
+    tensor of the event shape, or of the state's shape ``(C, *event)`` for one per chain)
+    preconditions the moves.
     """
 
     name = "kernel"
@@ -187,11 +188,15 @@ class Kernel:
         e, g = energy_and_grad(self.energy, x, need_energy=self.caches_energy)
         check_energy(self.energy, x, e)
         if isinstance(self.inv_mass, Tensor):
+            shape, event = self.inv_mass.shape, x.shape[1:]
             try:
-                torch.broadcast_shapes(self.inv_mass.shape, x.shape[1:])
+                fits = len(shape) <= len(event) and torch.broadcast_shapes(shape, event) == event
             except RuntimeError:
-                raise ValueError(f"inv_mass of shape {tuple(self.inv_mass.shape)} does not "
-                                 f"broadcast to the event shape {tuple(x.shape[1:])}") from None
+                fits = False
+            if not fits and shape != x.shape:
+                raise ValueError(f"inv_mass of shape {tuple(shape)} neither broadcasts to the "
+                                 f"event shape {tuple(event)} nor has the state's shape "
+                                 f"{tuple(x.shape)} (one per chain)")
         return State(x, e, g, 0)
 
     def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:

@@ -29,7 +29,8 @@ class HMC(Kernel):
         energy: callable ``(C, *event) -> (C,)``, optionally with ``grad``.
         step_size: leapfrog ``eps`` > 0: float, ``Schedule`` or ``(C,)`` tensor.
         n_leapfrog_steps: ``L >= 1``.
-        inv_mass: ``M^{-1}``: a positive float or a tensor of the event shape (diagonal).
+        inv_mass: ``M^{-1}``: a positive float or a diagonal: a tensor of the event shape,
+            or ``(C, *event)`` for one per chain.
         noise_scale: ``sqrt(T)`` > 0.
         support: a ``Box``; defaults to ``energy.support``. Endpoints outside are rejected.
         max_energy_error: energy error above which a trajectory counts as divergent.

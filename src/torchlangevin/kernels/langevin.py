@@ -25,7 +25,8 @@ class Langevin(Kernel):
         step_size: ``eps`` > 0: a float, a ``Schedule`` or a ``(C,)`` tensor.
         noise_scale: ``>= 0`` (0 is gradient descent); float, schedule or ``(C,)`` tensor.
         support: a ``Box``; defaults to ``energy.support``. Moves are reflected into it.
-        inv_mass: preconditioner ``M^{-1}`` (positive float or event-shaped tensor).
+        inv_mass: preconditioner ``M^{-1}`` (positive float, or a tensor of the event shape
+            or of ``(C, *event)``).
     """
 
     name = "langevin"

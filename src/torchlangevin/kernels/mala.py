@@ -28,7 +28,8 @@ class MALA(Kernel):
         noise_scale: ``sqrt(T)`` > 0; float, schedule or ``(C,)`` tensor.
         support: a ``Box``; defaults to ``energy.support``. Proposals outside are rejected.
         inv_mass: preconditioner ``M^{-1}``, a positive float or a tensor of the event
-            shape: ``y = x - eps M^{-1} grad E + sqrt(2 eps T) M^{-1/2} xi``.
+            shape or of ``(C, *event)`` (one per chain):
+            ``y = x - eps M^{-1} grad E + sqrt(2 eps T) M^{-1/2} xi``.
     """
 
     name = "mala"
