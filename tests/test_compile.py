@@ -1,5 +1,5 @@
 """``sample(..., compile=True)``: blocks of steps as one torch.compile'd function, fed with
-noise drawn eagerly in the eager order, so the samples equal the eager path's."""
+noise drawn eagerly, the numbers eager steps draw, so the samples equal the eager path's."""
 
 import shutil
 
@@ -8,6 +8,7 @@ import torch
 
 import torchlangevin as tl
 from torchlangevin.distributions import DoubleWell, Gaussian
+from torchlangevin.kernels.base import draw_size, uniforms
 from torchlangevin.schedules import Linear
 
 from .conftest import gen
@@ -25,6 +26,27 @@ def _same(a, b, atol=1e-5):
         assert torch.equal(b.acceptance_rate, a.acceptance_rate)
         assert torch.equal(b._accepted_at_draw, a._accepted_at_draw)
     torch.testing.assert_close(b.energy, a.energy, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_one_draw_for_a_block_gives_the_numbers_of_one_draw_a_step(dtype):
+    # what NoisePlan.draw relies on: on CPU, k draws of draw_size(n) normals are one draw of
+    # k times as many (torch's normal_ works in groups of 16)
+    for n in (1, 16, 37, 101_000):
+        m, k = draw_size(n), 5
+        assert m % 16 == 0 and m >= max(n, 16)
+        block = torch.empty(k, m, dtype=dtype).normal_(generator=gen(3))
+        g = gen(3)
+        steps = [torch.empty(m, dtype=dtype).normal_(generator=g) for _ in range(k)]
+        assert torch.equal(block, torch.stack(steps))
+
+
+def test_uniforms_from_normals_are_uniform():
+    z = torch.randn(200_000, generator=gen(4), dtype=torch.float64)
+    u = uniforms(z).sort().values
+    # Kolmogorov-Smirnov against U[0, 1]: the 0.1% critical value is 1.95 / sqrt(n)
+    ecdf = torch.arange(1, u.numel() + 1, dtype=torch.float64) / u.numel()
+    assert float((ecdf - u).abs().max()) < 1.95 / u.numel() ** 0.5
 
 
 @needs_compiler

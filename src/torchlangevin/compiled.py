@@ -3,9 +3,8 @@
 A block of ``k`` steps is ``torch.compile`` of a ``scan`` over the steps: the step's graph
 is compiled once, whatever ``k``, and the loop runs in generated code (C++ on CPU, through
 Inductor's ``cpp_wrapper``), so a step costs its arithmetic, not Python dispatch. The
-block's noise is drawn first, eagerly, from the run's generator by the same calls in the
-same order as eager steps make them (:class:`NoisePlan`), so a compiled run gives the eager
-run's samples to float rounding.
+block's noise is drawn first, eagerly, from the run's generator (:class:`NoisePlan`): the
+numbers eager steps draw, so a compiled run gives the eager run's samples to float rounding.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from torch import Tensor
 from torch._higher_order_ops.scan import scan
 from torch.utils._pytree import tree_map_only
 
-from .kernels.base import PreDrawn, fill
+from .kernels.base import PreDrawn, draw_size
 
 __all__ = ["NoisePlan", "Packed", "block_length", "compile_steps", "scan", "unaliased"]
 
@@ -39,16 +38,22 @@ class NoisePlan:
         self.plan = recorder.plan
 
     def draw(self, k: int, generator: torch.Generator) -> list[Tensor]:
-        """Noise for ``k`` steps: one ``(k, *shape)`` tensor per draw of a step, filled
-        step by step in the eager order. The leading dim is dynamic: one compile serves
-        every block length."""
-        bufs = [torch.empty((k, *shape), dtype=dtype, device=device)
-                for _, shape, dtype, device in self.plan]
-        steps = list(zip(*(buf.unbind(0) for buf in bufs), strict=True))  # views, per step
-        kinds = [kind for kind, *_ in self.plan]
-        for views in steps:
-            for kind, view in zip(kinds, views, strict=True):
-                fill(kind, view, generator)
+        """Noise for ``k`` steps: one ``(k, draw_size(n))`` tensor per draw of a step, row
+        ``t`` what step ``t`` draws eagerly. The leading dim is dynamic: one compile serves
+        every block length.
+
+        A kernel draws once per step, so on CPU this is one ``normal_`` call: ``k`` rows of
+        a multiple of 16 numbers are the numbers of ``k`` calls (see ``draw_size``). On
+        CUDA (whose generator advances by launch, not by number) and for a kernel that
+        draws more than once a step, it is filled row by row in the eager order."""
+        bufs = [torch.empty((k, draw_size(n)), dtype=dtype, device=device)
+                for n, dtype, device in self.plan]
+        if len(bufs) == 1 and bufs[0].device.type == "cpu":
+            bufs[0].normal_(generator=generator)
+        else:
+            for t in range(k):
+                for buf in bufs:
+                    buf[t].normal_(generator=generator)
         for buf in bufs:
             torch._dynamo.mark_dynamic(buf, 0)
         return bufs

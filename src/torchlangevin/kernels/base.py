@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ..chains import Chains
 
 Parameter = float | Schedule | Tensor
+_SQRT_HALF = math.sqrt(0.5)
 
 
 class State(NamedTuple):
@@ -216,62 +217,66 @@ NO_INFO = Info()  # for kernels without an accept step: nothing to report per st
 
 
 class PreDrawn:
-    """Noise drawn ahead of time, handed to a kernel in the order it asks for it.
+    """Noise drawn ahead of time, handed to a kernel step by step.
 
     ``sample(..., compile=True)`` draws a block of steps' noise eagerly from the run's
-    generator, with the same calls in the same order as eager steps would make, and the
-    compiled block consumes it through :func:`normal_like` and :func:`uniform`: the same
-    numbers, so the same samples. With ``draws=None`` it records instead: each request
-    is answered from a scratch generator and its ``(kind, shape, dtype, device)`` noted.
+    generator (:class:`~torchlangevin.compiled.NoisePlan`), and the compiled block takes it
+    through :func:`normals`: the same numbers as eager steps draw, so the same samples. With
+    ``draws=None`` it records instead: each request is answered from a scratch generator
+    and its ``(n, dtype, device)`` noted.
     """
 
     def __init__(self, draws: list[Tensor] | None = None) -> None:
         self.draws, self.i = draws, 0
-        self.plan: list[tuple[str, torch.Size, torch.dtype, torch.device]] = []
+        self.plan: list[tuple[int, torch.dtype, torch.device]] = []
         self._scratch: dict[torch.device, torch.Generator] = {}
 
-    def take(self, kind: str, shape: torch.Size, like: Tensor) -> Tensor:
+    def take(self, n: int, like: Tensor) -> Tensor:
         if self.draws is not None:
             self.i += 1
-            return self.draws[self.i - 1]
-        self.plan.append((kind, torch.Size(shape), like.dtype, like.device))
+            return self.draws[self.i - 1][:n].clone()  # kernels may update it in place
+        self.plan.append((n, like.dtype, like.device))
         gen = self._scratch.setdefault(like.device,
                                        torch.Generator(device=like.device).manual_seed(0))
-        return draw(kind, shape, like.dtype, like.device, gen)
+        return normals(n, like, gen)
 
 
-def fill(kind: str, out: Tensor, generator: torch.Generator) -> Tensor:
-    """The one way noise is drawn, into ``out``: ``"normal"`` (N(0, 1)) or ``"uniform"``
-    (U[0, 1))."""
-    if kind == "normal":
-        return out.normal_(generator=generator)
-    return out.uniform_(generator=generator)
+def draw_size(n: int) -> int:
+    """How many normals a step that needs ``n`` draws: ``n`` rounded up to a multiple of 16
+    (at least 16). Torch's CPU ``normal_`` makes its numbers 16 at a time (Box-Muller on 16
+    uniforms), so draws of such sizes concatenate: ``k`` steps' draws are the numbers of one
+    draw of ``k`` times the size, which is how a compiled block draws its noise in one call."""
+    return max(16, -(-n // 16) * 16)
 
 
-def draw(kind: str, shape: torch.Size, dtype: torch.dtype, device: torch.device,
-         generator: torch.Generator) -> Tensor:
-    """A new tensor of noise (see :func:`fill`)."""
-    return fill(kind, torch.empty(shape, dtype=dtype, device=device), generator)
+def normals(n: int, like: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
+    """A step's noise: ``n`` standard normals, flat, with ``like``'s dtype and device.
+
+    Every kernel draws all of a step's noise with one call (uniforms are made from normals
+    by :func:`uniforms`): one draw per step is what lets a compiled block draw its steps'
+    noise at once (:func:`draw_size`)."""
+    if isinstance(generator, PreDrawn):
+        return generator.take(n, like)
+    out = torch.empty(draw_size(n), dtype=like.dtype, device=like.device)
+    return out.normal_(generator=generator)[:n]
 
 
 def normal_like(x: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
-    """Standard normal noise shaped like ``x``, from an explicit generator."""
-    if isinstance(generator, PreDrawn):
-        return generator.take("normal", x.shape, x).clone()  # kernels may update it in place
-    return draw("normal", x.shape, x.dtype, x.device, generator)
+    """Standard normal noise shaped like ``x``, as a step's one draw."""
+    return normals(x.numel(), x, generator).view_as(x)
 
 
-def uniform(shape: torch.Size, like: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
-    """``U[0, 1)`` of ``shape`` with ``like``'s dtype and device."""
-    if isinstance(generator, PreDrawn):
-        return generator.take("uniform", shape, like)
-    return draw("uniform", shape, like.dtype, like.device, generator)
+def uniforms(z: Tensor) -> Tensor:
+    """``U[0, 1]`` from standard normals: ``u = Phi(z) = erfc(-z / sqrt 2) / 2`` (``erfc``
+    keeps the lower tail's relative precision; ``log_ndtr`` would too, but compiled it is
+    not vectorised and takes a fused step's loop with it: +30% a trajectory)."""
+    return 0.5 * torch.erfc(z * -_SQRT_HALF)
 
 
-def metropolis(log_alpha: Tensor, inside: Tensor | None,
-               generator: torch.Generator | PreDrawn,
+def metropolis(log_alpha: Tensor, inside: Tensor | None, z: Tensor,
                max_energy_error: float | None = None) -> Info:
-    """Accept with probability ``min(1, exp(log_alpha))``.
+    """Accept with probability ``min(1, exp(log_alpha))``: where ``log u < log_alpha``,
+    ``u = Phi(z)`` (:func:`uniforms`) from ``z``, standard normal per chain.
 
     A proposal whose ``log_alpha`` is not finite (its energy or gradient was NaN/Inf) or
     below ``-max_energy_error`` is divergent and rejected; one outside the support is
@@ -284,8 +289,7 @@ def metropolis(log_alpha: Tensor, inside: Tensor | None,
         divergent &= inside
         log_alpha = log_alpha.masked_fill(~inside, -math.inf)
     log_alpha = log_alpha.masked_fill(divergent, -math.inf)
-    u = uniform(log_alpha.shape, log_alpha, generator)
-    return Info(log_accept_ratio=log_alpha, accepted=torch.log(u) < log_alpha,
+    return Info(log_accept_ratio=log_alpha, accepted=torch.log(uniforms(z)) < log_alpha,
                 divergent=divergent)
 
 

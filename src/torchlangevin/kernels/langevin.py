@@ -14,7 +14,7 @@ import torch
 
 from ..energy import energy_and_grad
 from ..integrators import langevin_move
-from .base import NO_INFO, Info, Kernel, State, normal_like, value_at
+from .base import NO_INFO, Info, Kernel, State, draw_size, normal_like, value_at
 
 
 class Langevin(Kernel):
@@ -36,13 +36,16 @@ class Langevin(Kernel):
     def step(self, state: State, generator: torch.Generator,
              donate: bool = False) -> tuple[State, Info]:
         """One move. With ``donate=True`` the new position is written into ``state.x`` and
-        the noise into the state's scratch buffer (the caller promises nothing else reads
-        that state again)."""
+        the noise drawn into the state's scratch buffer (the caller promises nothing else
+        reads that state again): the same numbers as a fresh draw, no allocation."""
         x = state.x
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
-        if donate and state.scratch is not None:
-            noise = state.scratch.normal_(generator=generator)
+        scratch = None
+        if donate:
+            scratch = state.scratch if state.scratch is not None else \
+                x.new_empty(draw_size(x.numel()))
+            noise = scratch.normal_(generator=generator)[:x.numel()].view_as(x)
         else:
             noise = normal_like(x, generator)
         x = langevin_move(x, state.grad, noise, eps, scale, self._inv_mass(x),
@@ -50,4 +53,4 @@ class Langevin(Kernel):
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
-        return State(x, e, g, state.step + 1, noise if donate else None), NO_INFO
+        return State(x, e, g, state.step + 1, scratch), NO_INFO

@@ -16,7 +16,7 @@ import torch
 
 from ..energy import energy_and_grad
 from ..integrators import langevin_log_ratio, langevin_move
-from .base import Info, Kernel, State, metropolis, normal_like, select, value_at
+from .base import Info, Kernel, State, metropolis, normals, select, value_at
 
 
 class MALA(Kernel):
@@ -40,7 +40,9 @@ class MALA(Kernel):
         eps = value_at(self.step_size, state.step, x)
         scale = value_at(self.noise_scale, state.step, x)
         temperature = scale * scale
-        xi = normal_like(x, generator)
+        n = x.numel()
+        z = normals(n + x.shape[0], x, generator)  # the proposal's noise, then the accept's
+        xi = z[:n].view_as(x)
         inv_mass = self._inv_mass(x)
         y = langevin_move(x, state.grad, xi, eps, scale, inv_mass)
         e_y, g_y = energy_and_grad(self.energy, y)
@@ -49,5 +51,5 @@ class MALA(Kernel):
             drop = drop / temperature
         log_alpha = drop + langevin_log_ratio(x, y, g_y, xi, eps, temperature, inv_mass)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(log_alpha, inside, generator)
+        info = metropolis(log_alpha, inside, z[n:])
         return select(info.accepted, State(y, e_y, g_y), state), info

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Info, Kernel, uniform
+from .base import Info, Kernel, normals, uniforms
 
 
 class TemperingState(NamedTuple):
@@ -124,8 +124,8 @@ class ParallelTempering(Kernel):
         if lower.numel() == 0:
             return replicas, tried, took
         log_r = (beta[lower] - beta[lower + 1]) * (e[lower] - e[lower + 1])      # (P, C)
-        u = uniform(log_r.shape, log_r, generator)
-        swap = torch.log(u) < log_r
+        z = normals(log_r.numel(), log_r, generator).view_as(log_r)
+        swap = torch.log(uniforms(z)) < log_r
         source = torch.arange(k, device=e.device).view(k, 1).expand(k, c).clone()
         source[lower] = torch.where(swap, lower.view(-1, 1) + 1, source[lower])
         source[lower + 1] = torch.where(swap, lower.view(-1, 1), source[lower + 1])
