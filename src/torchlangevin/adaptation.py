@@ -23,7 +23,6 @@ average over 64 chains), MALA's does not (a factor of 4 low on the widest coordi
 from __future__ import annotations
 
 import copy
-import functools
 import secrets
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -152,21 +151,19 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     c = x.shape[0]
     eps = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
     inv_mass = kernel.inv_mass
-    shape = x.shape if per_chain_mass else x.shape[1:]  # of the window sums and inv_mass
     if adapt_mass:  # a tensor from the start: one compiled graph for every window
         inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
-        inv_mass = inv_mass.expand(shape).clone()
+        inv_mass = inv_mass.expand(x.shape if per_chain_mass else x.shape[1:]).clone()
     windows = mass_windows(n_steps) if adapt_mass else []
-    in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)
+    in_window = [False] * n_steps
     for start, end in windows:
-        in_window[start:end] = True
+        in_window[start:end] = [True] * (end - start)
     ends = {end: start for start, end in windows}
-    def zeros() -> Tensor:
-        return x.new_zeros(shape, dtype=torch.float64)
-    warm = _Warmup(state, eps, DualAveraging.start(eps), zeros(), zeros())
-    step = functools.partial(_warmup_step, kernel, target_accept, per_chain, adapt_mass)
-    trace = torch.empty(n_steps, dtype=torch.float64, device=x.device)
-    blocks = _CompiledWarmup(step, warm) if compile else None
+    # float64 sums of x and x^2 over the current mass window, per chain or pooled
+    sums = _WindowSums(x, per_chain_mass)
+    warm = _Warmup(state, eps, DualAveraging.start(eps))
+    prob = torch.empty((n_steps, c), dtype=x.dtype, device=x.device)
+    blocks = _CompiledWarmup(kernel, target_accept, per_chain, warm) if compile else None
     block = block_length(x.numel()) if compile else 0
     with torch.no_grad():
         m = 0
@@ -176,85 +173,103 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
             if blocks is not None:  # cache-sized blocks, as sample's
                 for i in range(m, stop, block):
                     j = min(i + block, stop)
-                    warm, trace[i:j] = blocks(warm, inv_mass, in_window[i:j], gen)
+                    warm, xs, prob[i:j] = blocks(warm, inv_mass, j - i, gen)
+                    if adapt_mass:
+                        sums.add(xs[torch.tensor(in_window[i:j], device=x.device)])
             else:
                 for i in range(m, stop):
-                    warm, trace[i] = step(warm, inv_mass, gen, in_window[i])
+                    warm, prob[i] = _warmup_step(kernel, target_accept, per_chain, warm,
+                                                 inv_mass, gen)
+                    if in_window[i]:
+                        sums.add(warm.state.x.unsqueeze(0))
             m = stop
             if m in ends:
-                n = (m - ends[m]) * (1 if per_chain_mass else c)
-                var = (warm.sq - warm.total * warm.total / n) / (n - 1)
-                inv_mass = (n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)).to(x.dtype)
-                warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps), zeros(),
-                               zeros())
+                inv_mass = sums.variance(m - ends[m]).to(x.dtype)
+                warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps))
+                sums = _WindowSums(x, per_chain_mass)
     final = warm.averaging.final
     step_size: float | Tensor = final if per_chain else float(final.mean())
     tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
-    return Adapted(tuned, warm.state._replace(step=0), step_size, inv_mass, trace)
+    return Adapted(tuned, warm.state._replace(step=0), step_size, inv_mass,
+                   prob.double().mean(1))
 
 
 class _Warmup(NamedTuple):
-    """What a warm-up step carries: the chains, the step size in use, the dual averaging,
-    and the sums of ``x`` and ``x^2`` (float64) over the current mass window, over chains
-    or (``per_chain_mass``) per chain."""
+    """What a warm-up step carries: the chains, the step size in use, the dual averaging."""
 
     state: State
     eps: Tensor
     averaging: DualAveraging
-    total: Tensor
-    sq: Tensor
 
 
-def _warmup_step(kernel: Kernel, target: float, per_chain: bool, adapt_mass: bool,
-                 warm: _Warmup, inv_mass, noise, in_window: Tensor) -> tuple[_Warmup, Tensor]:
-    """One warm-up step at ``warm.eps``: the kernel's step, then dual averaging, then the
-    window sums. Returns the new carry and the mean acceptance probability."""
+class _WindowSums:
+    """Sums of ``x`` and ``x^2`` (float64) over a mass window's draws, per chain or pooled
+    over chains, and the regularised variance they give: ``n/(n+5) var + 1e-3 5/(n+5)``."""
+
+    def __init__(self, x: Tensor, per_chain: bool) -> None:
+        self.dims = (0,) if per_chain else (0, 1)  # of a (steps, C, *event) stack
+        self.per_chain = per_chain
+        shape = x.shape if per_chain else x.shape[1:]
+        self.total = x.new_zeros(shape, dtype=torch.float64)
+        self.sq = x.new_zeros(shape, dtype=torch.float64)
+        self.chains = x.shape[0]
+
+    def add(self, xs: Tensor) -> None:
+        """Add a stack of draws ``(steps, C, *event)``."""
+        xs = xs.double()
+        self.total += xs.sum(self.dims)
+        self.sq += (xs * xs).sum(self.dims)
+
+    def variance(self, steps: int) -> Tensor:
+        n = steps * (1 if self.per_chain else self.chains)
+        var = (self.sq - self.total * self.total / n) / (n - 1)
+        return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
+
+
+def _warmup_step(kernel: Kernel, target: float, per_chain: bool, warm: _Warmup, inv_mass,
+                 noise) -> tuple[_Warmup, Tensor]:
+    """One warm-up step at ``warm.eps``: the kernel's step, then dual averaging. Returns
+    the new carry and the acceptance probabilities ``(C,)``."""
     work = copy.copy(kernel)  # no validation: the values are tensors the warm-up made
     work.step_size, work.inv_mass = warm.eps, inv_mass
     state, info = work.step(warm.state, noise)
     prob = info.acceptance_prob
-    mean = prob.mean()
-    averaging, eps = warm.averaging.update(prob if per_chain else mean.expand_as(prob), target)
-    total, sq = warm.total, warm.sq
-    if adapt_mass:
-        x = state.x.double()
-        x, x2 = (x, x * x) if total.shape == x.shape else (x.sum(0), (x * x).sum(0))
-        total = torch.where(in_window, total + x, total)
-        sq = torch.where(in_window, sq + x2, sq)
-    return _Warmup(state, eps, averaging, total, sq), mean.double()
+    averaging, eps = warm.averaging.update(prob if per_chain else prob.mean().expand_as(prob),
+                                           target)
+    return _Warmup(state, eps, averaging), prob
 
 
 class _CompiledWarmup:
     """Warm-up steps as one compiled ``scan`` over pre-drawn noise (see ``compiled``)."""
 
-    def __init__(self, step, warm: _Warmup) -> None:
-        kernel = step.args[0]
+    def __init__(self, kernel: Kernel, target: float, per_chain: bool, warm: _Warmup) -> None:
+        self.args = (kernel, target, per_chain)
         self.noise = NoisePlan(kernel, warm.state)
         self.state = Packed(warm.state._replace(step=0))
+        self.fn = compile_steps(_scan_warmup, warm.state.x.device)
 
-        def block(carry, inv_mass, draws, in_window):
-            def one(carry, xs):
-                *noise, inside = xs
-                warm, mean = step(self._unpack(carry), inv_mass, PreDrawn(noise), inside)
-                return unaliased(self._pack(warm), carry), mean
-            return scan(one, carry, (*draws, in_window))
-
-        self.fn = compile_steps(block, warm.state.x.device)
-
-    def _pack(self, warm: _Warmup) -> tuple[Tensor, ...]:  # HOP carries: tensors only
-        return (*self.state.pack(warm.state), warm.eps, *warm.averaging, warm.total, warm.sq)
-
-    def _unpack(self, carry) -> _Warmup:
-        n = len(carry) - (len(DualAveraging._fields) + 3)  # the state's tensors come first
-        *averaging, total, sq = carry[n + 1:]
-        return _Warmup(self.state.unpack(carry[:n]), carry[n], DualAveraging(*averaging),
-                       total, sq)
-
-    def __call__(self, warm: _Warmup, inv_mass, in_window: Tensor, generator):
-        draws = self.noise.draw(in_window.shape[0], generator)
-        torch._dynamo.mark_dynamic(in_window, 0)
+    def __call__(self, warm: _Warmup, inv_mass, k: int, generator):
+        """``k`` steps: the new carry, and per step the positions ``(k, C, *event)`` and
+        acceptance probabilities ``(k, C)``."""
+        draws = self.noise.draw(k, generator)
         zero = torch.zeros((), dtype=torch.long, device=warm.eps.device)
-        carry, means = self.fn(self._pack(warm._replace(state=warm.state._replace(step=zero))),
-                               inv_mass, draws, in_window)
-        new = self._unpack(carry)
-        return new._replace(state=new.state._replace(step=warm.state.step + len(means))), means
+        carry = (*self.state.pack(warm.state._replace(step=zero)), warm.eps, *warm.averaging)
+        carry, (xs, prob) = self.fn(*self.args, self.state, carry, inv_mass, draws)
+        new = _unpack_warmup(self.state, carry)
+        return new._replace(state=new.state._replace(step=warm.state.step + k)), xs, prob
+
+
+def _unpack_warmup(states: Packed, carry) -> _Warmup:
+    n = len(carry) - len(DualAveraging._fields) - 1  # the state's tensors come first
+    return _Warmup(states.unpack(carry[:n]), carry[n], DualAveraging(*carry[n + 1:]))
+
+
+def _scan_warmup(kernel, target, per_chain, states: Packed, carry, inv_mass, draws):
+    """``scan`` of warm-up steps (HOP carries: tensors only); per step the positions and
+    the acceptance probabilities."""
+    def one(carry, noise):
+        warm, prob = _warmup_step(kernel, target, per_chain, _unpack_warmup(states, carry),
+                                  inv_mass, PreDrawn(list(noise)))
+        new = (*states.pack(warm.state), warm.eps, *warm.averaging)
+        return unaliased(new, carry), (warm.state.x.clone(), prob)
+    return scan(one, carry, draws)

@@ -279,27 +279,31 @@ class _CompiledSteps:
     """Kernel steps as one compiled ``scan`` fed with pre-drawn noise (see ``compiled``)."""
 
     def __init__(self, kernel, state) -> None:
+        self.kernel = kernel
         self.noise = NoisePlan(kernel, state)
         example, info = self.noise.example
         self.state = Packed(example._replace(step=0))
         self.trace = Packed((example.x, example.energy, info.accepted, info.divergent))
-
-        def block(carry, draws):
-            def one(carry, noise):
-                new, info = kernel.step(self.state.unpack(carry), PreDrawn(list(noise)))
-                energy = None if new.energy is None else new.energy.clone()
-                trace = (new.x.clone(), energy, info.accepted, info.divergent)
-                return unaliased(self.state.pack(new), carry), self.trace.pack(trace)
-            return scan(one, carry, draws)
-
-        self.fn = compile_steps(block, state.x.device)
+        self.fn = compile_steps(_scan_steps, state.x.device)
 
     def __call__(self, state, generator, k: int):
         draws = self.noise.draw(k, generator)
         step = torch.zeros((), dtype=torch.long, device=state.x.device)  # a tensor carry
-        carry, trace = self.fn(self.state.pack(state._replace(step=step)), draws)
+        carry, trace = self.fn(self.kernel, self.state, self.trace,
+                               self.state.pack(state._replace(step=step)), draws)
         new = self.state.unpack(carry)
         return new._replace(step=state.step + k), self.trace.unpack(trace)
+
+
+def _scan_steps(kernel, states: Packed, traces: Packed, carry, draws):
+    """``scan`` of kernel steps over the pre-drawn noise: the state as the carry, and per
+    step the position, energy and accept/divergence flags as the trace."""
+    def one(carry, noise):
+        new, info = kernel.step(states.unpack(carry), PreDrawn(list(noise)))
+        energy = None if new.energy is None else new.energy.clone()
+        trace = (new.x.clone(), energy, info.accepted, info.divergent)
+        return unaliased(states.pack(new), carry), traces.pack(trace)
+    return scan(one, carry, draws)
 
 
 def _book_step(run, t: int, state, info, burn_in: int, thin: int) -> None:
