@@ -101,11 +101,15 @@ def test_compile_refuses_what_it_cannot_run():
 def test_more_shapes_than_dynamo_keeps_versions_of_still_compile():
     # Dynamo keeps few compiled versions per code object and, under fullgraph, fails past
     # them; a notebook compiling many targets must go on (a fresh code object takes over)
+    from torch._inductor.codegen.cpp import CppScheduling
+    before = CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM
     with torch._dynamo.config.patch(recompile_limit=1):
         for d in (1, 2, 3):
             kernel, x0 = tl.Langevin(DoubleWell(d), 0.01), torch.randn(8, d, generator=gen(d))
             _same(tl.sample(kernel, x0, 10, seed=1, progress=False),
                   tl.sample(kernel, x0, 10, seed=1, progress=False, compile=True))
+    # our compiles' one-function-per-kernel setting does not outlive them
+    assert CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM == before
 
 
 @needs_compiler

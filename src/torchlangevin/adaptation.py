@@ -246,7 +246,7 @@ class _CompiledWarmup:
         self.args = (kernel, target, per_chain)
         self.noise = NoisePlan(kernel, warm.state)
         self.state = Packed(warm.state._replace(step=0))
-        self.fn = compile_steps(_scan_warmup, warm.state.x.device)
+        self.fn = compile_steps(_scan_warmup, warm.state.x.device, warm.state.x.numel())
 
     def __call__(self, warm: _Warmup, inv_mass, k: int, generator):
         """``k`` steps: the new carry, and per step the positions ``(k, C, *event)`` and

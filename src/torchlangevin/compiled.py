@@ -97,9 +97,17 @@ _COMPILED: dict = {}
 _CPU_OPTIONS = {"cpp_wrapper": True, "realize_cpu_opcount_threshold": 30}
 
 
+# Up to this many state numbers a step's kernels are small and one function per kernel
+# pays (allocation is most of their cost); above it each function is an OpenMP region of
+# its own: on workload (c) (1e5 numbers) it was slower in both paired runs, on (a) (2e4)
+# no clear difference either way.
+_SPLIT_MAX_NUMEL = 2**14
+
+
 @contextlib.contextmanager
-def _function_per_kernel():
-    """Compiles started inside get one C++ function per fused kernel.
+def _function_per_kernel(state_numel: int):
+    """Compiles started inside get one C++ function per fused kernel, for states of up to
+    ``_SPLIT_MAX_NUMEL`` numbers.
 
     Inductor's C++ backend writes every kernel of a graph into one C++ function until it
     has 500 arguments, so their buffers are all allocated before it and live to its end.
@@ -115,14 +123,15 @@ def _function_per_kernel():
     except (ImportError, AttributeError):  # another torch: its own default
         yield
         return
-    CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM = 0
+    if state_numel <= _SPLIT_MAX_NUMEL:
+        CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM = 0
     try:
         yield
     finally:
         CppScheduling.MAX_FUSED_KERNEL_ARGS_NUM = old
 
 
-def compile_steps(fn: Callable, device: torch.device) -> Callable:
+def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Callable:
     """``torch.compile`` a module-level function that scans steps: on CPU the loop in C++
     (``cpp_wrapper``), on CUDA captured as a CUDA graph (``mode="reduce-overhead"``).
 
@@ -154,7 +163,7 @@ def compile_steps(fn: Callable, device: torch.device) -> Callable:
 
     def call(*args):
         nonlocal compiled
-        with _function_per_kernel():
+        with _function_per_kernel(state_numel):
             try:
                 out = compiled(*args)
             except torch._dynamo.exc.FailOnRecompileLimitHit:

@@ -284,7 +284,7 @@ class _CompiledSteps:
         example, info = self.noise.example
         self.state = Packed(example._replace(step=0))
         self.trace = Packed((example.x, example.energy, info.accepted, info.divergent))
-        self.fn = compile_steps(_scan_steps, state.x.device)
+        self.fn = compile_steps(_scan_steps, state.x.device, state.x.numel())
 
     def __call__(self, state, generator, k: int):
         draws = self.noise.draw(k, generator)
