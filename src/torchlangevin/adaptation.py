@@ -184,7 +184,7 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
                         sums.add(warm.state.x.unsqueeze(0))
             m = stop
             if m in ends:
-                inv_mass = sums.variance(m - ends[m]).to(x.dtype)
+                inv_mass = sums.variance().to(x.dtype)
                 warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps))
                 sums = _WindowSums(x, per_chain_mass)
     final = warm.averaging.final
@@ -203,25 +203,26 @@ class _Warmup(NamedTuple):
 
 
 class _WindowSums:
-    """Sums of ``x`` and ``x^2`` (float64) over a mass window's draws, per chain or pooled
-    over chains, and the regularised variance they give: ``n/(n+5) var + 1e-3 5/(n+5)``."""
+    """Sums of ``x`` and ``x^2`` (float64) over a mass window's ``n`` draws, per chain or
+    pooled over chains, and the regularised variance they give:
+    ``n/(n+5) var + 1e-3 5/(n+5)``."""
 
     def __init__(self, x: Tensor, per_chain: bool) -> None:
         self.dims = (0,) if per_chain else (0, 1)  # of a (steps, C, *event) stack
-        self.per_chain = per_chain
         shape = x.shape if per_chain else x.shape[1:]
         self.total = x.new_zeros(shape, dtype=torch.float64)
         self.sq = x.new_zeros(shape, dtype=torch.float64)
-        self.chains = x.shape[0]
+        self.n = 0
 
     def add(self, xs: Tensor) -> None:
         """Add a stack of draws ``(steps, C, *event)``."""
         xs = xs.double()
         self.total += xs.sum(self.dims)
         self.sq += (xs * xs).sum(self.dims)
+        self.n += xs.shape[0] * (1 if len(self.dims) == 1 else xs.shape[1])
 
-    def variance(self, steps: int) -> Tensor:
-        n = steps * (1 if self.per_chain else self.chains)
+    def variance(self) -> Tensor:
+        n = self.n
         var = (self.sq - self.total * self.total / n) / (n - 1)
         return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
 
@@ -253,10 +254,15 @@ class _CompiledWarmup:
         acceptance probabilities ``(k, C)``."""
         draws = self.noise.draw(k, generator)
         zero = torch.zeros((), dtype=torch.long, device=warm.eps.device)
-        carry = (*self.state.pack(warm.state._replace(step=zero)), warm.eps, *warm.averaging)
+        carry = _pack_warmup(self.state, warm._replace(state=warm.state._replace(step=zero)))
         carry, (xs, prob) = self.fn(*self.args, self.state, carry, inv_mass, draws)
         new = _unpack_warmup(self.state, carry)
         return new._replace(state=new.state._replace(step=warm.state.step + k)), xs, prob
+
+
+def _pack_warmup(states: Packed, warm: _Warmup) -> tuple[Tensor, ...]:
+    """The carry as tensors (HOP carries: tensors only): the state's, then the rest."""
+    return (*states.pack(warm.state), warm.eps, *warm.averaging)
 
 
 def _unpack_warmup(states: Packed, carry) -> _Warmup:
@@ -270,6 +276,5 @@ def _scan_warmup(kernel, target, per_chain, states: Packed, carry, inv_mass, dra
     def one(carry, noise):
         warm, prob = _warmup_step(kernel, target, per_chain, _unpack_warmup(states, carry),
                                   inv_mass, PreDrawn(list(noise)))
-        new = (*states.pack(warm.state), warm.eps, *warm.averaging)
-        return unaliased(new, carry), (warm.state.x.clone(), prob)
+        return unaliased(_pack_warmup(states, warm), carry), (warm.state.x.clone(), prob)
     return scan(one, carry, draws)
