@@ -1,0 +1,90 @@
+"""What every module shares: argument checks, progress bars and atomic file writes.
+
+Each check returns the value it accepted and otherwise raises ``ValueError`` (``TypeError``
+for the wrong kind of value) with one message format: ``"{name} must be {expected}; got
+{value!r}"``, so an error names the argument, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["integer", "positive", "non_negative", "in_range", "progress_bar", "atomic_write",
+           "atomic_save"]
+
+
+def integer(name: str, value: Any, minimum: int = 0) -> int:
+    """An ``int`` (not a ``bool``; NumPy integers accepted) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be {expected}; got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be {expected}; got {value!r}")
+    return v
+
+
+def positive(name: str, value: Any) -> float:
+    """A finite number ``> 0``."""
+    v = _real(name, value, "a finite number > 0")
+    if not v > 0:
+        raise ValueError(f"{name} must be > 0; got {value!r}")
+    return v
+
+
+def non_negative(name: str, value: Any) -> float:
+    """A finite number ``>= 0``."""
+    v = _real(name, value, "a finite number >= 0")
+    if not v >= 0:
+        raise ValueError(f"{name} must be >= 0; got {value!r}")
+    return v
+
+
+def in_range(name: str, value: Any, low: float, high: float, closed: bool = False) -> float:
+    """A number in ``[low, high)`` (``[low, high]`` with ``closed=True``)."""
+    interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
+    v = _real(name, value, f"a number in {interval}")
+    if not (low <= v <= high if closed else low <= v < high):
+        raise ValueError(f"{name} must be a number in {interval}; got {value!r}")
+    return v
+
+
+def progress_bar(enabled: bool, total: int, desc: str, unit: str = "step",
+                 min_total: int = 200):
+    """A tqdm bar for ``total`` units, or ``None``: when disabled, for short runs, when
+    stderr is not a terminal, or without tqdm."""
+    if not enabled or total < min_total or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.25)
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``:
+    a reader (or a run killed half-way) sees the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    import torch
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
