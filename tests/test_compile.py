@@ -8,7 +8,7 @@ import torch
 
 import torchlangevin as tl
 from torchlangevin.distributions import DoubleWell, Gaussian
-from torchlangevin.kernels.base import draw_size, uniforms
+from torchlangevin.kernels.base import uniforms
 from torchlangevin.schedules import Linear
 
 from .conftest import gen
@@ -28,17 +28,15 @@ def _same(a, b, atol=1e-5):
     torch.testing.assert_close(b.energy, a.energy, atol=1e-4, rtol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_one_draw_for_a_block_gives_the_numbers_of_one_draw_a_step(dtype):
-    # what NoisePlan.draw relies on: on CPU, k draws of draw_size(n) normals are one draw of
-    # k times as many (torch's normal_ works in groups of 16)
-    for n in (1, 16, 37, 101_000):
-        m, k = draw_size(n), 5
-        assert m % 16 == 0 and m >= max(n, 16)
-        block = torch.empty(k, m, dtype=dtype).normal_(generator=gen(3))
-        g = gen(3)
-        steps = [torch.empty(m, dtype=dtype).normal_(generator=g) for _ in range(k)]
-        assert torch.equal(block, torch.stack(steps))
+def test_per_chain_seeds_make_a_chain_independent_of_the_chains_beside_it():
+    # the driver draws a block's noise in one call, or per chain from a generator each: then
+    # chain c's draws are the same whether it runs with 2 or 7 others
+    kernel = tl.MALA(Gaussian(torch.zeros(3)), 0.3)
+    x0 = torch.randn(8, 3, generator=gen(3))
+    seeds = list(range(100, 108))
+    full = tl.sample(kernel, x0, 30, seed=seeds, progress=False)
+    part = tl.sample(kernel, x0[5:7], 30, seed=seeds[5:7], progress=False)
+    assert torch.equal(full.samples[5:7], part.samples)
 
 
 def test_uniforms_from_normals_are_uniform():

@@ -212,15 +212,15 @@ def test_callback_states_stay_valid_after_later_steps():
 
 
 def test_progress_bar_only_on_a_terminal(monkeypatch):
-    from torchlangevin import driver
+    from torchlangevin import util
 
-    assert driver._progress_bar(True, 10_000, "x") is None  # pytest's stderr is no terminal
-    monkeypatch.setattr(driver.sys.stderr, "isatty", lambda: True, raising=False)
-    bar = driver._progress_bar(True, 10_000, "x")
+    assert util.progress_bar(True, 10_000, "x") is None  # pytest's stderr is no terminal
+    monkeypatch.setattr(util.sys.stderr, "isatty", lambda: True, raising=False)
+    bar = util.progress_bar(True, 10_000, "x")
     assert bar is not None
     bar.close()
-    assert driver._progress_bar(False, 10_000, "x") is None
-    assert driver._progress_bar(True, 50, "x") is None  # short runs: no bar
+    assert util.progress_bar(False, 10_000, "x") is None
+    assert util.progress_bar(True, 50, "x") is None  # short runs: no bar
 
 
 def test_to_arviz_layout_and_stats(tmp_path):

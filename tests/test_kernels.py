@@ -192,6 +192,7 @@ def test_per_chain_step_sizes_and_temperatures():
 
 def test_kernel_step_directly():
     kernel = tl.MALA(TARGET, 0.1)
-    state = kernel.init(torch.zeros(5, 3))
-    state, info = kernel.step(state, gen(0))
+    state = kernel.init(torch.zeros(5, 3), kernel.params)
+    noise = torch.randn(5, kernel.noise_size(state), generator=gen(0))
+    state, info = kernel.step(state, noise, kernel.params)
     assert state.step == 1 and info.accepted.shape == (5,) and info.acceptance_prob.shape == (5,)

@@ -99,6 +99,7 @@ def test_sampler_update_equals_hand_written_loop():
         sb, sn = posterior.chain_seeds(3, c)
         gb, gn = torch.Generator().manual_seed(sb), torch.Generator().manual_seed(sn)
         perm = torch.randperm(256, generator=gb)
+        noise = torch.randn(2, 33, generator=gn)  # the run's one block: (steps, params)
         m = mlp()
         for step in range(2):
             idx = perm[32 * step:32 * (step + 1)]
@@ -110,7 +111,7 @@ def test_sampler_update_equals_hand_written_loop():
             per.mean().backward()
             flat = torch.cat([p.detach().reshape(-1) for p in m.parameters()])
             grad = torch.cat([p.grad.reshape(-1) for p in m.parameters()])
-            xi = torch.randn(flat.numel(), generator=gn)
+            xi = noise[step]
             new, _ = hand_step(flat, grad, w0, xi, 1e-3, 100.0, 2.0, 0.0, math.inf, 1.0)
             torch.nn.utils.vector_to_parameters(new, m.parameters())
 
@@ -375,13 +376,13 @@ def test_calibrate_flags_a_diverging_setting():
 # ---- bad input ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(lr=-1.0), "lr=-1.0"),
+    (dict(lr=-1.0), r"lr must be > 0; got -1.0"),
     (dict(lr=1e-3, batch_size=10_000), "batch_size=10000"),
     (dict(lr=1e-3, num_chains=0), "num_chains"),
     (dict(lr=1e-3, method="nuts"), "method='nuts'"),
     (dict(lr=1e-3, param_masks={"nope": None}), "unknown parameter names"),
-    (dict(lr=1e-3, localization=-1.0), "localization=-1.0"),
-    (dict(lr=1e-3, seed=-1), "seed=-1"),
+    (dict(lr=1e-3, localization=-1.0), r"localization must be >= 0; got -1.0"),
+    (dict(lr=1e-3, seed=-1), r"seed must be an integer >= 0; got -1"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     X, y = toy()

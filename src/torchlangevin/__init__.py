@@ -1,7 +1,8 @@
 """torchlangevin: Langevin dynamics in PyTorch.
 
-Chains are the leading tensor dimension; kernels are ``init``/``step`` pairs; one
-driver, :func:`sample`, runs them all and returns :class:`Chains`.
+Chains are the leading tensor dimension; kernels are pure ``init``/``step`` functions that
+take their noise, parameters and minibatch as inputs; one driver, :func:`sample`, runs them
+all through one block runner and returns :class:`Chains`.
 """
 
 from . import diagnostics, distributions, schedules
@@ -9,23 +10,13 @@ from .adaptation import Adapted, adapt
 from .chains import Chains, Summary
 from .driver import sample
 from .energy import Box, energy_and_grad
-from .kernels import (
-    HMC,
-    MALA,
-    Info,
-    Kernel,
-    Langevin,
-    ParallelTempering,
-    State,
-    UnderdampedLangevin,
-    geometric_ladder,
-)
+from .kernels import *  # noqa: F403 - every kernel, one export line each in kernels/
+from .kernels import __all__ as _kernel_names
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sample", "adapt", "Adapted", "Chains", "Summary",
-    "Langevin", "MALA", "HMC", "UnderdampedLangevin", "ParallelTempering", "geometric_ladder",
-    "Kernel", "State", "Info", "Box", "energy_and_grad",
+    *_kernel_names, "Box", "energy_and_grad",
     "distributions", "schedules", "diagnostics", "__version__",
 ]

@@ -22,21 +22,19 @@ average over 64 chains), MALA's does not (a factor of 4 low on the widest coordi
 
 from __future__ import annotations
 
-import copy
 import secrets
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
-from .compiled import NoisePlan, Packed, block_length, compile_steps, scan, unaliased
-from .kernels.base import Kernel, PreDrawn, State
+from .blocks import block_length, draw_noise, run_block
+from .kernels.base import Kernel, State
 from .schedules import Schedule
+from .util import integer
 
 __all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows"]
-
-TARGET_ACCEPT = {"mala": 0.574, "hmc": 0.8}
 
 
 class DualAveraging(NamedTuple):
@@ -103,6 +101,87 @@ class Adapted:
     def x(self) -> Tensor:
         return self.state.x
 
+    @property
+    def params(self) -> Any:
+        """The tuned parameters (``kernel.params``)."""
+        return self.kernel.params
+
+
+class WarmupState(NamedTuple):
+    """What a warm-up step carries: the chains, the step size in use, the dual averaging."""
+
+    chains: Any
+    eps: Tensor
+    averaging: DualAveraging
+
+    @property
+    def x(self) -> Tensor:
+        return self.chains.x
+
+    @property
+    def energy(self) -> Tensor | None:
+        return self.chains.energy
+
+
+class WarmupInfo(NamedTuple):
+    """Per step of the warm-up: the chains' acceptance probabilities ``(C,)``."""
+
+    acceptance_prob: Tensor
+
+
+class Warmup:
+    """The warm-up as a kernel: ``kernel``'s step at the carried step size, then one dual
+    averaging update of it (towards ``target`` acceptance, per chain or on the mean)."""
+
+    has_accept_step = False
+    couples_chains = False
+
+    def __init__(self, kernel: Any, target: float, per_chain: bool) -> None:
+        self.kernel, self.target, self.per_chain = kernel, target, per_chain
+        self.needs_batch = getattr(kernel, "needs_batch", False)
+        self.compilable = getattr(kernel, "compilable", True)
+
+    def noise_size(self, state: WarmupState) -> int:
+        return self.kernel.noise_size(state.chains)
+
+    def step(self, state: WarmupState, noise: Tensor, params: Any, batch: Any = None
+             ) -> tuple[WarmupState, WarmupInfo]:
+        chains, info = self.kernel.step(state.chains, noise, params._replace(step_size=state.eps),
+                                        batch)
+        prob = info.acceptance_prob
+        averaging, eps = state.averaging.update(
+            prob if self.per_chain else prob.mean().expand_as(prob), self.target)
+        return WarmupState(chains, eps, averaging), WarmupInfo(prob)
+
+
+def _check(kernel: Any, n_steps: int, target_accept: float | None, adapt_mass: bool,
+           per_chain_mass: bool) -> float:
+    """Fail clearly on what ``adapt`` cannot do; returns the target acceptance."""
+    integer("n_steps", n_steps, 10)
+    if not getattr(kernel, "has_accept_step", False):
+        raise TypeError(f"adapt needs a kernel with an accept step (MALA, HMC); "
+                        f"got {type(kernel).__name__}")
+    params = getattr(kernel, "params", None)
+    fields = getattr(params, "_fields", ())
+    if "step_size" not in fields or "inv_mass" not in fields:
+        raise TypeError(f"adapt tunes params.step_size and params.inv_mass; "
+                        f"{type(kernel).__name__}'s parameters are {fields}")
+    for name in ("step_size", "noise_scale"):
+        if isinstance(getattr(params, name, None), Schedule):
+            raise TypeError(f"adapt tunes a float or per-chain step_size at a fixed "
+                            f"noise_scale; got the {name} schedule {getattr(params, name)!r}")
+    if per_chain_mass and not adapt_mass:
+        raise ValueError("per_chain_mass=True tunes the mass per chain; it needs "
+                         "adapt_mass=True")
+    if target_accept is None:
+        target_accept = getattr(kernel, "target_accept", None)
+        if target_accept is None:
+            raise ValueError(f"no default target_accept for a {type(kernel).__name__}; "
+                             f"pass target_accept")
+    if not 0 < target_accept < 1:
+        raise ValueError(f"target_accept must be in (0, 1); got {target_accept!r}")
+    return float(target_accept)
+
 
 def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
           target_accept: float | None = None, adapt_mass: bool = True,
@@ -111,95 +190,90 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
     Args:
-        kernel: a ``MALA`` or ``HMC`` (anything whose ``Info`` has an acceptance).
+        kernel: a ``MALA`` or ``HMC`` (any kernel whose ``Info`` has an acceptance and whose
+            params have ``step_size`` and ``inv_mass``).
         x0: initial states ``(C, *event)``.
         n_steps: warm-up steps (they are burn-in: discard them).
-        target_accept: defaults to 0.574 for MALA, 0.8 for HMC.
+        target_accept: defaults to the kernel's ``target_accept`` (MALA 0.574, HMC 0.8).
         adapt_mass: also tune a diagonal ``inv_mass`` in Stan's windows.
         per_chain: one step size per chain (a ``(C,)`` tensor) instead of a shared float.
         per_chain_mass: one inverse mass per chain (``(C, *event)``), each from that
             chain's own draws, instead of one from all chains' (needs ``adapt_mass``).
         seed: seeds the warm-up's generator.
-        compile: run the steps between mass updates as compiled scans, as
-            ``sample(..., compile=True)`` does: same noise, same result to float rounding.
+        compile: run the warm-up's blocks compiled, as ``sample(..., compile=True)``
+            does: same noise, same result to float rounding.
 
     Then ``tl.sample(adapted.kernel, adapted.x, n_steps)`` samples with the tuned values.
     """
-    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or n_steps < 10:
-        raise ValueError(f"n_steps must be an integer >= 10; got {n_steps!r}")
-    if not getattr(kernel, "has_accept_step", False):
-        raise TypeError(f"adapt needs a kernel with an accept step (MALA, HMC); "
-                        f"got {type(kernel).__name__}")
-    if target_accept is None:
-        if kernel.name not in TARGET_ACCEPT:
-            raise ValueError(f"no default target_accept for a {type(kernel).__name__}; "
-                             f"pass target_accept")
-        target_accept = TARGET_ACCEPT[kernel.name]
-    if per_chain_mass and not adapt_mass:
-        raise ValueError("per_chain_mass=True tunes the mass per chain; it needs "
-                         "adapt_mass=True")
-    if not 0 < target_accept < 1:
-        raise ValueError(f"target_accept must be in (0, 1); got {target_accept!r}")
-    for name in ("step_size", "noise_scale"):
-        if isinstance(getattr(kernel, name), Schedule):
-            raise TypeError(f"adapt tunes a float or per-chain step_size at a fixed "
-                            f"noise_scale; got the {name} schedule {getattr(kernel, name)!r}")
+    target = _check(kernel, n_steps, target_accept, adapt_mass, per_chain_mass)
+    params = kernel.params
     gen = torch.Generator(device=x0.device).manual_seed(
-        seed if seed is not None else secrets.randbits(62))
-    state = kernel.init(x0)
-    x = state.x
-    c = x.shape[0]
-    eps = torch.as_tensor(kernel.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
-    inv_mass = kernel.inv_mass
-    if adapt_mass:  # a tensor from the start: one compiled graph for every window
-        inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
-        inv_mass = inv_mass.expand(x.shape if per_chain_mass else x.shape[1:]).clone()
-    windows = mass_windows(n_steps) if adapt_mass else []
-    in_window = [False] * n_steps
-    for start, end in windows:
-        in_window[start:end] = [True] * (end - start)
-    ends = {end: start for start, end in windows}
-    # float64 sums of x and x^2 over the current mass window, per chain or pooled
-    sums = _WindowSums(x, per_chain_mass)
-    warm = _Warmup(state, eps, DualAveraging.start(eps))
-    prob = torch.empty((n_steps, c), dtype=x.dtype, device=x.device)
-    blocks = _CompiledWarmup(kernel, target_accept, per_chain, warm) if compile else None
-    block = block_length(x.numel()) if compile else 0
+        integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
     with torch.no_grad():
-        m = 0
-        while m < n_steps:
-            # up to the next mass update (or the end)
-            stop = min([e for e in ends if e > m] + [n_steps])
-            if blocks is not None:  # cache-sized blocks, as sample's
-                for i in range(m, stop, block):
-                    j = min(i + block, stop)
-                    warm, xs, prob[i:j] = blocks(warm, inv_mass, j - i, gen)
-                    if adapt_mass:
-                        sums.add(xs[torch.tensor(in_window[i:j], device=x.device)])
-            else:
-                for i in range(m, stop):
-                    warm, prob[i] = _warmup_step(kernel, target_accept, per_chain, warm,
-                                                 inv_mass, gen)
-                    if in_window[i]:
-                        sums.add(warm.state.x.unsqueeze(0))
-            m = stop
-            if m in ends:
-                inv_mass = sums.variance().to(x.dtype)
-                warm = _Warmup(warm.state, warm.eps, DualAveraging.start(warm.eps))
-                sums = _WindowSums(x, per_chain_mass)
+        state = kernel.init(x0, params)
+        x = state.x
+        c = x.shape[0]
+        eps = torch.as_tensor(params.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
+        inv_mass = params.inv_mass
+        if adapt_mass:  # a tensor from the start: one compiled graph for every window
+            inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
+            inv_mass = inv_mass.expand(x.shape if per_chain_mass else x.shape[1:]).clone()
+        warm = WarmupState(state, eps, DualAveraging.start(eps))
+        run = _WarmupRun(Warmup(kernel, target, per_chain), warm, n_steps, adapt_mass,
+                         per_chain_mass, gen, compile)
+        warm, inv_mass, prob = run.loop(params, inv_mass)
     final = warm.averaging.final
     step_size: float | Tensor = final if per_chain else float(final.mean())
     tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
-    return Adapted(tuned, warm.state._replace(step=0), step_size, inv_mass,
+    return Adapted(tuned, warm.chains._replace(step=0), step_size, inv_mass,
                    prob.double().mean(1))
 
 
-class _Warmup(NamedTuple):
-    """What a warm-up step carries: the chains, the step size in use, the dual averaging."""
+class _WarmupRun:
+    """The warm-up's blocks: up to each mass update, blocks of the block runner."""
 
-    state: State
-    eps: Tensor
-    averaging: DualAveraging
+    def __init__(self, warmup: Warmup, warm: WarmupState, n_steps: int, adapt_mass: bool,
+                 per_chain_mass: bool, generator: torch.Generator, compile: bool) -> None:  # noqa: A002
+        self.warmup, self.warm, self.n_steps, self.generator = warmup, warm, n_steps, generator
+        x = warm.x
+        self.windows = mass_windows(n_steps) if adapt_mass else []
+        self.in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)
+        for start, end in self.windows:
+            self.in_window[start:end] = True
+        self.per_chain_mass = per_chain_mass
+        self.noise_size = warmup.noise_size(warm)
+        self.length = block_length(x.numel())
+        self.blocks = None
+        if compile:
+            from .compiled import CompiledBlocks  # private torch parts: only when asked
+
+            self.blocks = CompiledBlocks(x.device, x.numel())
+
+    def loop(self, params: Any, inv_mass: float | Tensor):
+        warm, x = self.warm, self.warm.x
+        prob = torch.empty((self.n_steps, x.shape[0]), dtype=x.dtype, device=x.device)
+        ends = {end for _, end in self.windows}
+        sums = _WindowSums(x, self.per_chain_mass)
+        m = 0
+        while m < self.n_steps:
+            stop = min([e for e in ends if e > m] + [self.n_steps])  # the next mass update
+            for i in range(m, stop, self.length):
+                j = min(i + self.length, stop)
+                noise = draw_noise([self.generator], j - i, x.shape[0], self.noise_size, x)
+                block_params = params._replace(inv_mass=inv_mass)
+                if self.blocks is not None:
+                    warm, trace = self.blocks(self.warmup, warm, block_params, noise)
+                else:
+                    warm, trace = run_block(self.warmup, warm, block_params, noise)
+                prob[i:j] = trace.info.acceptance_prob
+                if self.windows:
+                    sums.add(trace.x[self.in_window[i:j]])
+            m = stop
+            if m in ends:
+                inv_mass = sums.variance().to(x.dtype)
+                warm = WarmupState(warm.chains, warm.eps, DualAveraging.start(warm.eps))
+                sums = _WindowSums(x, self.per_chain_mass)
+        return warm, inv_mass, prob
 
 
 class _WindowSums:
@@ -225,56 +299,3 @@ class _WindowSums:
         n = self.n
         var = (self.sq - self.total * self.total / n) / (n - 1)
         return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
-
-
-def _warmup_step(kernel: Kernel, target: float, per_chain: bool, warm: _Warmup, inv_mass,
-                 noise) -> tuple[_Warmup, Tensor]:
-    """One warm-up step at ``warm.eps``: the kernel's step, then dual averaging. Returns
-    the new carry and the acceptance probabilities ``(C,)``."""
-    work = copy.copy(kernel)  # no validation: the values are tensors the warm-up made
-    work.step_size, work.inv_mass = warm.eps, inv_mass
-    state, info = work.step(warm.state, noise)
-    prob = info.acceptance_prob
-    averaging, eps = warm.averaging.update(prob if per_chain else prob.mean().expand_as(prob),
-                                           target)
-    return _Warmup(state, eps, averaging), prob
-
-
-class _CompiledWarmup:
-    """Warm-up steps as one compiled ``scan`` over pre-drawn noise (see ``compiled``)."""
-
-    def __init__(self, kernel: Kernel, target: float, per_chain: bool, warm: _Warmup) -> None:
-        self.args = (kernel, target, per_chain)
-        self.noise = NoisePlan(kernel, warm.state)
-        self.state = Packed(warm.state._replace(step=0))
-        self.fn = compile_steps(_scan_warmup, warm.state.x.device, warm.state.x.numel())
-
-    def __call__(self, warm: _Warmup, inv_mass, k: int, generator):
-        """``k`` steps: the new carry, and per step the positions ``(k, C, *event)`` and
-        acceptance probabilities ``(k, C)``."""
-        draws = self.noise.draw(k, generator)
-        zero = torch.zeros((), dtype=torch.long, device=warm.eps.device)
-        carry = _pack_warmup(self.state, warm._replace(state=warm.state._replace(step=zero)))
-        carry, (xs, prob) = self.fn(*self.args, self.state, carry, inv_mass, draws)
-        new = _unpack_warmup(self.state, carry)
-        return new._replace(state=new.state._replace(step=warm.state.step + k)), xs, prob
-
-
-def _pack_warmup(states: Packed, warm: _Warmup) -> tuple[Tensor, ...]:
-    """The carry as tensors (HOP carries: tensors only): the state's, then the rest."""
-    return (*states.pack(warm.state), warm.eps, *warm.averaging)
-
-
-def _unpack_warmup(states: Packed, carry) -> _Warmup:
-    n = len(carry) - len(DualAveraging._fields) - 1  # the state's tensors come first
-    return _Warmup(states.unpack(carry[:n]), carry[n], DualAveraging(*carry[n + 1:]))
-
-
-def _scan_warmup(kernel, target, per_chain, states: Packed, carry, inv_mass, draws):
-    """``scan`` of warm-up steps (HOP carries: tensors only); per step the positions and
-    the acceptance probabilities."""
-    def one(carry, noise):
-        warm, prob = _warmup_step(kernel, target, per_chain, _unpack_warmup(states, carry),
-                                  inv_mass, PreDrawn(list(noise)))
-        return unaliased(_pack_warmup(states, warm), carry), (warm.state.x.clone(), prob)
-    return scan(one, carry, draws)

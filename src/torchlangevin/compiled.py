@@ -1,86 +1,119 @@
-"""Many kernel steps as one compiled program (``sample(..., compile=True)``, ``adapt``).
+"""The block runner compiled (``sample(..., compile=True)``, ``adapt(..., compile=True)``).
 
-A block of ``k`` steps is ``torch.compile`` of a ``scan`` over the steps: the step's graph
-is compiled once, whatever ``k``, and the loop runs in generated code (C++ on CPU, through
-Inductor's ``cpp_wrapper``), so a step costs its arithmetic, not Python dispatch. The
-block's noise is drawn first, eagerly, from the run's generator (:class:`NoisePlan`): the
-numbers eager steps draw, so a compiled run gives the eager run's samples to float rounding.
+:class:`CompiledBlocks` is ``torch.compile`` of :func:`~torchlangevin.blocks.run_block` with
+torch's ``scan`` in place of the Python loop: the step's graph is compiled once, whatever the
+block length, and the loop runs in generated code (C++ on CPU, through Inductor's
+``cpp_wrapper``; a CUDA graph on CUDA). The noise comes in as an input, drawn by the driver
+as for an eager block, so compiled and eager runs of a seed give the same samples.
+
+This module imports private parts of torch (``torch._higher_order_ops.scan`` and an
+Inductor setting); only the driver and ``adapt`` import it, and only when asked to compile.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import types
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
-from torch._higher_order_ops.scan import scan
-from torch.utils._pytree import tree_map_only
+from torch._higher_order_ops.scan import scan as _torch_scan
 
-from .kernels.base import PreDrawn, draw_size
+from .blocks import Trace, flatten, present, run_block, unflatten
 
-__all__ = ["NoisePlan", "Packed", "block_length", "compile_steps", "scan", "unaliased"]
-
-
-def block_length(state_numel: int) -> int:
-    """Default steps per compiled block: about 2^20 state numbers (so the block's noise and
-    trace stay cache-sized; 419-step blocks cost a 2-D double well a quarter of its rate),
-    at most 1,000 steps."""
-    return max(1, min(1000, 2**20 // max(state_numel, 1)))
+__all__ = ["CompiledBlocks", "compile_steps"]
 
 
-class NoisePlan:
-    """What one step of ``kernel`` draws, in order, recorded by a throwaway step."""
+class CompiledBlocks:
+    """``run_block`` as one compiled program per run's shapes.
 
-    def __init__(self, kernel, state) -> None:
-        recorder = PreDrawn()
-        self.example = kernel.step(state, recorder)  # (state, info): their None fields
-        self.plan = recorder.plan
+    A trace's layout (which fields are ``None``) must be known outside the compiled scan; the
+    run's first step shows it, so the first block's first step runs eagerly and the rest of
+    that block, and every later block, compiled.
+    """
 
-    def draw(self, k: int, generator: torch.Generator) -> list[Tensor]:
-        """Noise for ``k`` steps: one ``(k, draw_size(n))`` tensor per draw of a step, row
-        ``t`` what step ``t`` draws eagerly. The leading dim is dynamic: one compile serves
-        every block length.
+    def __init__(self, device: torch.device, state_numel: int) -> None:
+        self.fn = compile_steps(_compiled_block, device, state_numel)
+        self.layout: Any = None
 
-        A kernel draws once per step, so on CPU this is one ``normal_`` call: ``k`` rows of
-        a multiple of 16 numbers are the numbers of ``k`` calls (see ``draw_size``). On
-        CUDA (whose generator advances by launch, not by number) and for a kernel that
-        draws more than once a step, it is filled row by row in the eager order."""
-        bufs = [torch.empty((k, draw_size(n)), dtype=dtype, device=device)
-                for n, dtype, device in self.plan]
-        if len(bufs) == 1 and bufs[0].device.type == "cpu":
-            bufs[0].normal_(generator=generator)
-        else:
-            for t in range(k):
-                for buf in bufs:
-                    buf[t].normal_(generator=generator)
-        for buf in bufs:
-            torch._dynamo.mark_dynamic(buf, 0)
-        return bufs
-
-
-class Packed:
-    """A NamedTuple with ``None`` fields (``scan`` carries tensors only) as the tuple of
-    its tensors, and back."""
-
-    def __init__(self, example) -> None:
-        self.cls, self.none = type(example), tuple(v is None for v in example)
-
-    def pack(self, tree) -> tuple[Tensor, ...]:
-        return tuple(v for v, none in zip(tree, self.none, strict=True) if not none)
-
-    def unpack(self, tensors):
-        it = iter(tensors)
-        values = [None if none else next(it) for none in self.none]
-        return tuple(values) if self.cls is tuple else self.cls(*values)
+    def __call__(self, kernel: Any, state: Any, params: Any, noise: Tensor,
+                 batches: Any = None) -> tuple[Any, Trace]:
+        k = noise.shape[0]
+        if self.layout is None:
+            first, head = run_block(kernel, state, params, noise[:1],
+                                    None if batches is None else _rows(batches, 0, 1))
+            self.layout = flatten(_row(head))[1]
+            if k == 1:
+                return first, head
+            rest, tail = self(kernel, first, params, noise[1:],
+                              None if batches is None else _rows(batches, 1, k))
+            return rest, _concat(head, tail)
+        torch._dynamo.mark_dynamic(noise, 0)  # one compile for every block length
+        # step counters are ints outside and 0-dim tensors inside (scan carries tensors)
+        leaves, layout = flatten(state)
+        counters = {i: v for i, v in enumerate(leaves) if isinstance(v, int)}
+        zero = torch.zeros((), dtype=torch.long, device=noise.device)
+        carry = unflatten(layout, [zero if i in counters else v for i, v in enumerate(leaves)])
+        new, trace = self.fn(kernel, carry, params, noise, batches, self.layout)
+        leaves = flatten(new)[0]
+        new = unflatten(layout, [counters[i] + k if i in counters else v
+                                 for i, v in enumerate(leaves)])
+        return new, trace
 
 
-def unaliased(out: tuple[Tensor, ...], inp: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """``out`` with every tensor that is one of ``inp`` cloned: a ``scan`` step may not
-    return its input carry as it is (a state a kernel left unchanged, say)."""
-    ids = {id(t) for t in inp}
-    return tuple(t.clone() if id(t) in ids else t for t in out)
+def _compiled_block(kernel, state, params, noise, batches, layout):
+    return run_block(kernel, state, params, noise, batches,
+                     scan=functools.partial(_tensor_scan, layout=layout))
+
+
+def _tensor_scan(body: Callable, carry: Any, xs: Any, layout: Any) -> tuple[Any, Any]:
+    """torch's ``scan`` over trees with ``None`` leaves (it takes tensors only): the carry's
+    layout is its own, the per-step output's is ``layout``."""
+    carry_leaves, carry_layout = flatten(carry)
+    xs_leaves, xs_layout = flatten(xs)
+
+    def tensor_body(c, x):
+        new, y = body(unflatten(carry_layout, _fill(present(carry_layout), c)),
+                      unflatten(xs_layout, _fill(present(xs_layout), x)))
+        new_leaves = [v for v in flatten(new)[0] if v is not None]
+        ids = {id(t) for t in c}  # scan forbids returning an input carry as it is
+        new_leaves = [t.clone() if id(t) in ids else t for t in new_leaves]
+        return new_leaves, [v for v in flatten(y)[0] if v is not None]
+
+    final, ys = _torch_scan(tensor_body, [v for v in carry_leaves if v is not None],
+                            [v for v in xs_leaves if v is not None])
+    return (unflatten(carry_layout, _fill(present(carry_layout), final)),
+            unflatten(layout, _fill(present(layout), ys)))
+
+
+def _fill(mask: list[bool], tensors) -> list:
+    """Per leaf, the next of ``tensors`` where one is present, else ``None``."""
+    it = iter(tensors)
+    return [next(it) if p else None for p in mask]
+
+
+def _row(trace: Trace) -> Trace:
+    leaves, layout = flatten(trace)
+    return unflatten(layout, [None if v is None else v[0] for v in leaves])
+
+
+def _rows(tree: Any, start: int, stop: int) -> Any:
+    if isinstance(tree, (Tensor, list)):
+        return tree[start:stop]
+    if isinstance(tree, tuple):
+        values = [_rows(v, start, stop) for v in tree]
+        return type(tree)(*values) if hasattr(tree, "_fields") else tuple(values)
+    return tree
+
+
+def _concat(a: Trace, b: Trace) -> Trace:
+    la, layout = flatten(a)
+    lb, _ = flatten(b)
+    return unflatten(layout, [None if u is None else torch.cat([u, v])
+                              for u, v in zip(la, lb, strict=True)])
 
 
 _CODE: dict = {}  # a block function's code -> the copy new compiles go to
@@ -89,18 +122,15 @@ _CODE: dict = {}  # a block function's code -> the copy new compiles go to
 # keeps the code alive, so the id stays its own
 _COMPILED: dict = {}
 
-# Inductor fuses a chain of pointwise ops into one kernel until it holds more than
-# ``realize_cpu_opcount_threshold`` ops (50 by default on CPU). A leapfrog trajectory is
-# such a chain, and below that bound the inlined expression is re-generated at every use:
-# HMC with 10 leapfrog steps on a 100-D Gaussian took 2-5 minutes to compile (L=5: 27 s).
-# At 30 (the GPU default) it compiles in ~16 s and runs as fast (778 vs 843 us/trajectory).
+# Inductor inlines a chain of pointwise ops into one kernel until it holds more than
+# ``realize_cpu_opcount_threshold`` ops, and re-generates the inlined expression at every
+# use: a leapfrog trajectory is such a chain, and the CPU default (50) makes its compile
+# take minutes; 30 (the GPU default) compiles it in seconds and runs as fast.
 _CPU_OPTIONS = {"cpp_wrapper": True, "realize_cpu_opcount_threshold": 30}
 
-
-# Up to this many state numbers a step's kernels are small and one function per kernel
-# pays (allocation is most of their cost); above it each function is an OpenMP region of
-# its own: on workload (c) (1e5 numbers) it was slower in both paired runs, on (a) (2e4)
-# no clear difference either way.
+# Up to this many state numbers a step's kernels are small and one function per kernel pays
+# (allocation is most of their cost); above it each function is an OpenMP region of its own,
+# which costs more than it saves.
 _SPLIT_MAX_NUMEL = 2**14
 
 
@@ -109,12 +139,10 @@ def _function_per_kernel(state_numel: int):
     """Compiles started inside get one C++ function per fused kernel, for states of up to
     ``_SPLIT_MAX_NUMEL`` numbers.
 
-    Inductor's C++ backend writes every kernel of a graph into one C++ function until it
-    has 500 arguments, so their buffers are all allocated before it and live to its end.
-    In a scan body that is every buffer of a step, allocated afresh each iteration: the
-    funnel's HMC step made 49 mallocs for one function. One function per kernel lets the
-    wrapper hand a dead buffer to the next kernel, as it does between functions (16
-    mallocs): Funnel(10), 32 chains, 1,000 trajectories 39 -> 25 ms. The setting is a
+    Inductor's C++ backend writes every kernel of a graph into one C++ function until it has
+    500 arguments, so all their buffers are allocated before it and live to its end; in a
+    scan body that is every buffer of a step, allocated afresh each iteration. One function
+    per kernel lets the wrapper hand a dead buffer to the next kernel. The setting is a
     class attribute, restored on exit; a torch without it compiles as it would.
     """
     try:
@@ -135,12 +163,11 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
     """``torch.compile`` a module-level function that scans steps: on CPU the loop in C++
     (``cpp_wrapper``), on CUDA captured as a CUDA graph (``mode="reduce-overhead"``).
 
-    ``fn`` takes what varies from run to run (the kernel, its packers) as arguments, so one
-    wrapper per function serves every run: building one costs ~1.5 ms, a run of 32 small
-    chains a few ms. Dynamo keeps compiled versions per code object, at most
-    ``recompile_limit`` (8), and under ``fullgraph`` fails beyond that; runs of the same
-    shapes share a version. When a new shape finds the cache full, later compiles go to a
-    fresh copy of the code object.
+    ``fn`` takes what varies from run to run as arguments, so one wrapper per function
+    serves every run (building one is not free). Dynamo keeps compiled versions per code
+    object, at most ``recompile_limit``, and under ``fullgraph`` fails beyond that; runs of
+    the same shapes share a version. When a new shape finds the cache full, later compiles
+    go to a fresh copy of the code object.
     """
     if fn.__closure__:
         raise ValueError(f"compile_steps needs a function without a closure; "
@@ -151,8 +178,8 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
         key = (id(code), device.type)
         if key not in _COMPILED:
             f = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__)
-            # static shapes but for the block length (mark_dynamic in NoisePlan.draw):
-            # without dynamic=False a second chain count would make the chain dim symbolic
+            # static shapes but for the block length (mark_dynamic): without dynamic=False
+            # a second chain count would make the chain dim symbolic
             _COMPILED[key] = (
                 torch.compile(f, dynamic=False, mode="reduce-overhead")
                 if device.type == "cuda"
@@ -171,6 +198,11 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
                 compiled = build()
                 out = compiled(*args)
         if device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
-            out = tree_map_only(Tensor, torch.clone, out)
+            out = _clone_tree(out)
         return out
     return call
+
+
+def _clone_tree(tree: Any) -> Any:
+    leaves, layout = flatten(tree)
+    return unflatten(layout, [v.clone() if isinstance(v, Tensor) else v for v in leaves])

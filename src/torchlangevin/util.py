@@ -54,7 +54,7 @@ def non_negative(name: str, value: Any) -> float:
 
 def in_range(name: str, value: Any, low: float, high: float, closed: bool = False) -> float:
     """A number in ``[low, high)`` (``[low, high]`` with ``closed=True``)."""
-    interval = f"[{low}, {high}]" if closed else f"[{low}, {high})"
+    interval = f"[{low:g}, {high:g}]" if closed else f"[{low:g}, {high:g})"
     v = _real(name, value, f"a number in {interval}")
     if not (low <= v <= high if closed else low <= v < high):
         raise ValueError(f"{name} must be a number in {interval}; got {value!r}")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from ..blocks import draw_noise, run_block
 from ..kernels.base import Kernel
 
 __all__ = ["ReplayBuffer", "ContrastiveDivergence", "denoising_score_matching", "uniform_init",
@@ -122,13 +123,14 @@ class ContrastiveDivergence(nn.Module):
         else:
             start = batch.detach()
         gen = self.generator
-        if start.device.type != "cpu":  # the kernel draws noise on the chains' device
+        if start.device.type != "cpu":  # the noise is drawn on the chains' device
             gen = torch.Generator(device=start.device).manual_seed(
                 int(torch.randint(2**62, (1,), generator=self.generator)))
         with torch.no_grad():
-            state = self.kernel.init(start)
-            for _ in range(self.k_steps):
-                state, _ = self.kernel.step(state, gen)
+            state = self.kernel.init(start, self.kernel.params)
+            noise = draw_noise([gen], self.k_steps, start.shape[0],
+                               self.kernel.noise_size(state), start)
+            state, _ = run_block(self.kernel, state, self.kernel.params, noise)
         if idx is not None:
             self.buffer.write(idx, state.x)
         return state.x.detach(), idx

@@ -1,11 +1,16 @@
-"""Sampling kernels: ``init(x) -> State`` and ``step(state, generator) -> (State, Info)``."""
+"""Sampling kernels: ``init(x, params) -> State`` and
+``step(state, noise, params, batch=None) -> (State, Info)``; one file per algorithm, one
+export line each (the package re-exports every public name here)."""
+
+import types as _types
 
 from .baoab import UnderdampedLangevin, UnderdampedState
-from .base import Info, Kernel, State
+from .barker import Barker
+from .base import Info, Kernel, KernelProtocol, Params, State
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
 from .tempering import ParallelTempering, TemperingState, geometric_ladder
 
-__all__ = ["Kernel", "State", "Info", "Langevin", "MALA", "HMC", "UnderdampedLangevin",
-           "UnderdampedState", "ParallelTempering", "TemperingState", "geometric_ladder"]
+__all__ = sorted(name for name, value in globals().items()
+                 if not name.startswith("_") and not isinstance(value, _types.ModuleType))

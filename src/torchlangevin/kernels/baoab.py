@@ -17,14 +17,14 @@ mirrors positions and flips the momentum of the coordinates that crossed a face.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from ..energy import energy_and_grad
 from ..integrators import inv_root, per_chain, root
-from .base import NO_INFO, Info, Kernel, Parameter, normal_like, value_at
+from .base import NO_INFO, Info, Kernel, Parameter, event_noise, on_device, value_at
 
 
 class UnderdampedState(NamedTuple):
@@ -33,8 +33,24 @@ class UnderdampedState(NamedTuple):
     x: Tensor
     energy: Tensor | None
     grad: Tensor
-    step: int
+    step: int | Tensor
     momentum: Tensor
+
+
+class BAOABParams(NamedTuple):
+    """Step size ``h``, noise scale ``sqrt(T)``, inverse mass and friction ``gamma``."""
+
+    step_size: Parameter
+    noise_scale: Parameter = 1.0
+    inv_mass: float | Tensor = 1.0
+    friction: float = 1.0
+
+
+def _friction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"friction must be a positive finite number; got {value!r}")
+    return float(value)
 
 
 class UnderdampedLangevin(Kernel):
@@ -55,30 +71,30 @@ class UnderdampedLangevin(Kernel):
     name = "baoab"
     has_accept_step = False
     caches_energy = False
+    Params = BAOABParams
+    param_rules = {"friction": lambda name, v: _friction(v)}
 
     def __init__(self, energy, step_size: Parameter, friction: float = 1.0,
                  noise_scale: Parameter = 1.0, support=None,
                  inv_mass: float | Tensor = 1.0) -> None:
-        super().__init__(energy, step_size, noise_scale, support, inv_mass)
-        if not (isinstance(friction, (int, float)) and math.isfinite(friction) and friction > 0):
-            raise ValueError(f"friction must be a positive finite number; got {friction!r}")
-        self.friction = float(friction)
+        super().__init__(energy, step_size, noise_scale, support, inv_mass, friction=friction)
 
-    def init(self, x: Tensor) -> UnderdampedState:
-        x, e, g, _, _ = super().init(x)
+    def init(self, x: Tensor, params: BAOABParams | None = None) -> UnderdampedState:
+        x, e, g, _ = super().init(x, params)
         return UnderdampedState(x, e, g, 0, torch.zeros_like(x))
 
-    def step(self, state: UnderdampedState, generator: torch.Generator
-             ) -> tuple[UnderdampedState, Info]:
+    def step(self, state: UnderdampedState, noise: Tensor, params: BAOABParams,
+             batch: Any = None) -> tuple[UnderdampedState, Info]:
         x = state.x
-        h = per_chain(value_at(self.step_size, state.step, x), x)
-        scale = per_chain(value_at(self.noise_scale, state.step, x), x)
-        inv_mass = self._inv_mass(x)
-        c = torch.exp(-self.friction * h) if isinstance(h, Tensor) else math.exp(-self.friction * h)
+        h = per_chain(value_at(params.step_size, state.step, x), x)
+        scale = per_chain(value_at(params.noise_scale, state.step, x), x)
+        inv_mass = on_device(params.inv_mass, x)
+        gamma = params.friction
+        c = torch.exp(-gamma * h) if isinstance(h, Tensor) else math.exp(-gamma * h)
         p = state.momentum - (h / 2) * state.grad                       # B
         x = x + (h / 2) * inv_mass * p                                  # A
         kick = root(1 - c * c) * scale * inv_root(inv_mass)
-        p = c * p + kick * normal_like(x, generator)                    # O
+        p = c * p + kick * event_noise(noise, x)                        # O
         x = x + (h / 2) * inv_mass * p                                  # A
         if self.support is not None:
             x, flipped = self.support.reflect_with_flips(x)

@@ -1,20 +1,29 @@
-"""What every kernel shares: states, info, parameter handling and input checks.
+"""The kernel protocol, and what every kernel shares: state, info, parameters, checks.
 
-A kernel is a pair of functions over tensors whose leading dimension is the chain:
-``init(x) -> State`` and ``step(state, generator) -> (State, Info)``.
+A kernel is pure functions over tensors whose leading dimension is the chain::
+
+    state = kernel.init(x, params)
+    state, info = kernel.step(state, noise, params, batch=None)
+
+``noise`` is ``(C, kernel.noise_size(state))`` standard normals, drawn by the driver;
+``params`` is the kernel's parameter NamedTuple (step size, noise scale, inverse mass, ...),
+owned by the driver and by ``adapt`` and validated once by :meth:`Kernel.make_params`.
+A kernel never touches a generator and never mutates itself.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from ..energy import Box, check_energy, check_states, energy_and_grad
 from ..schedules import Schedule, as_schedule
+from ..util import integer, positive
 
 if TYPE_CHECKING:
     from ..chains import Chains
@@ -24,15 +33,14 @@ _SQRT_HALF = math.sqrt(0.5)
 
 
 class State(NamedTuple):
-    """Position ``x (C, *event)``, its energy ``(C,)`` (``None`` if not computed) and
-    gradient, the number of steps taken (the schedule index), and ``scratch``: a buffer
-    a kernel reuses from step to step when states are donated (else ``None``)."""
+    """Position ``x (C, *event)``, its energy ``(C,)`` (``None`` if not computed), its
+    gradient, and the number of steps taken (the schedule index; a 0-dim tensor inside a
+    compiled block)."""
 
     x: Tensor
     energy: Tensor | None
     grad: Tensor
-    step: int = 0
-    scratch: Tensor | None = None
+    step: int | Tensor = 0
 
 
 class Info(NamedTuple):
@@ -53,37 +61,81 @@ class Info(NamedTuple):
         return None if r is None else torch.exp(r.clamp(max=0.0))
 
 
-def parameter(name: str, value: Any, positive: bool = True) -> Parameter:
-    """Validate a float, a ``Schedule`` or a per-chain tensor; floats stay floats."""
+class Params(NamedTuple):
+    """The parameters most kernels take. A float or ``Schedule`` is shared by all chains; a
+    tensor with a leading chain dimension gives one value per chain.
+
+    Attributes:
+        step_size: ``eps > 0``: float, ``Schedule`` or ``(C,)`` tensor.
+        noise_scale: ``sqrt(T)``: the kernel targets ``exp(-E / noise_scale**2)``.
+        inv_mass: ``M^{-1}``, scalar or diagonal: a float, a tensor of the event shape, or
+            ``(C, *event)`` for one per chain.
+    """
+
+    step_size: Parameter
+    noise_scale: Parameter = 1.0
+    inv_mass: float | Tensor = 1.0
+
+
+@runtime_checkable
+class KernelProtocol(Protocol):
+    """What the driver, ``adapt`` and the block runner need of a kernel.
+
+    Attributes:
+        energy: the target's energy ``(C, *event) -> (C,)`` (for SG-MCMC kernels, an object
+            whose ``loss_and_grad(x, batch)`` takes the step's minibatch).
+        params: the parameters the kernel was built with (a NamedTuple).
+        has_accept_step: ``Info`` carries an acceptance (what ``adapt`` tunes on).
+        couples_chains: a step mixes states of different chains, so the chains cannot be
+            split into blocks or over processes.
+        needs_batch: ``step`` needs the step's minibatch (``batch``).
+        compilable: the step has no Python control flow on the step count, so a block of
+            steps can be compiled.
+    """
+
+    energy: Any
+    params: Any
+    has_accept_step: bool
+    couples_chains: bool
+    needs_batch: bool
+    compilable: bool
+
+    def init(self, x: Tensor, params: Any) -> Any:
+        """Check ``x (C, *event)`` and build the state (energy and gradient cached)."""
+
+    def step(self, state: Any, noise: Tensor, params: Any, batch: Any = None
+             ) -> tuple[Any, Info]:
+        """Advance every chain one step with ``noise (C, noise_size(state))``."""
+
+    def noise_size(self, state: Any) -> int:
+        """Standard normals one step consumes per chain."""
+
+
+# -- parameter checks: one rule per field name, applied in one place -------------------------
+
+def scalar_parameter(name: str, value: Any, strict: bool = True) -> Parameter:
+    """A float, a ``Schedule`` or a ``(C,)`` tensor, ``> 0`` (``>= 0`` if not ``strict``)."""
+    rule = "> 0" if strict else ">= 0"
     if isinstance(value, Tensor):
         v = value.detach()
         if v.ndim != 1 or not v.is_floating_point():
             raise ValueError(f"{name} as a tensor must be floating point of shape (C,), one "
                              f"value per chain; got dtype {v.dtype}, shape {tuple(v.shape)}")
-        bad = ~torch.isfinite(v) | ((v <= 0) if positive else (v < 0))
+        bad = ~torch.isfinite(v) | ((v <= 0) if strict else (v < 0))
         if bool(bad.any()):
-            raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'} and finite for "
-                             f"every chain; chains {bad.nonzero().flatten().tolist()[:10]} are not")
+            raise ValueError(f"{name} must be {rule} and finite for every chain; chains "
+                             f"{bad.nonzero().flatten().tolist()[:10]} are not")
         return v
     if isinstance(value, Schedule):
         return value
     v = as_schedule(name, value).value
-    if (positive and v <= 0) or v < 0:
-        raise ValueError(f"{name} must be {'> 0' if positive else '>= 0'}; got {value!r}")
+    if (strict and v <= 0) or v < 0:
+        raise ValueError(f"{name} must be {rule}; got {value!r}")
     return v
 
 
-def value_at(p: Parameter, step: int, x: Tensor) -> float | Tensor:
-    """A parameter's value at ``step``: a float, or a per-chain tensor on ``x``'s device."""
-    if isinstance(p, float):
-        return p
-    if isinstance(p, Tensor):
-        return p.to(device=x.device, dtype=x.dtype)
-    return float(p(step))
-
-
-def inverse_mass(value: Any) -> float | Tensor:
-    """Validate ``M^{-1}``: a positive float or a positive tensor of the event shape."""
+def inverse_mass(name: str, value: Any) -> float | Tensor:
+    """``M^{-1}``: a positive float or a positive tensor (event or state shaped)."""
     if isinstance(value, Tensor):
         value = value.detach()
         ok = bool((torch.isfinite(value) & (value > 0)).all())
@@ -91,83 +143,156 @@ def inverse_mass(value: Any) -> float | Tensor:
         value = float(value)
         ok = math.isfinite(value) and value > 0
     if not ok:
-        raise ValueError(f"inv_mass must be positive and finite; got {value!r}")
+        raise ValueError(f"{name} must be positive and finite; got {value!r}")
     return value
 
 
+#: field name -> check, for the fields kernels share; a kernel adds its own in ``param_rules``
+RULES: dict[str, Callable[[str, Any], Any]] = {
+    "step_size": scalar_parameter,
+    "noise_scale": scalar_parameter,
+    "inv_mass": inverse_mass,
+    "n_leapfrog_steps": lambda name, v: integer(name, v, 1),
+    "max_energy_error": positive,
+    "friction": positive,
+}
+
+#: fields whose shared value has the event's shape (so a per-chain one is ``(C, *event)``);
+#: every other tensor field is per chain when it is ``(C,)``
+EVENT_SHAPED = ("inv_mass",)
+
+
+def per_chain_field(name: str, value: Any, state_ndim: int) -> bool:
+    """Whether ``value`` of field ``name`` holds one value per chain (decided by its rank,
+    never by a coincidence of sizes)."""
+    if not isinstance(value, Tensor):
+        return False
+    return value.ndim == (state_ndim if name in EVENT_SHAPED else 1)
+
+
+def slice_params(params: NamedTuple, rows: slice, state_ndim: int) -> NamedTuple:
+    """``params`` for the chains ``rows``: every per-chain field sliced, the rest shared."""
+    return type(params)(*(v[rows] if per_chain_field(k, v, state_ndim) else v
+                          for k, v in zip(params._fields, params, strict=True)))
+
+
+def value_at(p: Parameter, step: int | Tensor, x: Tensor) -> float | Tensor:
+    """A parameter's value at ``step``: a float, or a per-chain tensor on ``x``'s device."""
+    if isinstance(p, float):
+        return p
+    if isinstance(p, Tensor):
+        return p.to(device=x.device, dtype=x.dtype)
+    return float(p(int(step)))
+
+
+def on_device(v: float | Tensor, x: Tensor) -> float | Tensor:
+    """A float as is, a tensor on ``x``'s device and dtype."""
+    return v.to(device=x.device, dtype=x.dtype) if isinstance(v, Tensor) else v
+
+
+# -- the base class ---------------------------------------------------------------------------
+
+#: the driver's ``sample``, set when :mod:`torchlangevin.driver` is imported (kernels never
+#: import the driver; ``Kernel.sample`` is the TorchEBM-style door onto it)
+_RUNNER: list[Callable[..., Chains]] = []
+
+
+def register_runner(run: Callable[..., Chains]) -> None:
+    """Make ``run(kernel, x, n_steps, **kwargs)`` what :meth:`Kernel.sample` calls."""
+    _RUNNER[:] = [run]
+
+
 class Kernel:
-    """Base class: holds the energy, step size, noise scale, inverse mass and support.
+    """Base class: the energy, the support and the kernel's :class:`Params`.
 
     ``noise_scale`` is the square root of the temperature: the kernel targets
-    ``exp(-E(x) / noise_scale**2)``. ``inv_mass`` (``M^{-1}``, scalar or diagonal: a
-    tensor of the event shape, or of the state's shape ``(C, *event)`` for one per chain)
+    ``exp(-E(x) / noise_scale**2)``. ``inv_mass`` (``M^{-1}``, scalar or diagonal: a tensor
+    of the event shape, or of the state's shape ``(C, *event)`` for one per chain)
     preconditions the moves.
     """
 
-    name = "kernel"
-    #: whether ``Info`` carries an acceptance (what :func:`~torchlangevin.adapt` tunes on)
-    has_accept_step = True
+    name: ClassVar[str] = "kernel"
+    has_accept_step: ClassVar[bool] = True
+    couples_chains: ClassVar[bool] = False
+    needs_batch: ClassVar[bool] = False
+    compilable: ClassVar[bool] = True
     #: whether the state needs the energy (an accept step does); if not, analytic energies
     #: skip it and the driver computes the energy trace only when asked
-    caches_energy = True
-    #: parameters that must stay > 0 (the rest >= 0)
-    _positive = ("step_size",)
+    caches_energy: ClassVar[bool] = True
+    #: the acceptance ``adapt`` aims at by default (``None``: the caller must say)
+    target_accept: ClassVar[float | None] = None
+    #: the parameter NamedTuple this kernel takes
+    Params: ClassVar[type] = Params
+    #: checks for fields beyond :data:`RULES`
+    param_rules: ClassVar[dict[str, Callable[[str, Any], Any]]] = {}
+    #: scalar parameters that must stay > 0 (the others >= 0)
+    positive_params: ClassVar[tuple[str, ...]] = ("step_size",)
 
     def __init__(self, energy: Any, step_size: Parameter, noise_scale: Parameter = 1.0,
-                 support: Box | None = None, inv_mass: float | Tensor = 1.0) -> None:
+                 support: Box | None = None, inv_mass: float | Tensor = 1.0,
+                 **extra: Any) -> None:
         if not callable(energy):
             raise TypeError(f"energy must be callable (C, *event) -> (C,); "
                             f"got {type(energy).__name__}")
         self.energy = energy
-        self.step_size = parameter("step_size", step_size)
-        self.noise_scale = parameter("noise_scale", noise_scale,
-                                     positive="noise_scale" in self._positive)
         if support is None:
             support = getattr(energy, "support", None)
         if support is not None and not isinstance(support, Box):
             raise TypeError(f"support must be a torchlangevin.Box or None; "
                             f"got {type(support).__name__}")
         self.support = support
-        self.inv_mass = inverse_mass(inv_mass)
+        self.params = self.make_params(step_size=step_size, noise_scale=noise_scale,
+                                       inv_mass=inv_mass, **extra)
+
+    # -- parameters --------------------------------------------------------------------------
+    def make_params(self, **values: Any) -> NamedTuple:
+        """This kernel's ``Params`` from ``values``, every field checked by its rule."""
+        unknown = set(values) - set(self.Params._fields)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no parameter {sorted(unknown)[0]!r}; "
+                            f"its parameters are {self.Params._fields}")
+        checked = {}
+        for name, value in values.items():
+            rule = self.param_rules.get(name) or RULES.get(name)
+            if rule is scalar_parameter:
+                checked[name] = scalar_parameter(name, value, name in self.positive_params)
+            else:
+                checked[name] = rule(name, value) if rule is not None else value
+        return self.Params(**checked)
 
     def replace(self, **changes: Any) -> Kernel:
         """A copy with some parameters changed (validated as in the constructor)."""
         new = copy.copy(self)
-        for name, value in changes.items():
-            if name in ("step_size", "noise_scale"):
-                value = parameter(name, value, positive=name in self._positive)
-            elif name == "inv_mass":
-                value = inverse_mass(value)
-            elif not hasattr(self, name):
-                raise TypeError(f"{type(self).__name__} has no parameter {name!r}")
-            setattr(new, name, value)
+        new.params = self.make_params(**{**self.params._asdict(), **changes})
         return new
 
-    def _inv_mass(self, x: Tensor) -> float | Tensor:
-        m = self.inv_mass
-        return m.to(device=x.device, dtype=x.dtype) if isinstance(m, Tensor) else m
+    def __getattr__(self, name: str) -> Any:
+        # ``kernel.step_size`` and friends read the parameters (they are not attributes)
+        params = self.__dict__.get("params")
+        if params is not None and name in type(params)._fields:
+            return getattr(params, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(energy={self.energy!r}, step_size={self.step_size!r}, "
-                f"noise_scale={self.noise_scale!r})")
+        fields = ", ".join(f"{k}={v!r}" for k, v in self.params._asdict().items())
+        return f"{type(self).__name__}(energy={self.energy!r}, {fields})"
 
-    # -- checks ---------------------------------------------------------------------------
-    def check_schedules(self, n_steps: int) -> None:
+    # -- checks ------------------------------------------------------------------------------
+    def check_schedules(self, params: NamedTuple, n_steps: int) -> None:
         """Fail if a scheduled parameter leaves its range anywhere in ``0 .. n_steps-1``."""
-        for name in ("step_size", "noise_scale"):
-            p = getattr(self, name)
+        for name, p in params._asdict().items():
             if isinstance(p, Schedule):
                 values = p.table(n_steps)
-                positive = name in self._positive
-                bad = ~((values > 0) if positive else (values >= 0)) | ~(values < math.inf)
+                strict = name in self.positive_params
+                bad = ~(values < math.inf) | ~((values > 0) if strict else (values >= 0))
                 if bad.any():
                     t = int(bad.argmax())
-                    raise ValueError(f"{name} schedule {p!r} gives {float(values[t])!r} "
-                                     f"at step {t}; "
-                                     f"expected {'> 0' if positive else '>= 0'} on all "
+                    raise ValueError(f"{name} schedule {p!r} gives {float(values[t])!r} at step "
+                                     f"{t}; expected {'> 0' if strict else '>= 0'} on all "
                                      f"{n_steps} steps")
 
-    def _check_x(self, x: Any) -> Tensor:
+    def check_x(self, x: Any, params: NamedTuple) -> Tensor:
+        """``x`` as the chains' start: shape, finiteness, support, per-chain sizes."""
         x = check_states("x0", x)
         if self.support is not None:
             out = ~self.support.contains(x)
@@ -175,101 +300,68 @@ class Kernel:
                 idx = out.nonzero().flatten().tolist()
                 raise ValueError(f"x0 lies outside the support {self.support} in chains "
                                  f"{idx[:10]}{' ...' if len(idx) > 10 else ''}")
-        for name in ("step_size", "noise_scale"):
-            p = getattr(self, name)
-            if isinstance(p, Tensor) and p.shape[0] != x.shape[0]:
-                raise ValueError(f"{name} has {p.shape[0]} per-chain values but x0 has "
+        for name, v in params._asdict().items():
+            if isinstance(v, Tensor) and name not in EVENT_SHAPED and v.shape[0] != x.shape[0]:
+                raise ValueError(f"{name} has {v.shape[0]} per-chain values but x0 has "
                                  f"{x.shape[0]} chains")
+        inv_mass = getattr(params, "inv_mass", None)
+        if isinstance(inv_mass, Tensor):
+            _check_inv_mass_shape(inv_mass, x)
         return x.detach()
 
-    # -- the kernel -------------------------------------------------------------------------
-    def init(self, x: Tensor) -> State:
+    # -- the protocol ------------------------------------------------------------------------
+    def init(self, x: Tensor, params: NamedTuple | None = None) -> State:
         """Check ``x`` (shape, finiteness, support, energy shape) and cache E and grad E."""
-        x = self._check_x(x)
+        x = self.check_x(x, self.params if params is None else params)
         e, g = energy_and_grad(self.energy, x, need_energy=self.caches_energy)
         check_energy(self.energy, x, e)
-        if isinstance(self.inv_mass, Tensor):
-            shape, event = self.inv_mass.shape, x.shape[1:]
-            try:
-                fits = len(shape) <= len(event) and torch.broadcast_shapes(shape, event) == event
-            except RuntimeError:
-                fits = False
-            if not fits and shape != x.shape:
-                raise ValueError(f"inv_mass of shape {tuple(shape)} neither broadcasts to the "
-                                 f"event shape {tuple(event)} nor has the state's shape "
-                                 f"{tuple(x.shape)} (one per chain)")
         return State(x, e, g, 0)
 
-    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
-        """Advance every chain one step. Kernels that can update in place also accept
-        ``donate=True`` (see :class:`Langevin`); the driver passes it when no callback
-        can hold on to old states."""
+    def noise_size(self, state: State) -> int:
+        """Standard normals one step draws per chain: by default one per coordinate."""
+        return _event_numel(state.x)
+
+    def step(self, state: State, noise: Tensor, params: NamedTuple, batch: Any = None
+             ) -> tuple[State, Info]:
+        """Advance every chain one step."""
         raise NotImplementedError
 
     def sample(self, x: Tensor, n_steps: int, **kwargs: Any) -> Chains:
         """``torchlangevin.sample(self, x, n_steps, **kwargs)``: the TorchEBM-style door."""
-        from ..driver import sample
+        if not _RUNNER:
+            raise RuntimeError("import torchlangevin first: it registers the driver")
+        return _RUNNER[0](self, x, n_steps, **kwargs)
 
-        return sample(self, x, n_steps, **kwargs)
+
+def _event_numel(x: Tensor) -> int:
+    return math.prod(x.shape[1:])
+
+
+def _check_inv_mass_shape(inv_mass: Tensor, x: Tensor) -> None:
+    shape, event = inv_mass.shape, x.shape[1:]
+    try:
+        fits = len(shape) <= len(event) and torch.broadcast_shapes(shape, event) == event
+    except RuntimeError:
+        fits = False
+    if not fits and shape != x.shape:
+        raise ValueError(f"inv_mass of shape {tuple(shape)} neither broadcasts to the event "
+                         f"shape {tuple(event)} nor has the state's shape {tuple(x.shape)} "
+                         f"(one per chain)")
 
 
 NO_INFO = Info()  # for kernels without an accept step: nothing to report per step
 
 
-class PreDrawn:
-    """Noise drawn ahead of time, handed to a kernel step by step.
-
-    ``sample(..., compile=True)`` draws a block of steps' noise eagerly from the run's
-    generator (:class:`~torchlangevin.compiled.NoisePlan`), and the compiled block takes it
-    through :func:`normals`: the same numbers as eager steps draw, so the same samples. With
-    ``draws=None`` it records instead: each request is answered from a scratch generator
-    and its ``(n, dtype, device)`` noted.
-    """
-
-    def __init__(self, draws: list[Tensor] | None = None) -> None:
-        self.draws, self.i = draws, 0
-        self.plan: list[tuple[int, torch.dtype, torch.device]] = []
-        self._scratch: dict[torch.device, torch.Generator] = {}
-
-    def take(self, n: int, like: Tensor) -> Tensor:
-        if self.draws is not None:
-            self.i += 1
-            return self.draws[self.i - 1][:n].clone()  # kernels may update it in place
-        self.plan.append((n, like.dtype, like.device))
-        gen = self._scratch.setdefault(like.device,
-                                       torch.Generator(device=like.device).manual_seed(0))
-        return normals(n, like, gen)
-
-
-def draw_size(n: int) -> int:
-    """How many normals a step that needs ``n`` draws: ``n`` rounded up to a multiple of 16
-    (at least 16). Torch's CPU ``normal_`` makes its numbers 16 at a time (Box-Muller on 16
-    uniforms), so draws of such sizes concatenate: ``k`` steps' draws are the numbers of one
-    draw of ``k`` times the size, which is how a compiled block draws its noise in one call."""
-    return max(16, -(-n // 16) * 16)
-
-
-def normals(n: int, like: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
-    """A step's noise: ``n`` standard normals, flat, with ``like``'s dtype and device.
-
-    Every kernel draws all of a step's noise with one call (uniforms are made from normals
-    by :func:`uniforms`): one draw per step is what lets a compiled block draw its steps'
-    noise at once (:func:`draw_size`)."""
-    if isinstance(generator, PreDrawn):
-        return generator.take(n, like)
-    out = torch.empty(draw_size(n), dtype=like.dtype, device=like.device)
-    return out.normal_(generator=generator)[:n]
-
-
-def normal_like(x: Tensor, generator: torch.Generator | PreDrawn) -> Tensor:
-    """Standard normal noise shaped like ``x``, as a step's one draw."""
-    return normals(x.numel(), x, generator).view_as(x)
+def event_noise(noise: Tensor, x: Tensor, start: int = 0) -> Tensor:
+    """The columns ``start .. start + event size`` of a step's ``(C, m)`` noise, shaped like
+    ``x``."""
+    n = _event_numel(x)
+    return noise[:, start:start + n].reshape(x.shape)
 
 
 def uniforms(z: Tensor) -> Tensor:
     """``U[0, 1]`` from standard normals: ``u = Phi(z) = erfc(-z / sqrt 2) / 2`` (``erfc``
-    keeps the lower tail's relative precision; ``log_ndtr`` would too, but compiled it is
-    not vectorised and takes a fused step's loop with it: +30% a trajectory)."""
+    keeps the lower tail's relative precision and is vectorised when compiled)."""
     return 0.5 * torch.erfc(z * -_SQRT_HALF)
 
 
@@ -297,4 +389,4 @@ def select(accepted: Tensor, new: State, old: State) -> State:
     """Per chain, the proposal where accepted, else the current state."""
     mask = accepted.view(-1, *([1] * (old.x.ndim - 1)))
     return State(torch.where(mask, new.x, old.x), torch.where(accepted, new.energy, old.energy),
-                 torch.where(mask, new.grad, old.grad), old.step + 1)  # no scratch: not donated
+                 torch.where(mask, new.grad, old.grad), old.step + 1)

@@ -17,11 +17,36 @@ still targets ``exp(-E/T)`` exactly: ``eps`` is drawn independently of the state
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import torch
 from torch import Tensor
 
 from ..integrators import inv_root, kinetic, leapfrog, per_chain
-from .base import Info, Kernel, Parameter, State, metropolis, normals, select, value_at
+from ..util import in_range
+from .base import (
+    Info,
+    Kernel,
+    Parameter,
+    State,
+    event_noise,
+    metropolis,
+    on_device,
+    select,
+    value_at,
+)
+
+
+class HMCParams(NamedTuple):
+    """HMC's parameters: those of :class:`~torchlangevin.kernels.base.Params`, the number
+    of leapfrog steps ``L``, the step-size jitter ``j`` and the divergence threshold."""
+
+    step_size: Parameter
+    noise_scale: Parameter = 1.0
+    inv_mass: float | Tensor = 1.0
+    n_leapfrog_steps: int = 10
+    jitter: float = 0.15
+    max_energy_error: float = 1000.0
 
 
 class HMC(Kernel):
@@ -41,49 +66,44 @@ class HMC(Kernel):
     """
 
     name = "hmc"
-    _positive = ("step_size", "noise_scale")
+    target_accept = 0.8
+    positive_params = ("step_size", "noise_scale")
+    Params = HMCParams
+    param_rules = {"jitter": lambda name, v: in_range(name, v, 0.0, 1.0)}
 
     def __init__(self, energy, step_size: Parameter, n_leapfrog_steps: int = 10,
                  inv_mass: float | Tensor = 1.0, noise_scale: Parameter = 1.0,
                  support=None, max_energy_error: float = 1000.0, jitter: float = 0.15) -> None:
-        super().__init__(energy, step_size, noise_scale, support, inv_mass)
-        if isinstance(n_leapfrog_steps, bool) or not isinstance(n_leapfrog_steps, int) \
-                or n_leapfrog_steps < 1:
-            raise ValueError(f"n_leapfrog_steps must be an integer >= 1; got {n_leapfrog_steps!r}")
-        self.n_leapfrog_steps = n_leapfrog_steps
-        if not max_energy_error > 0:
-            raise ValueError(f"max_energy_error must be > 0; got {max_energy_error!r}")
-        self.max_energy_error = float(max_energy_error)
-        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) \
-                or not 0 <= jitter < 1:
-            raise ValueError(f"jitter must be a number in [0, 1); got {jitter!r}")
-        self.jitter = float(jitter)
+        super().__init__(energy, step_size, noise_scale, support, inv_mass,
+                         n_leapfrog_steps=n_leapfrog_steps, jitter=jitter,
+                         max_energy_error=max_energy_error)
 
-    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+    def noise_size(self, state: State) -> int:
+        # the momentum, the accept's normal, and the jitter's (unused with jitter=0)
+        return super().noise_size(state) + 2
+
+    def step(self, state: State, noise: Tensor, params: HMCParams, batch: Any = None
+             ) -> tuple[State, Info]:
         x = state.x
-        n, c = x.numel(), x.shape[0]
-        # one draw: the momentum, the accept's normal, and the jitter's if it has one
-        z = normals(n + (2 if self.jitter else 1) * c, x, generator)
-        eps = value_at(self.step_size, state.step, x)
-        if self.jitter:
-            # u = frac(1024 z): uniform on [0, 1) up to float rounding (~1e-4), in three
-            # flops. Compiled, eps(u) is recomputed wherever the leapfrog uses it; an erfc
-            # there (u = Phi(z)) cost the funnel's 32-chain trajectory 30 us more.
-            t = z[n + c:] * 1024.0
-            eps = eps * (1 + self.jitter * (2 * (t - torch.floor(t)) - 1))
-        scale = value_at(self.noise_scale, state.step, x)
-        inv_mass = self._inv_mass(x)
-        # a tensor of its own, not a view of z: the leapfrog updates it in place, and compiled,
-        # in-place updates of a view rewrite its whole base (3.6 ms a trajectory, not 0.4)
-        p = z[:n].view_as(x)
+        n = x[0].numel()
+        eps = value_at(params.step_size, state.step, x)
+        if params.jitter:
+            # u = frac(1024 z): uniform on [0, 1) up to float rounding, in three flops (an
+            # erfc here would be recomputed wherever the compiled leapfrog uses eps)
+            t = noise[:, n + 1] * 1024.0
+            eps = eps * (1 + params.jitter * (2 * (t - torch.floor(t)) - 1))
+        scale = value_at(params.noise_scale, state.step, x)
+        inv_mass = on_device(params.inv_mass, x)
+        # a tensor of its own, not a view of the noise: the leapfrog updates it in place
+        p = event_noise(noise, x)
         p = p * inv_root(inv_mass) if isinstance(inv_mass, Tensor) or inv_mass != 1.0 \
             else p.clone()
         inv_t = 1.0 / (scale * scale)
         unit_t = not isinstance(inv_t, Tensor) and inv_t == 1.0
         h0 = (state.energy if unit_t else state.energy * inv_t) + kinetic(p, inv_mass)
         y, p, e_y, g_y = leapfrog(self.energy, x, p, state.grad, eps, inv_mass,
-                                  self.n_leapfrog_steps, grad_scale=per_chain(inv_t, x))
+                                  params.n_leapfrog_steps, grad_scale=per_chain(inv_t, x))
         log_alpha = h0 - (e_y if unit_t else e_y * inv_t) - kinetic(p, inv_mass)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(log_alpha, inside, z[n:n + c], self.max_energy_error)
+        info = metropolis(log_alpha, inside, noise[:, n], params.max_energy_error)
         return select(info.accepted, State(y, e_y, g_y), state), info

@@ -10,11 +10,13 @@ Roberts & Tweedie (1996), Welling & Teh (2011).
 
 from __future__ import annotations
 
-import torch
+from typing import Any
+
+from torch import Tensor
 
 from ..energy import energy_and_grad
 from ..integrators import langevin_move
-from .base import NO_INFO, Info, Kernel, State, draw_size, normal_like, value_at
+from .base import NO_INFO, Info, Kernel, Params, State, event_noise, on_device, value_at
 
 
 class Langevin(Kernel):
@@ -33,24 +35,14 @@ class Langevin(Kernel):
     has_accept_step = False
     caches_energy = False
 
-    def step(self, state: State, generator: torch.Generator,
-             donate: bool = False) -> tuple[State, Info]:
-        """One move. With ``donate=True`` the new position is written into ``state.x`` and
-        the noise drawn into the state's scratch buffer (the caller promises nothing else
-        reads that state again): the same numbers as a fresh draw, no allocation."""
+    def step(self, state: State, noise: Tensor, params: Params, batch: Any = None
+             ) -> tuple[State, Info]:
         x = state.x
-        eps = value_at(self.step_size, state.step, x)
-        scale = value_at(self.noise_scale, state.step, x)
-        scratch = None
-        if donate:
-            scratch = state.scratch if state.scratch is not None else \
-                x.new_empty(draw_size(x.numel()))
-            noise = scratch.normal_(generator=generator)[:x.numel()].view_as(x)
-        else:
-            noise = normal_like(x, generator)
-        x = langevin_move(x, state.grad, noise, eps, scale, self._inv_mass(x),
-                          out=x if donate else None)
+        eps = value_at(params.step_size, state.step, x)
+        scale = value_at(params.noise_scale, state.step, x)
+        x = langevin_move(x, state.grad, event_noise(noise, x), eps, scale,
+                          on_device(params.inv_mass, x))
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
-        return State(x, e, g, state.step + 1, scratch), NO_INFO
+        return State(x, e, g, state.step + 1), NO_INFO

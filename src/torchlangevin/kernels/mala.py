@@ -12,11 +12,24 @@ gradient are cached in the state: one gradient per proposal. Proposals outside a
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+from torch import Tensor
 
 from ..energy import energy_and_grad
 from ..integrators import langevin_log_ratio, langevin_move
-from .base import Info, Kernel, State, metropolis, normals, select, value_at
+from .base import (
+    Info,
+    Kernel,
+    Params,
+    State,
+    event_noise,
+    metropolis,
+    on_device,
+    select,
+    value_at,
+)
 
 
 class MALA(Kernel):
@@ -33,17 +46,20 @@ class MALA(Kernel):
     """
 
     name = "mala"
-    _positive = ("step_size", "noise_scale")
+    target_accept = 0.574
+    positive_params = ("step_size", "noise_scale")
 
-    def step(self, state: State, generator: torch.Generator) -> tuple[State, Info]:
+    def noise_size(self, state: State) -> int:
+        return super().noise_size(state) + 1  # the proposal's noise, then the accept's
+
+    def step(self, state: State, noise: Tensor, params: Params, batch: Any = None
+             ) -> tuple[State, Info]:
         x = state.x
-        eps = value_at(self.step_size, state.step, x)
-        scale = value_at(self.noise_scale, state.step, x)
+        eps = value_at(params.step_size, state.step, x)
+        scale = value_at(params.noise_scale, state.step, x)
         temperature = scale * scale
-        n = x.numel()
-        z = normals(n + x.shape[0], x, generator)  # the proposal's noise, then the accept's
-        xi = z[:n].view_as(x)
-        inv_mass = self._inv_mass(x)
+        xi = event_noise(noise, x)
+        inv_mass = on_device(params.inv_mass, x)
         y = langevin_move(x, state.grad, xi, eps, scale, inv_mass)
         e_y, g_y = energy_and_grad(self.energy, y)
         drop = state.energy - e_y
@@ -51,5 +67,5 @@ class MALA(Kernel):
             drop = drop / temperature
         log_alpha = drop + langevin_log_ratio(x, y, g_y, xi, eps, temperature, inv_mass)
         inside = self.support.contains(y) if self.support is not None else None
-        info = metropolis(log_alpha, inside, z[n:])
+        info = metropolis(log_alpha, inside, noise[:, -1])
         return select(info.accepted, State(y, e_y, g_y), state), info

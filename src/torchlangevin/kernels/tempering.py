@@ -7,7 +7,8 @@ sqrt(T_k)``); every ``swap_every`` steps neighbours ``(k, k+1)`` exchange positi
     log r = (1/T_k - 1/T_{k+1}) (E(x_k) - E(x_{k+1})),
 
 alternating even and odd pairs (the deterministic even-odd scheme, Okabe et al. 2001;
-Syed et al. 2022). The driver sees the coldest replicas as the chains' states.
+Syed et al. 2022). The driver sees the coldest replicas as the chains' states. A chain's
+replicas only ever swap among themselves, so chains stay independent.
 Swap acceptance per pair is counted in the state: ``chains.final_state.swap_rate``.
 """
 
@@ -19,7 +20,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .base import Info, Kernel, normals, uniforms
+from ..util import integer
+from .base import Info, Kernel, per_chain_field, uniforms
 
 
 class TemperingState(NamedTuple):
@@ -44,7 +46,7 @@ class TemperingState(NamedTuple):
 
 
 class ParallelTempering(Kernel):
-    """Replica exchange around any kernel.
+    """Replica exchange around any kernel; its parameters are the inner kernel's.
 
     Args:
         kernel: the move within each temperature (``Langevin``, ``MALA``, ``HMC``, ...);
@@ -55,6 +57,7 @@ class ParallelTempering(Kernel):
     """
 
     name = "tempering"
+    compilable = False  # swaps on alternate steps: Python control flow on the step count
 
     def __init__(self, kernel: Kernel, temperatures, swap_every: int = 1) -> None:
         if not isinstance(kernel, Kernel):
@@ -63,60 +66,74 @@ class ParallelTempering(Kernel):
         if t.numel() < 2 or not bool((t > 0).all()) or not bool((t[1:] > t[:-1]).all()):
             raise ValueError(f"temperatures must be >= 2 increasing positive numbers; "
                              f"got {temperatures!r}")
-        if isinstance(swap_every, bool) or not isinstance(swap_every, int) or swap_every < 1:
-            raise ValueError(f"swap_every must be an integer >= 1; got {swap_every!r}")
-        self.kernel, self.temperatures, self.swap_every = kernel, t, swap_every
-        self.energy, self.support = kernel.energy, kernel.support
+        self.kernel, self.temperatures = kernel, t
+        self.swap_every = integer("swap_every", swap_every, 1)
+        self.energy, self.support, self.params = kernel.energy, kernel.support, kernel.params
         self.has_accept_step = kernel.has_accept_step
-        self._inner: dict[tuple, Kernel] = {}
+        self.target_accept = kernel.target_accept
+        self.Params = kernel.Params
 
     def __repr__(self) -> str:
         return (f"ParallelTempering({self.kernel!r}, temperatures={self.temperatures.tolist()}, "
                 f"swap_every={self.swap_every})")
 
-    def check_schedules(self, n_steps: int) -> None:
-        self.kernel.check_schedules(n_steps)
+    def make_params(self, **values: Any) -> NamedTuple:
+        return self.kernel.make_params(**values)
 
-    def _ladder(self, x: Tensor) -> tuple[Kernel, Tensor]:
+    def check_schedules(self, params: NamedTuple, n_steps: int) -> None:
+        self.kernel.check_schedules(params, n_steps)
+
+    def _ladder(self, params: NamedTuple, x: Tensor) -> tuple[NamedTuple, Tensor]:
+        """The inner kernel's parameters over ``K * C`` replicas, and ``1 / T_k`` ``(K, 1)``."""
         c, k = x.shape[0], self.temperatures.numel()
-        key = (c, x.device, x.dtype)
-        if key not in self._inner:
-            t = self.temperatures.to(x.device, x.dtype).repeat_interleave(c)
-            self._inner[key] = self.kernel.replace(noise_scale=t.sqrt())
-        return self._inner[key], (1 / self.temperatures).to(x.device, x.dtype).view(k, 1)
+        t = self.temperatures.to(x.device, x.dtype)
+        values = {}
+        for name, v in params._asdict().items():
+            if per_chain_field(name, v, x.ndim):
+                v = v.repeat(k, *([1] * (v.ndim - 1)))
+            values[name] = v
+        values["noise_scale"] = t.sqrt().repeat_interleave(c)
+        return type(params)(**values), (1 / t).view(k, 1)
 
-    def init(self, x: Tensor) -> TemperingState:
-        x = self.kernel._check_x(x)
+    def init(self, x: Tensor, params: NamedTuple | None = None) -> TemperingState:
+        params = self.params if params is None else params
+        x = self.kernel.check_x(x, params)
         k = self.temperatures.numel()
-        inner, _ = self._ladder(x)
-        replicas = inner.init(x.repeat(k, *([1] * (x.ndim - 1))))
+        replicas = self.kernel.init(x.repeat(k, *([1] * (x.ndim - 1))), self._ladder(params, x)[0])
         zeros = torch.zeros(k - 1, dtype=torch.float64, device=x.device)
         return self._wrap(replicas, x.shape[0], zeros, zeros.clone())
+
+    def noise_size(self, state: TemperingState) -> int:
+        k = self.temperatures.numel()
+        return k * self.kernel.noise_size(state.replicas) + k - 1  # moves, then swaps
 
     def _wrap(self, replicas, c: int, proposed: Tensor, accepted: Tensor) -> TemperingState:
         e = replicas.energy
         return TemperingState(replicas.x[:c], None if e is None else e[:c], replicas.grad[:c],
                               replicas.step, replicas, proposed, accepted)
 
-    def step(self, state: TemperingState, generator: torch.Generator
+    def step(self, state: TemperingState, noise: Tensor, params: NamedTuple, batch: Any = None
              ) -> tuple[TemperingState, Info]:
-        c = state.x.shape[0]
-        inner, beta = self._ladder(state.x)
-        replicas, info = inner.step(state.replicas, generator)
+        c, k = state.x.shape[0], self.temperatures.numel()
+        inner, beta = self._ladder(params, state.x)
+        m = self.kernel.noise_size(state.replicas)
+        moves = noise[:, :k * m].reshape(c, k, m).transpose(0, 1).reshape(k * c, m)
+        replicas, info = self.kernel.step(state.replicas, moves, inner, batch)
         proposed, accepted = state.swap_proposed, state.swap_accepted
         if replicas.step % self.swap_every == 0:
             parity = (replicas.step // self.swap_every) % 2
-            replicas, tried, took = self._swap(inner, replicas, beta, c, parity, generator)
+            replicas, tried, took = self._swap(replicas, beta, c, parity, noise[:, k * m:])
             proposed, accepted = proposed + tried, accepted + took
         cold = Info(*(None if f is None else f[:c] for f in info))
         return self._wrap(replicas, c, proposed, accepted), cold
 
-    def _swap(self, inner, replicas, beta, c, parity, generator):
-        """Exchange positions between pairs ``(k, k+1)``, ``k = parity, parity+2, ...``."""
+    def _swap(self, replicas, beta, c, parity, z):
+        """Exchange positions between pairs ``(k, k+1)``, ``k = parity, parity+2, ...``;
+        ``z (C, K-1)`` are the pairs' normals."""
         k = beta.shape[0]
         energy = replicas.energy
         if energy is None:
-            energy = inner.energy(replicas.x)
+            energy = self.kernel.energy(replicas.x)
         e = energy.view(k, c)
         lower = torch.arange(parity, k - 1, 2, device=e.device)
         tried = torch.zeros(k - 1, dtype=torch.float64, device=e.device)
@@ -124,8 +141,7 @@ class ParallelTempering(Kernel):
         if lower.numel() == 0:
             return replicas, tried, took
         log_r = (beta[lower] - beta[lower + 1]) * (e[lower] - e[lower + 1])      # (P, C)
-        z = normals(log_r.numel(), log_r, generator).view_as(log_r)
-        swap = torch.log(uniforms(z)) < log_r
+        swap = torch.log(uniforms(z.t()[lower])) < log_r
         source = torch.arange(k, device=e.device).view(k, 1).expand(k, c).clone()
         source[lower] = torch.where(swap, lower.view(-1, 1) + 1, source[lower])
         source[lower + 1] = torch.where(swap, lower.view(-1, 1), source[lower + 1])
@@ -135,6 +151,7 @@ class ParallelTempering(Kernel):
         tried[lower] = float(c)
         took[lower] = swap.sum(1).to(took.dtype)
         return replicas, tried, took
+
 
 
 def geometric_ladder(t_max: float, n: int) -> Tensor:

@@ -21,33 +21,7 @@ def as_tensors(data: Any, name: str = "data") -> tuple[Tensor, ...]:
 
     The first tensor is the model's input; ``loss_fn`` receives the whole tuple.
     """
-    from torch.utils.data import DataLoader, Dataset, TensorDataset
-
-    if isinstance(data, Tensor):
-        tensors: tuple[Tensor, ...] = (data,)
-    elif isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
-        tensors = tuple(data)
-    elif isinstance(data, TensorDataset):
-        tensors = tuple(data.tensors)
-    elif isinstance(data, DataLoader):
-        if isinstance(data.dataset, TensorDataset):
-            tensors = tuple(data.dataset.tensors)
-        else:
-            batches = [b if isinstance(b, (tuple, list)) else (b,) for b in data]
-            if not batches:
-                raise ValueError(f"{name}: the DataLoader yields no batches")
-            tensors = tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
-    elif isinstance(data, Dataset) and hasattr(data, "__len__"):
-        from torch.utils.data import default_collate
-
-        rows = [data[i] for i in range(len(data))]
-        batch = default_collate(rows)
-        tensors = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-    else:
-        raise TypeError(
-            f"{name}: expected a tensor, a tuple of tensors, a TensorDataset or a DataLoader; "
-            f"got {type(data).__name__}"
-        )
+    tensors = _tensors_of(data, name)
     n = tensors[0].shape[0] if tensors[0].ndim else 0
     if n == 0:
         raise ValueError(f"{name}: has no rows")
@@ -56,6 +30,39 @@ def as_tensors(data: Any, name: str = "data") -> tuple[Tensor, ...]:
             raise ValueError(f"{name}: tensor {i} has shape {tuple(t.shape)}; every tensor "
                              f"needs the same number of rows ({n}) in its first dimension")
     return tensors
+
+
+def _tensors_of(data: Any, name: str) -> tuple[Tensor, ...]:
+    from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+    if isinstance(data, Tensor):
+        return (data,)
+    if isinstance(data, (tuple, list)) and data and all(isinstance(t, Tensor) for t in data):
+        return tuple(data)
+    if isinstance(data, TensorDataset):
+        return tuple(data.tensors)
+    if isinstance(data, DataLoader):
+        return _loader_tensors(data, name)
+    if isinstance(data, Dataset) and hasattr(data, "__len__"):
+        from torch.utils.data import default_collate
+
+        batch = default_collate([data[i] for i in range(len(data))])
+        return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+    raise TypeError(
+        f"{name}: expected a tensor, a tuple of tensors, a TensorDataset or a DataLoader; "
+        f"got {type(data).__name__}"
+    )
+
+
+def _loader_tensors(loader: Any, name: str) -> tuple[Tensor, ...]:
+    from torch.utils.data import TensorDataset
+
+    if isinstance(loader.dataset, TensorDataset):
+        return tuple(loader.dataset.tensors)
+    batches = [b if isinstance(b, (tuple, list)) else (b,) for b in loader]
+    if not batches:
+        raise ValueError(f"{name}: the DataLoader yields no batches")
+    return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
 
 
 def fingerprint(*parts: Any) -> str:

@@ -1,11 +1,13 @@
-"""``posterior.sample``: SG-MCMC over network weights, all chains advancing together.
+"""``posterior.sample``: SG-MCMC over network weights on the driver, all chains together.
 
-The weights of ``num_chains`` chains are one ``(chain, param)`` matrix; every step computes the
-minibatch loss and gradient of all chains in one vmapped call (:class:`FlatModel`) and applies
-one :func:`sgmcmc_update_`. Each chain has its own generators, seeded from ``seed`` and the
-chain's index, so a chain's draws do not depend on how many chains run beside it.
+The weights of ``num_chains`` chains are one ``(chain, param)`` matrix, sampled by the
+:class:`~torchlangevin.kernels.sgmcmc.SGMCMC` kernel through :func:`torchlangevin.sample`.
+Each step's minibatch is an input the driver draws from :class:`Minibatches` (per-chain
+shuffles), and the noise comes from one generator per chain, seeded from ``seed`` and the
+chain's index, so a chain's draws do not depend on how many chains run beside it. This module
+is data loading plus an observer (losses, metrics, Zarr writes) around that run.
 
-At draw ``d`` (step ``num_burnin_steps + d * num_steps_bw_draws``) the sampler records the
+At draw ``d`` (step ``num_burnin_steps + d * num_steps_bw_draws``) the observer records the
 per-sample minibatch losses of that step, evaluated before the update (``sampling_loss``), and
 the losses on each observable's fixed rows (``loss_{name}``). Every step records
 ``metrics_loss``, ``metrics_grad_norm`` and ``metrics_distance = |w - w0|``. A MALA acceptance
@@ -21,17 +23,18 @@ import math
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .. import distributed
-from ..driver import _int, _progress_bar
+from ..driver import sample as run_chains
+from ..kernels.sgmcmc import SGMCMC, Hyper
+from ..util import integer
 from .data import Minibatches, as_tensors, fingerprint
 from .functional import FlatModel, LossFn, check_per_sample
-from .optim import Hyper, sgmcmc_update_
 
 STATE_GROUP = "state"
 
@@ -45,9 +48,8 @@ def default_n_beta(n: int) -> float:
 
 def chain_seeds(seed: int, chain: int, stream: int = 0) -> tuple[int, int]:
     """Two independent 63-bit seeds for one chain of one run (stream 0: minibatches, noise;
-    1: observable rows; 2: MALA checks)."""
-    if seed < 0:
-        raise ValueError(f"seed={seed!r}: expected an integer >= 0")
+    1: observable rows; 2 + d: the MALA check at draw d; 3: initial noise)."""
+    integer("seed", seed, 0)
     a, b = np.random.SeedSequence([seed, stream, chain]).generate_state(2, dtype=np.uint64)
     return int(a) >> 1, int(b) >> 1
 
@@ -89,7 +91,7 @@ def sample(
         loss_fn: ``loss_fn(model(batch[0]), batch) -> per-sample loss`` of shape ``(B,)``, or
             ``(B, T)`` per token. The gradient is that of the mean.
         lr, n_beta, localization, noise_level, weight_decay, bounding_box_size: the SGLD
-            hyperparameters, as in devinterp (see :mod:`torchlangevin.posterior.optim`).
+            hyperparameters, as in devinterp (see :mod:`torchlangevin.kernels.sgmcmc`).
             ``n_beta`` defaults to ``n / log n`` for ``n`` rows (WBIC); devinterp's default is
             ``batch_size / log(batch_size)``.
         method: ``"sgld"``, ``"rmsprop_sgld"`` (``method_kwargs``: ``alpha``, ``eps``) or
@@ -100,9 +102,10 @@ def sample(
         observables: ``{name: data}`` or ``{name: (data, n_rows)}``; losses on these rows
             (a fixed random subset of ``n_rows`` if given) are recorded at every draw.
         seed: chain ``c`` uses generators seeded from ``(seed, c)``.
-        store: a Zarr directory. Draws are written every ``checkpoint_every`` draws with the
-            sampler's state, so an interrupted run resumes from the last write and gives the
-            same result; a finished store of the same configuration is returned as it is.
+        store: a Zarr directory. Draws are written every ``checkpoint_every`` draws, and the
+            driver's checkpoint of the run beside them, so an interrupted run resumes from the
+            last write and gives the same result; a finished store of the same configuration
+            is returned as it is.
         chains: the global indices of the chains to run here (default ``range(num_chains)``);
             used to split chains across processes.
 
@@ -113,26 +116,21 @@ def sample(
         ``(chain, step)``, ``metrics_mala_accept (chain, mala_draw)``, ``nonfinite_step
         (chain,)`` (-1 for healthy chains) and ``n_beta``; the configuration is in ``attrs``.
     """
-    num_chains = _int("num_chains", num_chains, 1)
-    num_draws = _int("num_draws", num_draws, 1)
-    num_burnin_steps = _int("num_burnin_steps", num_burnin_steps, 0)
-    num_steps_bw_draws = _int("num_steps_bw_draws", num_steps_bw_draws, 1)
-    batch_size = _int("batch_size", batch_size, 1)
-    checkpoint_every = _int("checkpoint_every", checkpoint_every, 1)
-    mala_checks = _int("mala_checks", mala_checks, 0)
+    counts = {"num_chains": (num_chains, 1), "num_draws": (num_draws, 1),
+              "num_burnin_steps": (num_burnin_steps, 0),
+              "num_steps_bw_draws": (num_steps_bw_draws, 1), "batch_size": (batch_size, 1),
+              "checkpoint_every": (checkpoint_every, 1), "mala_checks": (mala_checks, 0)}
+    for name, (value, minimum) in counts.items():
+        integer(name, value, minimum)
+    integer("seed", seed, 0)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
     if not callable(loss_fn):
         raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
     if init_noise is not None and not init_noise >= 0:
-        raise ValueError(f"init_noise={init_noise!r}: expected a number >= 0")
+        raise ValueError(f"init_noise must be >= 0; got {init_noise!r}")
     shared = chains is None and distributed.init()  # under torchrun: this rank's chains
-    if chains is None:
-        rank, size = distributed.world()
-        chains = distributed.split(num_chains, rank, size)
-    if not chains or chains.start < 0 or chains.stop > num_chains or chains.step != 1:
-        raise ValueError(f"chains={chains!r}: expected a contiguous range inside "
-                         f"range({num_chains})")
+    chains = _chain_range(chains, num_chains)
 
     tensors = as_tensors(data)
     n_rows = tensors[0].shape[0]
@@ -143,13 +141,10 @@ def sample(
                   **dict(method_kwargs or {}))
     if batch_size > n_rows:
         raise ValueError(f"batch_size={batch_size}: larger than the data ({n_rows} rows)")
-
     flat = FlatModel(model, loss_fn)
-    device, dtype = flat.w0.device, flat.w0.dtype
-    tensors = tuple(t.to(device) for t in tensors)
+    tensors = tuple(t.to(flat.w0.device) for t in tensors)
     mask = flat.flatten_masks(param_masks)
-    obs = _observables(observables, seed, device)
-    num_steps = num_burnin_steps + num_draws * num_steps_bw_draws
+    obs = _observables(observables, seed, flat.w0.device)
     config = {
         "num_chains": num_chains, "num_draws": num_draws, "num_burnin_steps": num_burnin_steps,
         "num_steps_bw_draws": num_steps_bw_draws, "batch_size": batch_size, "lr": lr,
@@ -159,42 +154,56 @@ def sample(
         "seed": seed, "mala_checks": mala_checks, "n_rows": n_rows,
         "observables": sorted(obs), "n_params": flat.n_params,
     }
-
     was_training = model.training
     model.eval()  # dropout and batch statistics are not part of the posterior
     try:
-        run = _Run(flat, tensors, hyper, mask, obs, config, chains, init_noise,
-                   device, dtype)
-        if store is not None:
-            from .store import ZarrStore
-
-            key = fingerprint(flat.w0, mask, tensors, [obs[k] for k in sorted(obs)],
-                              json.dumps(config, sort_keys=True),
-                              getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
-            zs = ZarrStore(Path(store), key, config, chains)
-            if shared:  # rank 0 lays the store out, every rank then fills its own chains
-                if distributed.world()[0] == 0:
-                    zs.create(run)
-                distributed.barrier()
-            done = zs.open(run)
-            if done is None:
-                run.loop(num_steps, progress, on_draw=zs.maybe_flush,
-                         flush_every=checkpoint_every)
-                zs.flush(run, final=True)
-            if shared:
-                distributed.barrier()
-                return zs.tree(run, all_chains=True)
-            return done if done is not None else zs.tree(run)
-        run.loop(num_steps, progress)
-        if shared:
-            import xarray as xr
-
-            parts = distributed.all_gather(run.dataset())
-            return xr.DataTree(xr.concat(parts, dim="chain", data_vars="minimal",
-                                         coords="minimal", compat="override"))
-        return run.tree()
+        run = _Observer(flat, tensors, hyper, mask, obs, config, chains, checkpoint_every)
+        if store is None:
+            run.sample(progress)
+            return _gathered(run) if shared else run.tree()
+        key = fingerprint(flat.w0, mask, tensors, [obs[k] for k in sorted(obs)],
+                          json.dumps(config, sort_keys=True),
+                          getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
+        return _sample_into(run, Path(store), key, shared, progress)
     finally:
         model.train(was_training)
+
+
+def _chain_range(chains: range | None, num_chains: int) -> range:
+    if chains is None:
+        rank, size = distributed.world()
+        chains = distributed.split(num_chains, rank, size)
+    if not chains or chains.start < 0 or chains.stop > num_chains or chains.step != 1:
+        raise ValueError(f"chains={chains!r}: expected a contiguous range inside "
+                         f"range({num_chains})")
+    return chains
+
+
+def _gathered(run: _Observer):
+    import xarray as xr
+
+    parts = distributed.all_gather(run.dataset())
+    return xr.DataTree(xr.concat(parts, dim="chain", data_vars="minimal", coords="minimal",
+                                 compat="override"))
+
+
+def _sample_into(run: _Observer, path: Path, key: str, shared: bool, progress: bool):
+    """Sample with a Zarr store: lay it out, resume or return what it holds, write."""
+    from .store import ZarrStore
+
+    zs = ZarrStore(path, key, run.config, run.chains)
+    if shared:  # rank 0 lays the store out, every rank then fills its own chains
+        if distributed.world()[0] == 0:
+            zs.create(run)
+        distributed.barrier()
+    done = zs.open(run)
+    if done is None:
+        run.sample(progress, store=zs)
+        zs.flush(run, final=True)
+    if shared:
+        distributed.barrier()
+        return zs.tree(run, all_chains=True)
+    return done if done is not None else zs.tree(run)
 
 
 def _observables(observables, seed: int, device) -> dict[str, tuple[Tensor, ...]]:
@@ -215,54 +224,128 @@ def _observables(observables, seed: int, device) -> dict[str, tuple[Tensor, ...]
     return out
 
 
-class _Run:
-    """The state of a sampling run over a contiguous block of chains."""
+class Batch(NamedTuple):
+    """One step's minibatch: per chain ``idx (C, B)`` rows of the data; ``tensors`` the rows
+    themselves ``(C, B', ...)``, the first ``rows`` of them for the gradient (observable rows
+    ride along after them at draw steps); ``observe`` whether it is a draw step."""
 
-    def __init__(self, flat: FlatModel, tensors, hyper: Hyper, mask, obs, config, chains,
-                 init_noise, device, dtype) -> None:
+    idx: Tensor
+    tensors: tuple[Tensor, ...]
+    rows: int
+    observe: bool
+
+
+class Batches:
+    """The driver's batch source: each chain's shuffled minibatches, the observables' rows
+    joined to them at draw steps when they fit beside a minibatch."""
+
+    def __init__(self, tensors, batch_size: int, generators, device, draw_of, joined) -> None:
+        self.tensors, self.draw_of, self.joined = tensors, draw_of, joined
+        self.minibatches = Minibatches(tensors[0].shape[0], batch_size, generators, device)
+        self.generators, self.step = generators, 0
+
+    def draw(self, k: int) -> list[Batch]:
+        out = []
+        for _ in range(k):
+            idx = self.minibatches.next().clone()  # a later reshuffle rewrites the order
+            batch = tuple(t[idx] for t in self.tensors)
+            observe = self.draw_of(self.step) is not None
+            if observe and self.joined is not None:
+                c = idx.shape[0]
+                batch = tuple(torch.cat([b, o.expand(c, *o.shape)], 1)
+                              for b, o in zip(batch, self.joined, strict=True))
+            out.append(Batch(idx, batch, idx.shape[1], observe))
+            self.step += 1
+        return out
+
+    def get_state(self) -> dict:
+        return {"step": self.step, "perm": self.minibatches.perm.clone(),
+                "pos": self.minibatches.pos, "generators": [g.get_state() for g in
+                                                           self.generators]}
+
+    def set_state(self, state: dict) -> None:
+        self.step, self.minibatches.pos = state["step"], state["pos"]
+        self.minibatches.perm = state["perm"].clone()
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
+
+
+class Potential:
+    """``n_beta``-free loss of stacked weights on a step's minibatch, and its gradient.
+
+    ``last`` keeps the step's evaluation ``(weights, per-sample losses, observable losses)``
+    for the observer: the kernel's ``Info`` holds only what every step has the same shape of.
+    """
+
+    def __init__(self, flat: FlatModel, obs: dict) -> None:
+        self.flat, self.obs, self.w0 = flat, obs, flat.w0
+        self.last: tuple | None = None
+
+    def loss_and_grad(self, W: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        per, grad = self.flat.loss_and_grad(W, batch.tensors, rows=batch.rows)
+        extra = None
+        if batch.observe and per.shape[1] > batch.rows:
+            extra = per[:, batch.rows:]
+        elif batch.observe:  # observables that do not ride along: their own forward pass
+            with torch.no_grad():
+                extra = {k: self.flat.batched(W, rows, shared=True)
+                         for k, rows in self.obs.items()}
+        per = per[:, :batch.rows]
+        self.last = (W, per, extra, batch.idx)
+        return per.flatten(1).mean(1), grad
+
+
+class _Observer:
+    """A run over a contiguous block of chains: the kernel, the batches, and the observer
+    that records losses and metrics after every step."""
+
+    def __init__(self, flat: FlatModel, tensors, hyper: Hyper, mask, obs, config,
+                 chains, checkpoint_every: int) -> None:
         self.flat, self.tensors, self.hyper, self.mask, self.obs = flat, tensors, hyper, mask, obs
-        self.config, self.chains = config, chains
-        C, P = len(chains), flat.n_params
+        self.config, self.chains, self.checkpoint_every = config, chains, checkpoint_every
+        C, P, device = len(chains), flat.n_params, flat.w0.device
         seeds = [chain_seeds(config["seed"], c) for c in chains]
-        self.batch_gens = [torch.Generator().manual_seed(a) for a, _ in seeds]
-        self.noise_gens = [torch.Generator(device).manual_seed(b) for _, b in seeds]
-        self.batches = Minibatches(tensors[0].shape[0], config["batch_size"], self.batch_gens,
-                                   device)
-        self.W = flat.w0.expand(C, P).clone()
-        self.noise = torch.empty(C, P, device=device, dtype=dtype)
-        if init_noise:
-            self._fill_noise()
-            self.W.add_(self.noise if mask is None else self.noise * mask, alpha=init_noise)
-        self.buffer = torch.zeros_like(self.W) if hyper.needs_state else None
-        self.step = 0  # next step to run
-        self.nonfinite = torch.full((C,), -1, dtype=torch.long, device=device)
-
-        D, S = config["num_draws"], config["num_burnin_steps"] + config["num_draws"] * \
+        self.noise_seeds = [b for _, b in seeds]
+        self.potential = Potential(flat, obs)
+        self.kernel = SGMCMC(self.potential, hyper, mask)
+        self.batches = Batches(tensors, config["batch_size"],
+                               [torch.Generator().manual_seed(a) for a, _ in seeds], device,
+                               self.draw_of, self._join_observables(config["batch_size"]))
+        self.W0 = flat.w0.expand(C, P).clone()
+        if config["init_noise"]:
+            noise = torch.stack([torch.randn(P, generator=torch.Generator().manual_seed(
+                chain_seeds(config["seed"], c, stream=3)[0])) for c in chains]).to(self.W0)
+            self.W0.add_(noise if mask is None else noise * mask, alpha=config["init_noise"])
+        self.num_steps = config["num_burnin_steps"] + config["num_draws"] * \
             config["num_steps_bw_draws"]
+        self.step = 0  # steps recorded so far
+        self.nonfinite = torch.full((C,), -1, dtype=torch.long, device=device)
+        self._allocate(C, device)
+        self._lambda_max: float | None = None
+        self.store = None
+
+    def _allocate(self, C: int, device) -> None:
+        config, tensors, flat = self.config, self.tensors, self.flat
+        D, S, B = config["num_draws"], self.num_steps, config["batch_size"]
         fixed_rows = torch.randperm(
             tensors[0].shape[0], generator=torch.Generator().manual_seed(config["seed"])
-        )[:config["batch_size"]].sort().values.to(device)
+        )[:B].sort().values.to(device)
         self.fixed = tuple(t[fixed_rows] for t in tensors)
         probe = flat.per_sample(flat.w0, self.fixed)
-        check_per_sample(probe, config["batch_size"])
+        check_per_sample(probe, B)
         self.token_shape = tuple(probe.shape[1:])
         init_rows = flat.full_loss(flat.w0, tensors)  # (n, [T]): L_i(w0) for every row
         self.init_loss = init_rows.mean(0)
         self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
-        self.sampling_loss = torch.full((C, D, config["batch_size"], *self.token_shape),
-                                        math.nan, device=device)
-        self.sampling_init = torch.full((C, D), math.nan, device=device, dtype=torch.float64)
-        self.obs_loss = {
-            k: torch.full((C, D, v[0].shape[0], *self.token_shape), math.nan, device=device)
-            for k, v in obs.items()
-        }
-        self.metrics = {k: torch.full((C, S), math.nan, device=device)
-                        for k in ("loss", "grad_norm", "distance")}
+        nan = dict(fill_value=math.nan, device=device)
+        self.sampling_loss = torch.full((C, D, B, *self.token_shape), **nan)
+        self.sampling_init = torch.full((C, D), dtype=torch.float64, **nan)
+        self.obs_loss = {k: torch.full((C, D, v[0].shape[0], *self.token_shape), **nan)
+                         for k, v in self.obs.items()}
+        self.metrics = {k: torch.full((C, S), **nan) for k in ("loss", "grad_norm", "distance")}
         n_checks = min(config["mala_checks"], D)
         self.mala_draws = sorted({int(round(x)) for x in np.linspace(D - 1, 0, n_checks)})
-        self.mala = torch.full((C, len(self.mala_draws)), math.nan, device=device)
-        self._lambda_max: float | None = None
-        self.obs_joined = self._join_observables(config["batch_size"])
+        self.mala = torch.full((C, len(self.mala_draws)), **nan)
 
     @property
     def lambda_max(self) -> float:
@@ -274,63 +357,52 @@ class _Run:
             ) if self.config["mala_checks"] else math.nan
         return self._lambda_max
 
-    def _fill_noise(self) -> None:
-        for c, g in enumerate(self.noise_gens):
-            torch.randn(self.noise.shape[1], generator=g, out=self.noise[c])
-
     def draw_of(self, step: int) -> int | None:
         d, r = divmod(step - self.config["num_burnin_steps"], self.config["num_steps_bw_draws"])
         return d if d >= 0 and r == 0 else None
 
-    def loop(self, num_steps: int, progress: bool, on_draw=None, flush_every: int = 1) -> None:
-        bar = _progress_bar(progress, num_steps - self.step, "posterior.sample")
-        try:
-            while self.step < num_steps:
-                i = self.step
-                idx = self.batches.next()
-                d = self.draw_of(i)
-                batch = [t[idx] for t in self.tensors]
-                joined = d is not None and self.obs_joined is not None
-                if joined:  # observables ride along in the step's forward pass
-                    C = self.W.shape[0]
-                    batch = [torch.cat([b, o.expand(C, *o.shape)], 1)
-                             for b, o in zip(batch, self.obs_joined, strict=True)]
-                per, grad = self.flat.loss_and_grad(self.W, batch, rows=idx.shape[1])
-                if joined:
-                    per, extra = per[:, :idx.shape[1]], per[:, idx.shape[1]:]
-                loss = per.flatten(1).mean(1)
-                self.metrics["loss"][:, i] = loss
-                self.metrics["grad_norm"][:, i] = grad.norm(dim=1)
-                self.metrics["distance"][:, i] = (self.W - self.flat.w0).norm(dim=1)
-                bad = ~torch.isfinite(loss) & (self.nonfinite < 0)
-                self.nonfinite = torch.where(bad, torch.full_like(self.nonfinite, i),
-                                             self.nonfinite)
-                if d is not None:
-                    self.sampling_loss[:, d] = per
-                    self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
-                    self._observe(d, extra if joined else None)
-                self._fill_noise()
-                sgmcmc_update_(self.W, grad, self.noise, self.flat.w0, self.hyper, self.buffer,
-                               self.mask)
-                self.step = i + 1
-                if bar is not None:
-                    bar.update(1)
-                if d is not None and on_draw is not None and (d + 1) % flush_every == 0:
-                    on_draw(self)
-        finally:
-            if bar is not None:
-                bar.close()
+    # -- the run -----------------------------------------------------------------------------
+    def sample(self, progress: bool, store=None) -> None:
+        """Run the kernel on the driver from wherever the observer's buffers stand."""
+        self.store = store
+        every = self.checkpoint_every * self.config["num_steps_bw_draws"]
+        run_chains(self.kernel, self.W0, self.num_steps, seed=self.noise_seeds,
+                   batches=self.batches, callback=self, progress=progress,
+                   checkpoint=None if store is None else store.checkpoint_path,
+                   checkpoint_every=every, keep_draws=False, distribute=False)
+        self._warn_nonfinite()
+
+    def __call__(self, step: int, state, info) -> None:
+        """The driver's callback after step ``step`` (counted from 1)."""
+        i = step - 1
+        self.metrics["loss"][:, i] = info.loss
+        self.metrics["grad_norm"][:, i] = info.grad_norm
+        self.metrics["distance"][:, i] = info.distance
+        bad = ~torch.isfinite(info.loss) & (self.nonfinite < 0)
+        self.nonfinite = torch.where(bad, torch.full_like(self.nonfinite, i), self.nonfinite)
+        d = self.draw_of(i)
+        if d is not None:
+            W, per, extra, idx = self.potential.last
+            self.sampling_loss[:, d] = per
+            self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
+            self._observe(d, W, extra)
+        self.step = step
+        if self.store is not None and d is not None \
+                and (d + 1) % self.checkpoint_every == 0:
+            self.store.flush(self)
+
+    def _warn_nonfinite(self) -> None:
         bad = (self.nonfinite >= 0).nonzero().flatten().tolist()
         if bad:
             where = ", ".join(f"chain {self.chains[c]} at step {int(self.nonfinite[c])}"
                               for c in bad)
             warnings.warn(f"posterior.sample: non-finite loss in {where}; these chains are "
                           "excluded from estimates (see nonfinite_step)", RuntimeWarning,
-                          stacklevel=3)
+                          stacklevel=4)
 
     def _join_observables(self, batch_size: int):
         """Observable rows stacked like the data, when they fit beside a minibatch."""
-        rows = [v for v in self.obs.values()]
+        rows = list(self.obs.values())
         if not rows or sum(r[0].shape[0] for r in rows) > 4 * batch_size:
             return None
         like = [(t.shape[1:], t.dtype) for t in self.tensors]
@@ -339,22 +411,23 @@ class _Run:
         return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))
 
     @torch.no_grad()
-    def _observe(self, d: int, joined: Tensor | None = None) -> None:
+    def _observe(self, d: int, W: Tensor, extra) -> None:
         start = 0
         for k, rows in self.obs.items():
-            if joined is None:
-                self.obs_loss[k][:, d] = self.flat.batched(self.W, rows, shared=True)
+            if isinstance(extra, dict):
+                self.obs_loss[k][:, d] = extra[k]
             else:
                 n = rows[0].shape[0]
-                self.obs_loss[k][:, d] = joined[:, start:start + n]
+                self.obs_loss[k][:, d] = extra[:, start:start + n]
                 start += n
         if d in self.mala_draws:
-            self.mala[:, self.mala_draws.index(d)] = self._mala_accept(d)
+            self.mala[:, self.mala_draws.index(d)] = self._mala_accept(d, W)
 
     def _potential(self, W: Tensor) -> tuple[Tensor, Tensor]:
         """U = n_beta L_fixed + gamma/2 |w - w0|^2 + lambda/2 |w|^2 and its gradient, per chain."""
         h = self.hyper
-        per, grad = self.flat.loss_and_grad(W, self.fixed_batched(W.shape[0]))
+        fixed = tuple(t.expand(W.shape[0], *t.shape) for t in self.fixed)
+        per, grad = self.flat.loss_and_grad(W, fixed)
         u = h.n_beta * per.flatten(1).mean(1)
         grad = grad * h.n_beta
         if h.localization:
@@ -367,24 +440,21 @@ class _Run:
             grad = grad * self.mask
         return u, grad
 
-    def fixed_batched(self, C: int):
-        return tuple(t.expand(C, *t.shape) for t in self.fixed)
-
-    def _mala_accept(self, d: int) -> Tensor:
+    def _mala_accept(self, d: int, W: Tensor) -> Tensor:
         """min(1, exp(log alpha)) of one SGLD proposal on the fixed batch, per chain."""
         eps = self.hyper.lr
         xi = torch.stack([
-            torch.randn(self.W.shape[1], generator=torch.Generator().manual_seed(
+            torch.randn(W.shape[1], generator=torch.Generator().manual_seed(
                 chain_seeds(self.config["seed"], c, stream=2 + d)[0]))
             for c in self.chains
-        ]).to(self.W)
+        ]).to(W)
         if self.mask is not None:
             xi = xi * self.mask
-        u0, g0 = self._potential(self.W)
-        prop = self.W - 0.5 * eps * g0 + eps**0.5 * xi
+        u0, g0 = self._potential(W)
+        prop = W - 0.5 * eps * g0 + eps**0.5 * xi
         u1, g1 = self._potential(prop)
-        fwd = (prop - self.W + 0.5 * eps * g0).pow(2).sum(1)
-        bwd = (self.W - prop + 0.5 * eps * g1).pow(2).sum(1)
+        fwd = (prop - W + 0.5 * eps * g0).pow(2).sum(1)
+        bwd = (W - prop + 0.5 * eps * g1).pow(2).sum(1)
         log_alpha = u0 - u1 + (fwd - bwd) / (2 * eps)
         return torch.exp(torch.clamp(log_alpha, max=0.0))
 
@@ -394,7 +464,8 @@ class _Run:
 
         C = len(self.chains)
         tok = ("token_pos",) if self.token_shape else ()
-        coords = {"chain": np.arange(self.chains.start, self.chains.stop)}
+        coords = {"chain": np.arange(self.chains.start, self.chains.stop),
+                  "mala_draw": np.asarray(self.mala_draws, dtype=np.int64)}
         data = {
             "init_loss": (("chain", *tok), _np(self.init_loss.expand(C, *self.token_shape))),
             "sampling_loss": (("chain", "draw", "batch", *tok), _np(self.sampling_loss)),
@@ -403,7 +474,6 @@ class _Run:
             "metrics_mala_accept": (("chain", "mala_draw"), _np(self.mala)),
             "n_beta": ((), self.hyper.n_beta),
         }
-        coords["mala_draw"] = np.asarray(self.mala_draws, dtype=np.int64)
         for k, v in self.obs_loss.items():
             data[f"loss_{k}"] = (("chain", "draw", f"batch_{k}", *tok), _np(v))
         for k, v in self.metrics.items():

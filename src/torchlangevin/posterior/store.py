@@ -1,10 +1,11 @@
 """Incremental Zarr storage for :func:`posterior.sample`: write as you go, resume, cache.
 
 Layout: the root group holds the result variables at full size from the start (NaN until
-written); group ``state`` holds what a run needs to continue exactly (weights, optimizer buffer,
-generator states, minibatch permutations) and ``next_step`` per chain, written last so that a
-run killed mid-write resumes from the previous write. Every writer touches only its own chains'
-region, so processes sharing a store never overlap.
+written); group ``state`` holds ``next_step`` per chain, set when a chain's run is finished.
+The run's own state (weights, buffers, generators, minibatch order) is the driver's
+checkpoint, a file per block of chains beside the store; an interrupted run resumes from it
+and re-records the steps after it, so values written past it are rewritten unchanged. Every
+writer touches only its own chains' region.
 """
 
 from __future__ import annotations
@@ -43,9 +44,15 @@ class ZarrStore:
                 raise ValueError(f"store={str(self.path)!r}: exists and is not a Zarr store")
             self._create(run)
 
+    @property
+    def checkpoint_path(self) -> Path:
+        """The driver's checkpoint for this block of chains."""
+        name = f"{self.path.name}.chains-{self.chains.start}-{self.chains.stop}.pt"
+        return self.path.with_name(name)  # beside the store: Zarr warns of foreign files
+
     def open(self, run):
-        """Load a previous run's state for ``run``'s chains into ``run`` (creating the store
-        first if needed). Returns the finished tree when all of them are already done.
+        """Load a previous run's records for ``run``'s chains into ``run`` (creating the
+        store first if needed). Returns the finished tree when all of them are already done.
         """
         xr = _xr()
         self.create(run)
@@ -57,15 +64,10 @@ class ZarrStore:
             )
         state = xr.open_dataset(self.path, engine="zarr", group=STATE, consolidated=False,
                                 chunks=None).isel(chain=self.block)
-        next_step = state["next_step"].values
-        if (next_step != next_step[0]).any():
-            raise ValueError(f"store={str(self.path)!r}: chains {list(self.chains)} stopped at "
-                             f"different steps {next_step.tolist()}; run them separately")
-        if next_step[0] > 0:
-            self._load(run, state, root.isel(chain=self.block), int(next_step[0]))
-        if run.step >= run.config["num_burnin_steps"] + run.config["num_draws"] * \
-                run.config["num_steps_bw_draws"]:
+        if bool((state["next_step"].values >= run.num_steps).all()):
             return self.tree(run)
+        if self.checkpoint_path.exists():
+            self._load(run, root.isel(chain=self.block))
         return None
 
     def _create(self, run) -> None:
@@ -85,57 +87,25 @@ class ZarrStore:
         attrs = dict(ds.attrs, fingerprint=self.key)
         xr.Dataset(full, coords=coords, attrs=attrs).to_zarr(
             self.path, mode="w", consolidated=False)
-        st = self._state(run)
-        blank = {k: (v.dims, np.zeros((n, *v.shape[1:]), dtype=v.dtype))
-                 for k, v in st.data_vars.items()}
-        xr.Dataset(blank, coords={"chain": np.arange(n)}).to_zarr(
+        xr.Dataset({"next_step": (("chain",), np.zeros(n, dtype=np.int64))},
+                   coords={"chain": np.arange(n)}).to_zarr(
             self.path, group=STATE, mode="a", consolidated=False)
         # init_loss is known now; write it so that a finished chain never lacks it
         self._write(ds[["init_loss"]].drop_vars("chain"))
 
-    def _state(self, run):
-        xr = _xr()
-        rng_b = torch.stack([g.get_state() for g in run.batch_gens]).numpy()
-        rng_n = torch.stack([g.get_state() for g in run.noise_gens]).cpu().numpy()
-        data = {
-            "params": (("chain", "param"), run.W.cpu().numpy()),
-            "perm": (("chain", "row"), run.batches.perm.numpy()),
-            "pos": (("chain",), np.full(len(run.chains), run.batches.pos, dtype=np.int64)),
-            "rng_batch": (("chain", "rng_batch_byte"), rng_b),
-            "rng_noise": (("chain", "rng_noise_byte"), rng_n),
-            "next_step": (("chain",), np.full(len(run.chains), run.step, dtype=np.int64)),
-        }
-        if run.buffer is not None:
-            data["buffer"] = (("chain", "param"), run.buffer.cpu().numpy())
-        return xr.Dataset(data)
-
-    def _load(self, run, state, root, step: int) -> None:
-        dev = run.W.device
-        run.W.copy_(torch.as_tensor(state["params"].values, device=dev))
-        if run.buffer is not None:
-            run.buffer.copy_(torch.as_tensor(state["buffer"].values, device=dev))
-        run.batches.perm = torch.as_tensor(state["perm"].values).clone()
-        run.batches.pos = int(state["pos"].values[0])
-        for g, s in zip(run.batch_gens, state["rng_batch"].values, strict=True):
-            g.set_state(torch.as_tensor(s))
-        for g, s in zip(run.noise_gens, state["rng_noise"].values, strict=True):
-            g.set_state(torch.as_tensor(s))
-        run.step = step
+    def _load(self, run, root) -> None:
+        """The records written so far, back into the observer's buffers."""
+        dev = run.nonfinite.device
         run.nonfinite = torch.as_tensor(root["nonfinite_step"].values, device=dev).clone()
         for name, t in [("sampling_loss", run.sampling_loss), ("metrics_mala_accept", run.mala),
                         ("sampling_loss_at_init", run.sampling_init),
                         *[(f"loss_{k}", v) for k, v in run.obs_loss.items()],
                         *[(f"metrics_{k}", v) for k, v in run.metrics.items()]]:
             t.copy_(torch.as_tensor(root[name].values, device=dev))
-        d = run.draw_of(step - 1)
-        self.draws_written = 0 if d is None else d + 1
-        self.steps_written = step
-
-    def maybe_flush(self, run) -> None:
-        self.flush(run)
 
     def flush(self, run, final: bool = False) -> None:
-        """Write draws and steps done since the last flush, then the state, then next_step."""
+        """Write draws and steps recorded since the last flush; when ``final``, mark the
+        chains finished."""
         ds = run.dataset().drop_vars("chain")
         d0, d1 = self.draws_written, _draws_done(run)
         s0, s1 = self.steps_written, run.step
@@ -146,9 +116,10 @@ class ZarrStore:
         if s1 > s0:
             self._write(ds[step_vars].isel(step=slice(s0, s1)), step=slice(s0, s1))
         self._write(ds[["nonfinite_step", "metrics_mala_accept"]].drop_vars("mala_draw"))
-        st = self._state(run)
-        self._write(st.drop_vars("next_step"), group=STATE)
-        self._write(st[["next_step"]], group=STATE)
+        if final:
+            xr = _xr()
+            done = np.full(len(self.chains), run.step, dtype=np.int64)
+            self._write(xr.Dataset({"next_step": (("chain",), done)}), group=STATE)
         self.draws_written, self.steps_written = d1, s1
 
     def tree(self, run, all_chains: bool = False):

@@ -1,0 +1,200 @@
+"""The one block runner: ``k`` kernel steps as a scan over pre-drawn noise (and minibatches).
+
+    state, trace = run_block(kernel, state, params, noise, batches)
+
+``noise`` is ``(k, C, m)``, ``m = kernel.noise_size(state)``: row ``t`` is what step ``t``
+consumes. The trace stacks, per step, the position, the energy and the kernel's ``Info``.
+Eager sampling, ``sample(..., compile=True)`` (``torch.compile`` of this same function with
+torch's ``scan`` in place of :func:`python_scan`) and the warm-up all call it, so a seed
+gives the same samples eagerly and compiled. The driver draws a block's noise in one call
+(:func:`draw_noise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["Trace", "run_block", "python_scan", "draw_noise", "NoiseStream", "block_length",
+           "flatten", "unflatten", "present"]
+
+Scan = Callable[..., tuple[Any, Any]]
+Hook = Callable[[int, Any, Any], None]
+
+
+class Trace(NamedTuple):
+    """What a block records of each step, stacked along a leading step dimension."""
+
+    x: Tensor
+    energy: Tensor | None
+    info: Any
+
+
+def record(state: Any, info: Any) -> Trace:
+    """A step's trace: copies, so the stacked trace never aliases the state."""
+    energy = None if state.energy is None else state.energy.clone()
+    return Trace(state.x.clone(), energy, info)
+
+
+def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any = None,
+              scan: Scan | None = None, hook: Hook | None = None) -> tuple[Any, Trace]:
+    """Run ``noise.shape[0]`` steps of ``kernel`` from ``state``.
+
+    Args:
+        kernel: anything with ``step(state, noise, params, batch)``.
+        params: the kernel's parameters, the same for every step of the block.
+        noise: ``(k, C, m)`` standard normals.
+        batches: ``None``, or the steps' minibatches: a list of ``k``, or a tree of tensors
+            with a leading dimension ``k``.
+        scan: ``scan(body, state, xs)``; :func:`python_scan` by default.
+        hook: ``hook(t, state, trace)`` after step ``t`` of the block (eager only).
+    """
+    def body(carry, xs):
+        new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
+        return new, record(new, info)
+
+    xs = (noise,) if batches is None else (noise, batches)
+    if scan is None:
+        return python_scan(body, state, xs, hook)
+    return scan(body, state, xs)
+
+
+def python_scan(body: Callable, carry: Any, xs: Any, hook: Hook | None = None
+                ) -> tuple[Any, Any]:
+    """``scan`` as a Python loop: ``body(carry, xs[t])`` for each ``t``; the per-step
+    outputs stacked along a new leading dimension."""
+    k = _length(xs)
+    stacked: list[Tensor | None] | None = None
+    layout = None
+    for t in range(k):
+        carry, y = body(carry, _index(xs, t))
+        leaves, layout = flatten(y)
+        if stacked is None:
+            stacked = [None if v is None else v.new_empty((k, *v.shape)) for v in leaves]
+        for buf, v in zip(stacked, leaves, strict=True):
+            if buf is not None:
+                buf[t] = v
+        if hook is not None:
+            hook(t, carry, y)
+    return carry, unflatten(layout, stacked or [])
+
+
+def _length(xs: Any) -> int:
+    first = xs[0]
+    return first.shape[0] if isinstance(first, Tensor) else len(first)
+
+
+def _index(tree: Any, t: int) -> Any:
+    """Row ``t`` of every tensor in ``tree``; a list holds one entry per step."""
+    if isinstance(tree, (Tensor, list)):
+        return tree[t]
+    if isinstance(tree, tuple):
+        values = [_index(v, t) for v in tree]
+        return type(tree)(*values) if hasattr(tree, "_fields") else tuple(values)
+    return tree
+
+
+_LEAF, _NONE = "leaf", "none"
+
+
+def flatten(tree: Any) -> tuple[list[Any], Any]:
+    """The leaves of a tree of tuples and NamedTuples (tensors, ``None`` or other values),
+    and its layout: what :func:`unflatten` rebuilds it from, and where its ``None`` are."""
+    if isinstance(tree, tuple):
+        leaves: list[Any] = []
+        specs = []
+        for v in tree:
+            sub, spec = flatten(v)
+            leaves += sub
+            specs.append(spec)
+        return leaves, (type(tree), tuple(specs))
+    return [tree], (_NONE if tree is None else _LEAF)
+
+
+def _count(layout: Any) -> int:
+    return 1 if isinstance(layout, str) else sum(_count(s) for s in layout[1])
+
+
+def unflatten(layout: Any, leaves: Sequence[Any]) -> Any:
+    """The tree :func:`flatten` took apart, with ``leaves`` in place of its own."""
+    if isinstance(layout, str):
+        return None if layout == _NONE else leaves[0]
+    cls, specs = layout
+    values, i = [], 0
+    for spec in specs:
+        n = _count(spec)
+        values.append(unflatten(spec, leaves[i:i + n]))
+        i += n
+    return cls(*values) if hasattr(cls, "_fields") else cls(values)
+
+
+def present(layout: Any) -> list[bool]:
+    """Per leaf of ``layout``, whether it holds a value (not ``None``)."""
+    if isinstance(layout, str):
+        return [layout == _LEAF]
+    return [p for spec in layout[1] for p in present(spec)]
+
+
+def draw_noise(generators: Sequence[torch.Generator], k: int, c: int, m: int,
+               like: Tensor) -> Tensor:
+    """``(k, c, m)`` standard normals: with one generator, one draw; with one generator per
+    chain, chain ``i``'s ``(k, m)`` from its own (so a chain's noise does not depend on the
+    chains beside it)."""
+    if len(generators) == 1:
+        out = torch.empty((k, c, m), dtype=like.dtype, device=like.device)
+        return out.normal_(generator=generators[0])
+    if len(generators) != c:
+        raise ValueError(f"seed: {len(generators)} per-chain seeds for {c} chains")
+    return torch.stack([torch.empty((k, m), dtype=like.dtype, device=like.device)
+                        .normal_(generator=g) for g in generators], dim=1)
+
+
+class NoiseStream:
+    """A run's noise, drawn ``chunk`` steps at a time (one call per chunk, see
+    :func:`draw_noise`) and handed out ``k`` steps at a time: which steps a block holds
+    does not change the numbers, so runs with and without checkpoints or compiled blocks
+    of any length see the same noise."""
+
+    def __init__(self, generators: Sequence[torch.Generator], c: int, m: int, like: Tensor,
+                 chunk: int) -> None:
+        self.generators, self.c, self.m, self.like, self.chunk = generators, c, m, like, chunk
+        self.buffer: Tensor | None = None
+        self.pos = chunk
+        self.at_chunk = [g.get_state() for g in generators]
+
+    def _refill(self) -> None:
+        self.at_chunk = [g.get_state() for g in self.generators]
+        self.buffer = draw_noise(self.generators, self.chunk, self.c, self.m, self.like)
+        self.pos = 0
+
+    def take(self, k: int) -> Tensor:
+        """The next ``k`` steps' noise, ``(k, c, m)``."""
+        parts = []
+        while k > 0:
+            if self.pos == self.chunk:
+                self._refill()
+            n = min(k, self.chunk - self.pos)
+            parts.append(self.buffer[self.pos:self.pos + n])
+            self.pos, k = self.pos + n, k - n
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def get_state(self) -> dict:
+        """The generators' states before the current chunk and the position in it."""
+        return {"generators": list(self.at_chunk), "pos": self.pos}
+
+    def set_state(self, state: dict) -> None:
+        for g, s in zip(self.generators, state["generators"], strict=True):
+            g.set_state(s)
+        self.pos = self.chunk
+        if state["pos"] < self.chunk:
+            self._refill()
+            self.pos = state["pos"]
+
+
+def block_length(state_numel: int) -> int:
+    """Steps per block: about 2^20 state numbers, so a block's noise and trace stay
+    cache-sized, and at most 1,000 steps."""
+    return max(1, min(1000, 2**20 // max(state_numel, 1)))
