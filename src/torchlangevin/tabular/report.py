@@ -169,9 +169,9 @@ def quality_report(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
 
 
 def _plot(real: pd.DataFrame, syn: pd.DataFrame, path: Path) -> None:
-    from ..viz.plots import _pyplot
+    from ..viz.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     cols = list(real.columns)[:12]
     ncol = 4
     nrow = -(-len(cols) // ncol) + 1
