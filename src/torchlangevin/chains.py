@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class Summary:
 
     __repr__ = __str__
 
-    def to_dataframe(self):
+    def to_dataframe(self) -> Any:
         """The table as a pandas DataFrame (needs pandas)."""
         import pandas as pd
 
@@ -64,7 +65,7 @@ def _names(event_shape: tuple[int, ...]) -> list[str]:
     return [f"x[{','.join(map(str, idx))}]" for idx in np.ndindex(*event_shape)]
 
 
-def energy_of_draws(energy, samples: Tensor) -> Tensor:
+def energy_of_draws(energy: Callable[[Tensor], Tensor], samples: Tensor) -> Tensor:
     """``energy`` of every draw of ``(chain, draw, *event)``, batched, as ``(chain, draw)``."""
     c, d = samples.shape[:2]
     flat = samples.reshape(c * d, *samples.shape[2:])
@@ -138,7 +139,7 @@ class Chains:
             return None
         return torch.diff(cumulative, dim=1, prepend=torch.zeros_like(cumulative[:, :1]))
 
-    def to_arviz(self, var_name: str = "x", dims: list[str] | None = None):
+    def to_arviz(self, var_name: str = "x", dims: list[str] | None = None) -> Any:
         """An ``arviz.InferenceData``: posterior ``var_name (chain, draw, *event)``;
         sample_stats ``energy``, ``lp = -energy``, and for kernels with an accept step
         ``acceptance_rate`` (share accepted in each draw's ``thin``-step window) and

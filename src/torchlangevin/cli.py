@@ -92,9 +92,26 @@ def _llc_demo(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    import pandas as pd
+    from .tabular import TabularGenerator
 
-    from .tabular import TabularGenerator, quality_report
+    df = _read_table(args)
+    if args.n < 1:
+        raise ValueError(f"-n {args.n}: expected a positive number of rows")
+    train, holdout = _split_for_report(df, args) if args.report else (df, None)
+    t0 = time.perf_counter()
+    gen = TabularGenerator(n_steps=args.steps, seed=args.seed, progress=True)
+    synth = gen.fit(train, target=args.target).sample(args.n)
+    synth.to_csv(args.out, index=False)
+    print(f"wrote {len(synth)} rows to {args.out} ({time.perf_counter() - t0:.1f} s; "
+          f"fitted on {len(train)} rows)")
+    if args.report:
+        _write_report(args, train, holdout, synth)
+    return 0
+
+
+def _read_table(args: argparse.Namespace):
+    """The CSV ``args.data``, with at least one row and the ``--target`` column if given."""
+    import pandas as pd
 
     try:
         df = pd.read_csv(args.data)
@@ -107,34 +124,32 @@ def _synth(args: argparse.Namespace) -> int:
     if args.target is not None and args.target not in df.columns:
         raise ValueError(f"--target {args.target!r}: not a column of {args.data}; columns are "
                          f"{list(df.columns)[:10]}")
-    if args.n < 1:
-        raise ValueError(f"-n {args.n}: expected a positive number of rows")
-    train, holdout = df, None
-    if args.report:
-        from sklearn.model_selection import train_test_split
+    return df
 
-        strat = None
-        if args.target is not None and df[args.target].nunique() <= 20:
-            strat = df[args.target]
-        train, holdout = train_test_split(df, test_size=0.2, random_state=args.seed,
-                                          stratify=strat)
-    t0 = time.perf_counter()
-    gen = TabularGenerator(n_steps=args.steps, seed=args.seed, progress=True)
-    synth = gen.fit(train, target=args.target).sample(args.n)
-    synth.to_csv(args.out, index=False)
-    print(f"wrote {len(synth)} rows to {args.out} ({time.perf_counter() - t0:.1f} s; "
-          f"fitted on {len(train)} rows)")
-    if args.report:
-        png = str(args.report).rsplit(".", 1)[0] + ".png"
-        report = quality_report(train, holdout, synth, target=args.target, plot=png,
-                                verbose=True)
-        with open(args.report, "w") as fh:
-            fh.write(f"# Synthetic data report: {args.data}\n\nFitted on 80% of the rows "
-                     f"({len(train)}), scored against the other 20% ({len(holdout)}).\n\n")
-            fh.write(report.to_markdown() if _has_tabulate() else report.to_string())
-            fh.write(f"\n\n![marginals and correlations]({png.rsplit('/', 1)[-1]})\n")
-        print(f"wrote {args.report} and {png}")
-    return 0
+
+def _split_for_report(df, args: argparse.Namespace):
+    """80% to fit on, 20% to score against; stratified by a target of at most 20 values."""
+    from sklearn.model_selection import train_test_split
+
+    strat = None
+    if args.target is not None and df[args.target].nunique() <= 20:
+        strat = df[args.target]
+    return train_test_split(df, test_size=0.2, random_state=args.seed, stratify=strat)
+
+
+def _write_report(args: argparse.Namespace, train, holdout, synth) -> None:
+    """``args.report`` (Markdown) and the figure beside it (same name, ``.png``)."""
+    from .tabular import quality_report
+
+    png = str(args.report).rsplit(".", 1)[0] + ".png"
+    report = quality_report(train, holdout, synth, target=args.target, plot=png,
+                            verbose=True)
+    with open(args.report, "w") as fh:
+        fh.write(f"# Synthetic data report: {args.data}\n\nFitted on 80% of the rows "
+                 f"({len(train)}), scored against the other 20% ({len(holdout)}).\n\n")
+        fh.write(report.to_markdown() if _has_tabulate() else report.to_string())
+        fh.write(f"\n\n![marginals and correlations]({png.rsplit('/', 1)[-1]})\n")
+    print(f"wrote {args.report} and {png}")
 
 
 def _has_tabulate() -> bool:

@@ -9,6 +9,8 @@ float64 on the draws' device, vectorised over every coordinate of the event.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -16,7 +18,7 @@ from torch import Tensor
 __all__ = ["autocorrelation", "ess", "ess_bulk", "ess_tail", "rhat", "split_rhat", "binned_tv"]
 
 
-def _as_draws(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def _as_draws(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """``(chain, draw, K)`` float64 with every event coordinate flattened into ``K``."""
     t = torch.as_tensor(x).to(torch.float64)
     t = torch.movedim(t, (chain_axis, draw_axis), (0, 1))
@@ -42,7 +44,7 @@ def _autocov(x: Tensor) -> Tensor:
     return (torch.fft.irfft(power, n=2 * n, dim=-1)[..., :n] / n).transpose(1, 2)
 
 
-def autocorrelation(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def autocorrelation(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Autocorrelation ``rho_t`` per chain: shape ``(chain, draw, *event)``."""
     t = _as_draws(x, chain_axis, draw_axis)
     acov = _autocov(t)
@@ -124,18 +126,18 @@ def _reshape(values: Tensor, x, chain_axis: int, draw_axis: int) -> Tensor:
     return values.reshape(_event_shape(x, chain_axis, draw_axis))
 
 
-def ess(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def ess(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Plain ESS (no split, no rank normalisation), per coordinate."""
     return _reshape(_ess(_as_draws(x, chain_axis, draw_axis)), x, chain_axis, draw_axis)
 
 
-def ess_bulk(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def ess_bulk(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Bulk ESS: ESS of the rank-normalised split chains, per coordinate."""
     t = _split(_as_draws(x, chain_axis, draw_axis))
     return _reshape(_ess(_rank_normalise(t)), x, chain_axis, draw_axis)
 
 
-def ess_tail(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def ess_tail(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Tail ESS: min of the ESS of ``1{x <= q05}`` and ``1{x <= q95}`` on split chains."""
     draws = _as_draws(x, chain_axis, draw_axis)
     t = _split(draws)
@@ -146,12 +148,12 @@ def ess_tail(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     return _reshape(torch.minimum(low, high), x, chain_axis, draw_axis)
 
 
-def split_rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def split_rhat(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Split R-hat without rank normalisation (Gelman et al., BDA3)."""
     return _reshape(_rhat(_split(_as_draws(x, chain_axis, draw_axis))), x, chain_axis, draw_axis)
 
 
-def rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
+def rhat(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Rank-normalised split R-hat: ``max(Rhat(z(x)), Rhat(z(|x - median|)))``."""
     t = _split(_as_draws(x, chain_axis, draw_axis))
     median = torch.quantile(t.reshape(-1, t.shape[2]), 0.5, dim=0)
@@ -160,7 +162,7 @@ def rhat(x, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     return _reshape(torch.maximum(bulk, tail), x, chain_axis, draw_axis)
 
 
-def binned_tv(x, cdf, low: float, high: float, bins: int = 100) -> float:
+def binned_tv(x: Any, cdf: Callable[[Any], Any], low: float, high: float, bins: int = 100) -> float:
     """Total variation ``(1/2) sum_b |n_b / N - P_b|`` between draws and a 1-D law on ``bins``
     equal bins of ``[low, high]``; ``P_b`` from the exact ``cdf`` (a NumPy function)."""
     import numpy as np

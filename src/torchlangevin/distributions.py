@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import math
 import secrets
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .energy import Box
+from .util import integer
 
 __all__ = ["Distribution", "Gaussian", "GaussianMixture", "DoubleWell", "Rosenbrock", "Funnel",
            "Ring", "Quartic1D"]
@@ -54,8 +56,7 @@ class Distribution:
     def sample(self, n: int, generator: torch.Generator | None = None,
                dtype: torch.dtype = torch.float32) -> Tensor:
         """``n`` exact independent draws, shape ``(n, *event_shape)``, on the generator's device."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ValueError(f"n must be an integer >= 1; got {n!r}")
+        n = integer("n", n, 1)
         if generator is None:  # a fresh seed; the global RNG is left alone
             generator = torch.Generator().manual_seed(secrets.randbits(62))
         return self._sample(n, generator).to(dtype)
@@ -225,8 +226,7 @@ class DoubleWell(Distribution):
     """
 
     def __init__(self, dim: int = 2, barrier_height: float = 2.0) -> None:
-        if not isinstance(dim, int) or dim < 1:
-            raise ValueError(f"dim must be an integer >= 1; got {dim!r}")
+        dim = integer("dim", dim, 1)
         if not barrier_height > 0:
             raise ValueError(f"barrier_height must be > 0; got {barrier_height!r}")
         self.dim, self.barrier_height = dim, float(barrier_height)
@@ -260,8 +260,7 @@ class Rosenbrock(Distribution):
     """
 
     def __init__(self, a: float = 1.0, b: float = 100.0, dim: int = 2) -> None:
-        if not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim must be an integer >= 2; got {dim!r}")
+        dim = integer("dim", dim, 2)
         if not b > 0:
             raise ValueError(f"b must be > 0; got {b!r}")
         self.a, self.b, self.dim = float(a), float(b), dim
@@ -294,8 +293,7 @@ class Funnel(Distribution):
     """
 
     def __init__(self, dim: int = 10, scale: float = 3.0) -> None:
-        if not isinstance(dim, int) or dim < 2:
-            raise ValueError(f"dim must be an integer >= 2; got {dim!r}")
+        dim = integer("dim", dim, 2)
         if not scale > 0:
             raise ValueError(f"scale must be > 0; got {scale!r}")
         self.dim, self.scale = dim, float(scale)
@@ -376,7 +374,7 @@ class Quartic1D(Distribution):
         self._grid = _Grid1D(lambda t: np.log(self.unnormalized(t)), self.low, self.high)
 
     @staticmethod
-    def unnormalized(x):
+    def unnormalized(x: Any) -> Any:
         """``p_hat(x) = (x - 0.4)^4 - (x - 0.2)^2 + 0.6`` (tensor or array)."""
         return (x - 0.4) ** 4 - (x - 0.2) ** 2 + 0.6
 

@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from .util import integer
+
 __all__ = ["Schedule", "Constant", "Linear", "Cosine", "Exponential", "Geometric", "Warmup",
            "as_schedule"]
 
@@ -24,12 +26,6 @@ def _number(name: str, value: float, positive: bool = False) -> float:
         kind = "a positive finite number" if positive else "a finite number"
         raise ValueError(f"{name} must be {kind}; got {value!r}")
     return v
-
-
-def _steps(name: str, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {n!r}")
-    return int(n)
 
 
 class Schedule:
@@ -63,7 +59,7 @@ class Linear(Schedule):
 
     def __init__(self, start: float, end: float, n_steps: int) -> None:
         self.start, self.end = _number("start", start), _number("end", end)
-        self.n_steps = _steps("n_steps", n_steps)
+        self.n_steps = integer("n_steps", n_steps, 1)
 
     def _frac(self, step):
         return np.clip(np.asarray(step, dtype=np.float64) / max(self.n_steps - 1, 1), 0.0, 1.0)
@@ -115,7 +111,7 @@ class Warmup(Schedule):
 
     def __init__(self, main: Schedule | float, warmup_steps: int, init_factor: float = 0.01):
         self.main = as_schedule("main", main)
-        self.warmup_steps = _steps("warmup_steps", warmup_steps)
+        self.warmup_steps = integer("warmup_steps", warmup_steps, 1)
         self.init_factor = _number("init_factor", init_factor)
 
     def __call__(self, step):
@@ -126,7 +122,7 @@ class Warmup(Schedule):
         return float(v) if np.ndim(v) == 0 else v
 
 
-def as_schedule(name: str, value) -> Schedule:
+def as_schedule(name: str, value: float | Schedule) -> Schedule:
     """A float becomes ``Constant``; a ``Schedule`` passes; anything else fails naming ``name``."""
     if isinstance(value, Schedule):
         return value

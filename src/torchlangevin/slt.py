@@ -73,7 +73,7 @@ def _loss_trace(ds) -> np.ndarray:
     return loss.reshape(loss.shape[0], loss.shape[1], -1).mean(axis=2).astype(np.float64)
 
 
-def llc(tree, init_loss: float | None = None, paired: bool = True) -> LLC:
+def llc(tree: Any, init_loss: float | None = None, paired: bool = True) -> LLC:
     """LLC from a :func:`posterior.sample` result.
 
     Args:
@@ -89,11 +89,7 @@ def llc(tree, init_loss: float | None = None, paired: bool = True) -> LLC:
         trace = n_beta * (_loss_trace(ds) - ds["sampling_loss_at_init"].values)
     else:
         trace = n_beta * (_loss_trace(ds) - l0)
-    bad_steps = ds["nonfinite_step"].values
-    chain_ids = ds["chain"].values
-    healthy = (bad_steps < 0) & np.isfinite(trace).all(axis=1)
-    excluded = {int(c): int(s)
-                for c, s, ok in zip(chain_ids, bad_steps, healthy, strict=True) if not ok}
+    healthy, excluded = _healthy_chains(ds, trace)
     per_chain = np.where(healthy, trace.mean(axis=1), np.nan)
     good = trace[healthy]
     if len(good) == 0:
@@ -101,17 +97,33 @@ def llc(tree, init_loss: float | None = None, paired: bool = True) -> LLC:
                                  f"{excluded}); lower lr or raise localization")
     mean = float(good.mean())
     sd = float(np.std(per_chain[healthy], ddof=1)) if len(good) > 1 else math.nan
-    if good.shape[1] >= 4:
-        ess = float(diagnostics.ess(good))
-        rhat = float(diagnostics.rhat(good)) if len(good) > 1 else math.nan
-    else:
-        ess, rhat = float(good.size), math.nan
+    ess, rhat = _ess_rhat(good)
     se = float(np.std(good) / math.sqrt(max(ess, 1.0)))
     return LLC(mean=mean, sd=sd, se=se, per_chain=per_chain, trace=trace, ess=ess, rhat=rhat,
                init_loss=l0, n_beta=n_beta, excluded=excluded, tree=tree)
 
 
-def diagnose(tree, estimate: LLC | None = None) -> dict[str, Any]:
+def _healthy_chains(ds, trace: np.ndarray) -> tuple[np.ndarray, dict[int, int]]:
+    """Which chains stayed finite, and ``{chain: first non-finite step}`` for the others."""
+    bad_steps = ds["nonfinite_step"].values
+    healthy = (bad_steps < 0) & np.isfinite(trace).all(axis=1)
+    excluded = {int(c): int(s)
+                for c, s, ok in zip(ds["chain"].values, bad_steps, healthy, strict=True)
+                if not ok}
+    return healthy, excluded
+
+
+def _ess_rhat(good: np.ndarray) -> tuple[float, float]:
+    """ESS and R-hat of a ``(chain, draw)`` trace; with under 4 draws, every draw counts as
+    independent and R-hat is NaN (as it is for one chain)."""
+    if good.shape[1] < 4:
+        return float(good.size), math.nan
+    ess = float(diagnostics.ess(good))
+    rhat = float(diagnostics.rhat(good)) if len(good) > 1 else math.nan
+    return ess, rhat
+
+
+def diagnose(tree: Any, estimate: LLC | None = None) -> dict[str, Any]:
     """Health of one run: R-hat and ESS of the LLC trace, MALA acceptance of the SGLD
     proposal on a fixed batch, ``eps * lambda_max(n_beta H)``, distance travelled from ``w0``,
     a drift test between the halves of the trace, and flags naming what went wrong."""
@@ -132,6 +144,12 @@ def diagnose(tree, estimate: LLC | None = None) -> dict[str, Any]:
         "drift_z": float(drift_z),
         "nonfinite_chains": len(est.excluded),
     }
+    out["flags"] = ",".join(_flags(est, drift_z, out["mala_accept"]))
+    return out
+
+
+def _flags(est: LLC, drift_z: float, mala_accept: float) -> list[str]:
+    """What went wrong in a run (see :func:`calibrate`); NaN R-hat or acceptance pass."""
     flags = []
     if est.excluded:
         flags.append("diverged")
@@ -141,13 +159,12 @@ def diagnose(tree, estimate: LLC | None = None) -> dict[str, Any]:
         flags.append("chains disagree")
     if est.mean < 0:
         flags.append("negative")
-    if out["mala_accept"] == out["mala_accept"] and out["mala_accept"] < 0.5:
+    if mala_accept == mala_accept and mala_accept < 0.5:
         flags.append("step too large")
-    out["flags"] = ",".join(flags)
-    return out
+    return flags
 
 
-def estimate_llc(model, data, loss_fn, **kwargs) -> LLC:
+def estimate_llc(model: Any, data: Any, loss_fn: Any, **kwargs: Any) -> LLC:
     """Sample with :func:`torchlangevin.posterior.sample` and estimate the LLC in one call.
 
     Keyword arguments go to ``posterior.sample`` (``lr`` is required). The result carries the
@@ -159,7 +176,8 @@ def estimate_llc(model, data, loss_fn, **kwargs) -> LLC:
     return est
 
 
-def susceptibilities(restricted, full, sampling: str, observables: Sequence[str] | None = None):
+def susceptibilities(restricted: Any, full: Any, sampling: str,
+                     observables: Sequence[str] | None = None) -> dict[str, Any]:
     """Per-sample susceptibilities of a weight restriction, as devinterp defines them.
 
     With ``phi = L_sampling(w) - L_n(w0)`` (per draw, mean over rows) from the restricted run,
@@ -195,8 +213,8 @@ def susceptibilities(restricted, full, sampling: str, observables: Sequence[str]
     return out
 
 
-def bif(tree, observables: Sequence[str] | None = None, *, per: str = "sample",
-        covariance: bool = False, chains: str = "stack"):
+def bif(tree: Any, observables: Sequence[str] | None = None, *, per: str = "sample",
+        covariance: bool = False, chains: str = "stack") -> Any:
     """Bayesian influence functions: correlations (or covariances) across posterior draws
     between the losses of every pair of observable rows (devinterp's ``compute_bif``).
 
@@ -210,17 +228,30 @@ def bif(tree, observables: Sequence[str] | None = None, *, per: str = "sample",
 
     ds = tree.dataset if hasattr(tree, "dataset") else tree
     names = _observable_names(ds) if observables is None else list(observables)
+    _check_bif_args(names, per, chains)
+    parts = [ds[f"loss_{n}"].rename({f"batch_{n}": "row"}) for n in names]
+    losses = xr.concat(parts, dim="row").values.astype(np.float64)  # (chain, draw, row, [tok])
+    if per == "sample" and losses.ndim == 4:
+        losses = losses.mean(axis=3)
+    losses = losses.mean(axis=0) if chains == "mean" else losses.reshape(-1, *losses.shape[2:])
+    values = _row_covariance(losses, covariance)
+    if values.ndim == 3:
+        return xr.DataArray(np.moveaxis(values, 0, -1), dims=("row_1", "row_2", "token_pos"))
+    return xr.DataArray(values, dims=("row_1", "row_2"))
+
+
+def _check_bif_args(names: list[str], per: str, chains: str) -> None:
     if not names:
         raise ValueError("bif: the run recorded no observables; pass observables= to sample")
     if per not in ("sample", "token"):
         raise ValueError(f"per={per!r}: expected 'sample' or 'token'")
     if chains not in ("stack", "mean"):
         raise ValueError(f"chains={chains!r}: expected 'stack' or 'mean'")
-    parts = [ds[f"loss_{n}"].rename({f"batch_{n}": "row"}) for n in names]
-    losses = xr.concat(parts, dim="row").values.astype(np.float64)  # (chain, draw, row, [tok])
-    if per == "sample" and losses.ndim == 4:
-        losses = losses.mean(axis=3)
-    losses = losses.mean(axis=0) if chains == "mean" else losses.reshape(-1, *losses.shape[2:])
+
+
+def _row_covariance(losses: np.ndarray, covariance: bool) -> np.ndarray:
+    """Covariances (or correlations) across draws between rows of ``losses (draws, row,
+    [tok])``: ``(row, row)``, or ``(tok, row, row)`` per token."""
     x = torch.as_tensor(np.moveaxis(losses, 0, -1))  # (row, [tok], draws)
     x = x - x.mean(dim=-1, keepdim=True)
     if x.ndim == 3:
@@ -229,19 +260,16 @@ def bif(tree, observables: Sequence[str] | None = None, *, per: str = "sample",
     if not covariance:
         sd = cov.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).sqrt()
         cov = cov / (sd[..., :, None] * sd[..., None, :])
-    values = cov.numpy()
-    if values.ndim == 3:
-        return xr.DataArray(np.moveaxis(values, 0, -1), dims=("row_1", "row_2", "token_pos"))
-    return xr.DataArray(values, dims=("row_1", "row_2"))
+    return cov.numpy()
 
 
 def _observable_names(ds) -> list[str]:
     return [str(v)[5:] for v in ds.data_vars if str(v).startswith("loss_")]
 
 
-def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[float | None],
-              localizations: Sequence[float] = (0.0,), *, settings: Sequence[Mapping] | None =
-              None, **kwargs):
+def calibrate(model: Any, data: Any, loss_fn: Any, lrs: Sequence[float],
+              n_betas: Sequence[float | None], localizations: Sequence[float] = (0.0,), *,
+              settings: Sequence[Mapping] | None = None, **kwargs: Any) -> Any:
     """Sweep ``lr x n_beta x localization`` and tabulate each run's LLC and health.
 
     Returns a pandas DataFrame, one row per setting, with the LLC, its sd and se, R-hat, ESS,
@@ -261,20 +289,23 @@ def calibrate(model, data, loss_fn, lrs: Sequence[float], n_betas: Sequence[floa
     rank, size = distributed.world() if distributed.init() else (0, 1)
     if size > 1:  # settings are shared out over the ranks; each runs all chains of its own
         kwargs = {**kwargs, "chains": range(kwargs.get("num_chains", 4))}
-    rows = []
-    for index in range(rank, len(settings), size):
-        s = settings[index]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            tree = sample(model, data, loss_fn, **{**kwargs, **s})
-        n_beta = float(tree.dataset["n_beta"].values)
-        try:
-            est = llc(tree)
-        except FloatingPointError:  # every chain diverged: a row that says so, not a crash
-            n = tree.dataset.sizes["chain"]
-            rows.append({"setting": index, **s, "n_beta": n_beta, "llc": math.nan,
-                         "nonfinite_chains": n, "flags": "diverged"})
-            continue
-        rows.append({"setting": index, **s, "n_beta": n_beta, **diagnose(tree, est)})
+    rows = [_calibration_row(model, data, loss_fn, index, settings[index], kwargs)
+            for index in range(rank, len(settings), size)]
     rows = [r for part in distributed.all_gather(rows) for r in part]
     return pd.DataFrame(sorted(rows, key=lambda r: r["setting"])).drop(columns="setting")
+
+
+def _calibration_row(model, data, loss_fn, index: int, setting: Mapping,
+                     kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Sample with one setting; its LLC and health as a row of :func:`calibrate`'s table."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        tree = sample(model, data, loss_fn, **{**kwargs, **setting})
+    n_beta = float(tree.dataset["n_beta"].values)
+    try:
+        est = llc(tree)
+    except FloatingPointError:  # every chain diverged: a row that says so, not a crash
+        n = tree.dataset.sizes["chain"]
+        return {"setting": index, **setting, "n_beta": n_beta, "llc": math.nan,
+                "nonfinite_chains": n, "flags": "diverged"}
+    return {"setting": index, **setting, "n_beta": n_beta, **diagnose(tree, est)}

@@ -27,8 +27,8 @@ def two_moons(n: int, generator: torch.Generator, noise: float = 0.05) -> Tensor
     return pts + noise * 1.5 * torch.randn(n, 2, generator=generator)
 
 
-def rings(n: int, generator: torch.Generator, radii=(0.8, 1.6, 2.4), noise: float = 0.06
-          ) -> Tensor:
+def rings(n: int, generator: torch.Generator, radii: tuple[float, ...] = (0.8, 1.6, 2.4),
+          noise: float = 0.06) -> Tensor:
     """Concentric circles with equal mass per unit length."""
     r = torch.tensor(radii)
     ring = torch.multinomial(r / r.sum(), n, replacement=True, generator=generator)

@@ -8,7 +8,6 @@ surrogate loss is ``mean E(data) - mean E(negatives)`` with the negatives detach
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable
 
@@ -17,6 +16,7 @@ from torch import Tensor, nn
 
 from ..blocks import draw_noise, run_block
 from ..kernels.base import Kernel
+from ..util import integer, non_negative
 
 __all__ = ["ReplayBuffer", "ContrastiveDivergence", "denoising_score_matching", "uniform_init",
            "gaussian_init"]
@@ -51,8 +51,7 @@ class ReplayBuffer:
 
     def __init__(self, capacity: int, init: InitFn, reinit_prob: float = 0.05,
                  generator: torch.Generator | None = None) -> None:
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"buffer_size must be an integer >= 1; got {capacity!r}")
+        capacity = integer("buffer_size", capacity, 1)
         if not 0.0 <= reinit_prob <= 1.0:
             raise ValueError(f"reinit_prob must be in [0, 1]; got {reinit_prob!r}")
         self.init, self.reinit_prob = init, float(reinit_prob)
@@ -102,10 +101,8 @@ class ContrastiveDivergence(nn.Module):
                  reinit_prob: float = 0.05, energy_reg: float = 0.0,
                  init: InitFn | None = None, seed: int = 0) -> None:
         super().__init__()
-        if isinstance(k_steps, bool) or not isinstance(k_steps, int) or k_steps < 1:
-            raise ValueError(f"k_steps must be an integer >= 1; got {k_steps!r}")
-        if not (energy_reg >= 0 and math.isfinite(energy_reg)):
-            raise ValueError(f"energy_reg must be >= 0; got {energy_reg!r}")
+        k_steps = integer("k_steps", k_steps, 1)
+        energy_reg = non_negative("energy_reg", energy_reg)
         if persistent and init is None:
             raise ValueError("persistent=True needs init(n, generator) for fresh chains, e.g. "
                              "torchlangevin.ebm.uniform_init(data.min(0), data.max(0))")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +15,7 @@ from torch import Tensor, nn
 from ..energy import check_states
 from ..kernels.base import Kernel
 from ..schedules import Schedule
+from ..util import atomic_save, integer, progress_bar
 from .losses import ContrastiveDivergence, InitFn, denoising_score_matching, uniform_init
 
 
@@ -39,7 +41,7 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
         buffer_size: int = 10000, reinit_prob: float = 0.05, init: InitFn | None = None,
         energy_reg: float = 0.0, sigma: float = 0.1, clip_grad: float | None = None,
         checkpoint: str | os.PathLike | None = None, seed: int = 0, progress: bool = True,
-        callback=None) -> History:
+        callback: Callable[[int, History], Any] | None = None) -> History:
     """Train ``energy_model`` on ``data (N, *event)``.
 
     ``objective="cd"`` uses :class:`ContrastiveDivergence` with ``kernel`` (whose energy
@@ -53,100 +55,153 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     the run is saved after every epoch and resumed from the file if it exists.
     ``callback(epoch, history)`` runs after each epoch.
     """
+    data, epochs, batch_size = _check_run(data, objective, epochs, batch_size)
+    cd = None
+    if objective == "cd":
+        cd = _contrastive_divergence(energy_model, data, kernel, k_steps, persistent,
+                                     max(buffer_size, batch_size), reinit_prob, energy_reg,
+                                     init, seed)
+    lr_at = _lr_schedule(lr)
+    optimizer = optimizer or torch.optim.Adam(energy_model.parameters(),
+                                              lr=lr_at(0) if lr_at is not None else lr)
+    trainer = _Trainer(energy_model, optimizer, cd, sigma, clip_grad,
+                       torch.Generator().manual_seed(seed + 1))
+    path = Path(checkpoint) if checkpoint is not None else None
+    history, start_epoch = trainer.resume(path)
+    n_batches = math.ceil(data.shape[0] / batch_size)
+    bar = progress_bar(progress, (epochs - start_epoch) * n_batches, f"fit ({objective})",
+                       min_total=1)
+    energy_model.train()
+    for epoch in range(start_epoch, epochs):
+        _set_lr(optimizer, lr_at, epoch)
+        trainer.run_epoch(data, batch_size, epoch, history, bar)
+        if path is not None:
+            atomic_save(trainer.checkpoint(history, epoch + 1), path)
+        if callback is not None:
+            callback(epoch, history)
+    trainer.finish(history, bar)
+    return history
+
+
+def _check_run(data: Tensor, objective: str, epochs: int,
+               batch_size: int) -> tuple[Tensor, int, int]:
+    """The checked data, epochs and batch size (at most the number of rows)."""
     data = check_states("data", data, rows="rows", min_rows=2, min_ndim=2)
     if objective not in ("cd", "dsm"):
         raise ValueError(f"objective must be 'cd' or 'dsm'; got {objective!r}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; got {batch_size!r}")
-    batch_size = min(batch_size, data.shape[0])
-    cd = None
-    if objective == "cd":
-        if kernel is None:
-            raise ValueError("objective='cd' needs a kernel, e.g. "
-                             "Langevin(energy_model, step_size=0.01)")
-        if kernel.energy is not energy_model:
-            raise ValueError("the kernel's energy must be the energy_model being trained")
-        if persistent and init is None:
-            init = uniform_init(data.min(0).values, data.max(0).values)
-        cd = ContrastiveDivergence(energy_model, kernel, k_steps, persistent,
-                                   max(buffer_size, batch_size), reinit_prob, energy_reg, init,
-                                   seed)
-    lr_at = lr if isinstance(lr, Schedule) else None
-    if lr_at is None and not (isinstance(lr, (int, float)) and lr > 0):
+    epochs = integer("epochs", epochs, 1)
+    batch_size = min(integer("batch_size", batch_size, 1), data.shape[0])
+    return data, epochs, batch_size
+
+
+def _contrastive_divergence(energy_model: nn.Module, data: Tensor, kernel: Kernel | None,
+                            k_steps: int, persistent: bool, buffer_size: int,
+                            reinit_prob: float, energy_reg: float, init: InitFn | None,
+                            seed: int) -> ContrastiveDivergence:
+    """The CD objective; persistent chains start uniform over the data's range by default."""
+    if kernel is None:
+        raise ValueError("objective='cd' needs a kernel, e.g. "
+                         "Langevin(energy_model, step_size=0.01)")
+    if kernel.energy is not energy_model:
+        raise ValueError("the kernel's energy must be the energy_model being trained")
+    if persistent and init is None:
+        init = uniform_init(data.min(0).values, data.max(0).values)
+    return ContrastiveDivergence(energy_model, kernel, k_steps, persistent, buffer_size,
+                                 reinit_prob, energy_reg, init, seed)
+
+
+def _lr_schedule(lr: float | Schedule) -> Schedule | None:
+    """``lr`` if it is a schedule, None for a fixed positive learning rate."""
+    if isinstance(lr, Schedule):
+        return lr
+    if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr must be a positive number or a Schedule; got {lr!r}")
-    optimizer = optimizer or torch.optim.Adam(energy_model.parameters(),
-                                              lr=lr_at(0) if lr_at is not None else lr)
-    gen = torch.Generator().manual_seed(seed + 1)
-    history, start_epoch = History(), 0
-    path = Path(checkpoint) if checkpoint is not None else None
-    if path is not None and path.exists():
-        saved = torch.load(path, weights_only=False)
-        energy_model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        gen.set_state(saved["generator"])
-        if cd is not None:
-            cd.generator.set_state(saved["cd_generator"])
-            if cd.buffer is not None:
-                cd.buffer.data = saved["buffer"]
-        history, start_epoch = saved["history"], saved["epoch"]
-    n_batches = math.ceil(data.shape[0] / batch_size)
-    bar = None
-    if progress and sys.stderr.isatty():
-        try:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=(epochs - start_epoch) * n_batches, desc=f"fit ({objective})",
-                       leave=False)
-        except ImportError:
-            pass
-    energy_model.train()
-    for epoch in range(start_epoch, epochs):
-        if lr_at is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_at(epoch))
-        order = torch.randperm(data.shape[0], generator=gen)
+    return None
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr_at: Schedule | None, epoch: int) -> None:
+    if lr_at is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = float(lr_at(epoch))
+
+
+@dataclass
+class _Trainer:
+    """One run's moving parts: the model, its optimiser, the objective and the generator
+    that orders the batches (and draws the noise of score matching)."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    cd: ContrastiveDivergence | None
+    sigma: float
+    clip_grad: float | None
+    gen: torch.Generator
+
+    def loss(self, batch: Tensor) -> Tensor:
+        if self.cd is not None:
+            return self.cd(batch)[0]
+        return denoising_score_matching(self.model, batch, self.sigma, self.gen)
+
+    def step(self, batch: Tensor, epoch: int, b: int, history: History) -> float:
+        """One optimiser step on ``batch`` (step ``b`` of ``epoch``); returns its loss."""
+        loss = self.loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {float(loss.detach())} at epoch {epoch}, step {b} "
+                f"(optimiser step {len(history.loss)}); lower the learning rate or the "
+                f"sampler's step size, or add energy_reg")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(),
+                                        self.clip_grad if self.clip_grad else float("inf"))
+        if not torch.isfinite(norm):
+            raise FloatingPointError(f"gradient norm became {float(norm)} at epoch {epoch}, "
+                                     f"step {b}; lower the learning rate or clip_grad")
+        self.optimizer.step()
+        history.loss.append(float(loss.detach()))
+        if self.cd is not None:
+            history.energy_gap.append(self.cd.last_energy_gap)
+        return history.loss[-1]
+
+    def run_epoch(self, data: Tensor, batch_size: int, epoch: int, history: History,
+                  bar: Any) -> None:
+        """One pass over ``data`` in a fresh random order."""
+        order = torch.randperm(data.shape[0], generator=self.gen)
         losses = []
-        for b in range(n_batches):
+        for b in range(math.ceil(data.shape[0] / batch_size)):
             batch = data[order[b * batch_size:(b + 1) * batch_size]]
-            if cd is not None:
-                loss, _ = cd(batch)
-            else:
-                loss = denoising_score_matching(energy_model, batch, sigma, gen)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {float(loss.detach())} at epoch {epoch}, step {b} "
-                    f"(optimiser step {len(history.loss)}); lower the learning rate or the "
-                    f"sampler's step size, or add energy_reg")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            norm = nn.utils.clip_grad_norm_(energy_model.parameters(),
-                                            clip_grad if clip_grad else float("inf"))
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"gradient norm became {float(norm)} at epoch {epoch}, "
-                                         f"step {b}; lower the learning rate or clip_grad")
-            optimizer.step()
-            history.loss.append(float(loss.detach()))
-            if cd is not None:
-                history.energy_gap.append(cd.last_energy_gap)
-            losses.append(history.loss[-1])
+            losses.append(self.step(batch, epoch, b, history))
             if bar is not None:
                 bar.update()
         history.epoch_loss.append(sum(losses) / len(losses))
-        if path is not None:
-            state = {"model": energy_model.state_dict(), "optimizer": optimizer.state_dict(),
-                     "generator": gen.get_state(), "history": history, "epoch": epoch + 1}
-            if cd is not None:
-                state["cd_generator"] = cd.generator.get_state()
-                state["buffer"] = cd.buffer.data if cd.buffer is not None else None
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        if callback is not None:
-            callback(epoch, history)
-    if bar is not None:
-        bar.close()
-    if cd is not None and cd.buffer is not None:
-        history.buffer = cd.buffer.data.clone()
-    energy_model.eval()
-    return history
+
+    def checkpoint(self, history: History, epoch: int) -> dict[str, Any]:
+        """Everything :meth:`resume` needs to continue after ``epoch`` epochs."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "generator": self.gen.get_state(), "history": history, "epoch": epoch}
+        if self.cd is not None:
+            state["cd_generator"] = self.cd.generator.get_state()
+            state["buffer"] = self.cd.buffer.data if self.cd.buffer is not None else None
+        return state
+
+    def resume(self, path: Path | None) -> tuple[History, int]:
+        """The history and first epoch to run: restored from ``path`` if it exists."""
+        if path is None or not path.exists():
+            return History(), 0
+        saved = torch.load(path, weights_only=False)
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.gen.set_state(saved["generator"])
+        if self.cd is not None:
+            self.cd.generator.set_state(saved["cd_generator"])
+            if self.cd.buffer is not None:
+                self.cd.buffer.data = saved["buffer"]
+        return saved["history"], saved["epoch"]
+
+    def finish(self, history: History, bar: Any) -> None:
+        """Close the bar, keep the replay buffer's chains, leave the model in eval mode."""
+        if bar is not None:
+            bar.close()
+        if self.cd is not None and self.cd.buffer is not None:
+            history.buffer = self.cd.buffer.data.clone()
+        self.model.eval()

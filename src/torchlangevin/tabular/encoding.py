@@ -54,33 +54,9 @@ class TableEncoder:
     """Fit on a DataFrame; ``encode`` gives a float tensor ``(n, D)``, ``decode`` a DataFrame."""
 
     def fit(self, df: pd.DataFrame) -> TableEncoder:
-        from sklearn.preprocessing import QuantileTransformer
-
         if len(df) == 0:
             raise ValueError("data: has no rows")
-        self.columns: list[Column] = []
-        for name in df.columns:
-            s = df[name]
-            if s.isna().all():
-                raise ValueError(f"data: column {name!r} has no values (all missing)")
-            kind = _kind(s)
-            col = Column(str(name), kind, s.dtype, has_missing=bool(s.isna().any()))
-            if kind in (NUMERIC, INTEGER):
-                v = np.asarray(s.dropna(), dtype=float).reshape(-1, 1)
-                col.low, col.high = float(v.min()), float(v.max())
-                col.quantiles = QuantileTransformer(
-                    n_quantiles=min(1000, len(v)), output_distribution="normal",
-                    subsample=100_000, random_state=0).fit(v)
-                col.width = 1 + 2 * col.has_missing
-            else:
-                values = s.dropna().unique().tolist()
-                try:
-                    values = sorted(values)
-                except TypeError:
-                    pass
-                col.categories = values + ([_MISSING] if col.has_missing else [])
-                col.width = len(col.categories)
-            self.columns.append(col)
+        self.columns: list[Column] = [_fit_column(name, df[name]) for name in df.columns]
         self.names = [c.name for c in self.columns]
         self.dim = sum(c.width for c in self.columns)
         return self
@@ -88,25 +64,10 @@ class TableEncoder:
     def encode(self, df: pd.DataFrame) -> torch.Tensor:
         parts = []
         for col in self.columns:
-            s = df[col.name]
-            missing = s.isna().to_numpy()
             if col.kind in (NUMERIC, INTEGER):
-                v = np.asarray(s, dtype=float)
-                v = np.where(missing, np.nanmedian(v) if (~missing).any() else col.low, v)
-                z = col.quantiles.transform(v.reshape(-1, 1))
-                parts.append(z)
-                if col.has_missing:
-                    parts.append(np.stack([~missing, missing], 1).astype(float))
+                parts.extend(_encode_numeric(col, df[col.name]))
             else:
-                lookup = {c: i for i, c in enumerate(col.categories)}
-                keys = [(_MISSING if m else v) for v, m in zip(s.tolist(), missing, strict=True)]
-                unknown = {k for k in keys if k not in lookup}
-                if unknown:
-                    raise ValueError(f"data: column {col.name!r} has categories "
-                                     f"{sorted(map(str, unknown))[:5]} not seen in fit")
-                onehot = np.zeros((len(s), col.width))
-                onehot[np.arange(len(s)), [lookup[k] for k in keys]] = 1.0
-                parts.append(onehot)
+                parts.append(_encode_categorical(col, df[col.name]))
         return torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32)
 
     def decode(self, x: torch.Tensor) -> pd.DataFrame:
@@ -115,36 +76,97 @@ class TableEncoder:
         for col in self.columns:
             block = a[:, i:i + col.width]
             i += col.width
-            if col.kind in (NUMERIC, INTEGER):
-                v = col.quantiles.inverse_transform(block[:, :1]).ravel()
-                v = np.clip(v, col.low, col.high)
-                missing = block[:, 2] > block[:, 1] if col.has_missing else np.zeros(len(v), bool)
-                if col.kind == INTEGER and pd.api.types.is_float_dtype(col.dtype):
-                    series = pd.Series(np.where(missing, np.nan, np.round(v))).astype(col.dtype)
-                elif col.kind == INTEGER:
-                    v = np.round(v)
-                    series = pd.Series(v).astype("Int64" if missing.any() else "int64")
-                    series[missing] = pd.NA
-                    if not missing.any() and pd.api.types.is_integer_dtype(col.dtype):
-                        series = series.astype(col.dtype)
-                else:
-                    series = pd.Series(np.where(missing, np.nan, v)).astype(
-                        col.dtype if pd.api.types.is_float_dtype(col.dtype) else float)
-            else:
-                cats = np.empty(len(col.categories), dtype=object)
-                cats[:] = col.categories
-                picked = cats[block.argmax(axis=1)]
-                missing = picked == _MISSING
-                picked[missing] = None
-                series = pd.Series(picked, dtype=object)
-                if col.kind == BOOLEAN and not missing.any():
-                    series = series.astype(bool)
-                elif isinstance(col.dtype, pd.CategoricalDtype):
-                    series = series.astype(col.dtype)
-                elif not missing.any() and col.dtype != object:
-                    try:
-                        series = series.astype(col.dtype)
-                    except (TypeError, ValueError):
-                        pass
-            out[col.name] = series
+            decode = _decode_numeric if col.kind in (NUMERIC, INTEGER) else _decode_categorical
+            out[col.name] = decode(col, block)
         return pd.DataFrame(out)
+
+
+def _fit_column(name: Any, s: pd.Series) -> Column:
+    """A column's kind and code: a quantile transform for numbers, categories otherwise."""
+    from sklearn.preprocessing import QuantileTransformer
+
+    if s.isna().all():
+        raise ValueError(f"data: column {name!r} has no values (all missing)")
+    kind = _kind(s)
+    col = Column(str(name), kind, s.dtype, has_missing=bool(s.isna().any()))
+    if kind in (NUMERIC, INTEGER):
+        v = np.asarray(s.dropna(), dtype=float).reshape(-1, 1)
+        col.low, col.high = float(v.min()), float(v.max())
+        col.quantiles = QuantileTransformer(
+            n_quantiles=min(1000, len(v)), output_distribution="normal",
+            subsample=100_000, random_state=0).fit(v)
+        col.width = 1 + 2 * col.has_missing
+    else:
+        values = s.dropna().unique().tolist()
+        try:
+            values = sorted(values)
+        except TypeError:
+            pass
+        col.categories = values + ([_MISSING] if col.has_missing else [])
+        col.width = len(col.categories)
+    return col
+
+
+def _encode_numeric(col: Column, s: pd.Series) -> list[np.ndarray]:
+    """The normal score (missing values imputed by the median) and, for a column with
+    missing values, the two-way missing indicator."""
+    missing = s.isna().to_numpy()
+    v = np.asarray(s, dtype=float)
+    v = np.where(missing, np.nanmedian(v) if (~missing).any() else col.low, v)
+    parts = [col.quantiles.transform(v.reshape(-1, 1))]
+    if col.has_missing:
+        parts.append(np.stack([~missing, missing], 1).astype(float))
+    return parts
+
+
+def _encode_categorical(col: Column, s: pd.Series) -> np.ndarray:
+    """One-hot rows; a category not seen in fit is an error naming the column."""
+    missing = s.isna().to_numpy()
+    lookup = {c: i for i, c in enumerate(col.categories)}
+    keys = [(_MISSING if m else v) for v, m in zip(s.tolist(), missing, strict=True)]
+    unknown = {k for k in keys if k not in lookup}
+    if unknown:
+        raise ValueError(f"data: column {col.name!r} has categories "
+                         f"{sorted(map(str, unknown))[:5]} not seen in fit")
+    onehot = np.zeros((len(s), col.width))
+    onehot[np.arange(len(s)), [lookup[k] for k in keys]] = 1.0
+    return onehot
+
+
+def _decode_numeric(col: Column, block: np.ndarray) -> pd.Series:
+    """Values inside the observed range, missing where the indicator says so, rounded for
+    integer columns, in the column's dtype where it can hold them."""
+    v = col.quantiles.inverse_transform(block[:, :1]).ravel()
+    v = np.clip(v, col.low, col.high)
+    missing = block[:, 2] > block[:, 1] if col.has_missing else np.zeros(len(v), bool)
+    if col.kind != INTEGER:
+        return pd.Series(np.where(missing, np.nan, v)).astype(
+            col.dtype if pd.api.types.is_float_dtype(col.dtype) else float)
+    if pd.api.types.is_float_dtype(col.dtype):
+        return pd.Series(np.where(missing, np.nan, np.round(v))).astype(col.dtype)
+    series = pd.Series(np.round(v)).astype("Int64" if missing.any() else "int64")
+    series[missing] = pd.NA
+    if not missing.any() and pd.api.types.is_integer_dtype(col.dtype):
+        series = series.astype(col.dtype)
+    return series
+
+
+def _decode_categorical(col: Column, block: np.ndarray) -> pd.Series:
+    """The arg-max category, missing for the missing category, in the column's dtype where
+    it can hold the values."""
+    cats = np.empty(len(col.categories), dtype=object)
+    cats[:] = col.categories
+    picked = cats[block.argmax(axis=1)]
+    missing = picked == _MISSING
+    picked[missing] = None
+    series = pd.Series(picked, dtype=object)
+    if col.kind == BOOLEAN and not missing.any():
+        return series.astype(bool)
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return series.astype(col.dtype)
+    if not missing.any() and col.dtype != object:
+        try:
+            return series.astype(col.dtype)
+        except (TypeError, ValueError):
+            pass
+    return series

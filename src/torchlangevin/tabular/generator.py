@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ from torch import Tensor, nn
 
 from .. import MALA, adapt
 from .. import sample as langevin_sample
+from ..util import integer, progress_bar
 from .encoding import TableEncoder
 
 __all__ = ["TabularGenerator", "generate_classification", "generate_regression",
@@ -98,7 +100,7 @@ class TabularGenerator:
             distance between a row and its nearest neighbour, divided by sqrt(D).
         epochs: passes over each class's rows when fitting its energy.
         seed: seeds fitting and sampling.
-        progress: a tqdm bar over classes.
+        progress: a tqdm bar over classes (on a terminal).
         labeller: ``"tabpfn"`` relabels class-conditional samples with a TabPFN classifier fitted
             on the real rows, as TabPFGen does; it needs the ``tabpfn`` package and its model
             weights (a gated download), which ``fit`` checks before any sampling.
@@ -108,21 +110,15 @@ class TabularGenerator:
                  temperature: float = 1.0, sigma: float | None = None, warmup: int = 100,
                  epochs: int = 60, hidden: int = 128, seed: int = 0,
                  progress: bool = False, labeller: str | None = None) -> None:
-        if labeller not in (None, "tabpfn"):
-            raise ValueError(f"labeller={labeller!r}: expected None or 'tabpfn'")
-        self.labeller = labeller
-        if energy != "ebm":
-            raise ValueError(f"energy={energy!r}: expected 'ebm'")
-        if sampler not in ("mala", "ula"):
-            raise ValueError(f"sampler={sampler!r}: expected 'mala' or 'ula'")
+        _check_choices(energy, sampler, labeller)
         for name, value in (("n_steps", n_steps), ("warmup", warmup), ("epochs", epochs),
                             ("hidden", hidden)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name}={value!r}: expected a positive integer")
+            integer(name, value, 1)
         if not temperature > 0:
             raise ValueError(f"temperature={temperature!r}: expected a positive number")
         if sigma is not None and not sigma > 0:
             raise ValueError(f"sigma={sigma!r}: expected a positive number")
+        self.labeller = labeller
         self.sampler, self.n_steps, self.temperature = sampler, n_steps, temperature
         self.sigma, self.warmup, self.epochs, self.hidden = sigma, warmup, epochs, hidden
         self.seed, self.progress = seed, progress
@@ -137,37 +133,36 @@ class TabularGenerator:
         df, y, self.target_name = _frame(data, target)
         self.columns_ = list(df.columns)
         self.input_kind_ = "frame" if isinstance(data, pd.DataFrame) else "array"
-        self.task_ = None if y is None else (task or _infer_task(y))
-        if self.task_ not in (None, "classification", "regression"):
-            raise ValueError(f"task={task!r}: expected 'classification' or 'regression'")
+        self.task_ = _task(y, task)
         gen = torch.Generator().manual_seed(self.seed)
         if self.task_ == "regression":
             df = df.assign(**{self.target_name: y.to_numpy()})
         self.encoder_ = TableEncoder().fit(df)
         x = self.encoder_.encode(df)
-        if self.task_ == "classification":
-            labels = pd.Series(y).reset_index(drop=True)
-            if labels.isna().any():
-                raise ValueError("target: has missing labels; drop or fill those rows")
-            self.classes_ = list(pd.unique(labels))
-            groups = {c: x[(labels == c).to_numpy()] for c in self.classes_}
-            self.class_counts_ = {c: len(g) for c, g in groups.items()}
-        else:
-            self.classes_ = [None]
-            groups = {None: x}
-            self.class_counts_ = {None: len(x)}
-        sigma = self.sigma if self.sigma is not None else _default_sigma(x, gen)
-        self.sigma_ = sigma
-        self.energies_ = {}
-        for c, rows in _progress(groups.items(), self.progress, "fit"):
-            self.energies_[c] = _fit_energy(rows, sigma, self.temperature, self.epochs,
-                                            self.hidden, gen)
+        labels = _class_labels(y) if self.task_ == "classification" else None
+        groups = self._group_rows(x, labels)
+        self.sigma_ = self.sigma if self.sigma is not None else _default_sigma(x, gen)
+        self.energies_ = {c: _fit_energy(rows, self.sigma_, self.temperature, self.epochs,
+                                         self.hidden, gen)
+                          for c, rows in _progress(groups.items(), self.progress, "fit")}
         self.label_dtype_ = None if y is None else y.dtype
         if self.labeller == "tabpfn":
             if self.task_ != "classification":
                 raise ValueError("labeller='tabpfn': only for classification targets")
             self.tabpfn_ = _tabpfn_classifier(x.numpy(), labels.astype(str).to_numpy())
         return self
+
+    def _group_rows(self, x: Tensor, labels: pd.Series | None) -> dict[Any, Tensor]:
+        """The encoded rows of each class (one group, ``None``, without class labels); sets
+        ``classes_`` and ``class_counts_``."""
+        if labels is None:
+            self.classes_ = [None]
+            groups = {None: x}
+        else:
+            self.classes_ = list(pd.unique(labels))
+            groups = {c: x[(labels == c).to_numpy()] for c in self.classes_}
+        self.class_counts_ = {c: len(g) for c, g in groups.items()}
+        return groups
 
     # ---- sampling --------------------------------------------------------------------------
     def sample(self, n: int, balance_classes: bool = False,
@@ -180,8 +175,7 @@ class TabularGenerator:
         """
         if not hasattr(self, "energies_"):
             raise RuntimeError("sample: call fit first")
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"n={n!r}: expected a positive integer")
+        n = integer("n", n, 1)
         counts = counts or _split_counts(n, self.class_counts_, balance_classes)
         gen = torch.Generator().manual_seed(self.seed + 1)
         frames, labels, accept = [], [], {}
@@ -190,27 +184,34 @@ class TabularGenerator:
                 continue
             if c not in self.energies_:
                 raise ValueError(f"counts: unknown class {c!r}; classes are {self.classes_}")
-            x, acc = self._langevin(self.energies_[c], m, gen)
-            accept[c] = acc
+            x, accept[c] = self._langevin(self.energies_[c], m, gen)
             frames.append(self.encoder_.decode(x))
-            if self.labeller == "tabpfn":
-                names = {str(k): k for k in self.classes_}
-                labels.extend(names[v] for v in self.tabpfn_.predict(x.numpy()))
-            else:
-                labels.extend([c] * m)
+            labels.extend(self._labels(x, c))
         self.diagnostics_ = {"acceptance": accept, "sigma": self.sigma_}
-        out = pd.concat(frames, ignore_index=True)
-        if self.task_ == "classification":
-            y = pd.Series(labels, name=self.target_name)
-            if self.label_dtype_ is not None and self.label_dtype_ != np.dtype(object):
-                y = y.astype(self.label_dtype_)
-            perm = np.random.default_rng(self.seed).permutation(len(out))
-            out, y = out.iloc[perm].reset_index(drop=True), y.iloc[perm].reset_index(drop=True)
-        elif self.task_ == "regression":
-            y = out.pop(self.target_name)
-        else:
-            y = None
+        out, y = self._split_target(pd.concat(frames, ignore_index=True), labels)
         return self._shape_output(out, y)
+
+    def _labels(self, x: Tensor, c: Any) -> list:
+        """The labels of rows ``x`` sampled for class ``c``: ``c`` itself, or TabPFN's."""
+        if self.labeller != "tabpfn":
+            return [c] * len(x)
+        names = {str(k): k for k in self.classes_}
+        return [names[v] for v in self.tabpfn_.predict(x.numpy())]
+
+    def _split_target(self, out: pd.DataFrame,
+                      labels: list) -> tuple[pd.DataFrame, pd.Series | None]:
+        """The sampled features and the target: class labels in the training dtype, rows
+        shuffled (so classes are not in blocks); a regression target popped from ``out``."""
+        if self.task_ == "regression":
+            y = out.pop(self.target_name)
+            return out, y
+        if self.task_ != "classification":
+            return out, None
+        y = pd.Series(labels, name=self.target_name)
+        if self.label_dtype_ is not None and self.label_dtype_ != np.dtype(object):
+            y = y.astype(self.label_dtype_)
+        perm = np.random.default_rng(self.seed).permutation(len(out))
+        return out.iloc[perm].reset_index(drop=True), y.iloc[perm].reset_index(drop=True)
 
     def _langevin(self, energy: _ClassEnergy, m: int, gen: torch.Generator):
         x0 = energy.sample_q(m, gen)
@@ -245,8 +246,8 @@ class TabularGenerator:
 
 # ---- TabPFGen-compatible entry points -----------------------------------------------------
 
-def generate_classification(X, y, n_samples: int, balance_classes: bool = True,
-                            **kwargs) -> tuple[Any, Any]:
+def generate_classification(X: Any, y: Any, n_samples: int, balance_classes: bool = True,
+                            **kwargs: Any) -> tuple[Any, Any]:
     """TabPFGen's ``generate_classification``: ``(X_synth, y_synth)`` with exactly
     ``n_samples`` rows, labels as given (any type)."""
     gen = TabularGenerator(**kwargs).fit(X, y, task="classification")
@@ -254,13 +255,13 @@ def generate_classification(X, y, n_samples: int, balance_classes: bool = True,
     return _split_xy(out, gen)
 
 
-def generate_regression(X, y, n_samples: int, **kwargs) -> tuple[Any, Any]:
+def generate_regression(X: Any, y: Any, n_samples: int, **kwargs: Any) -> tuple[Any, Any]:
     """TabPFGen's ``generate_regression``: features and targets generated jointly."""
     gen = TabularGenerator(**kwargs).fit(X, y, task="regression")
     return _split_xy(gen.sample(n_samples), gen)
 
 
-def balance_dataset(X, y, **kwargs) -> tuple[Any, Any]:
+def balance_dataset(X: Any, y: Any, **kwargs: Any) -> tuple[Any, Any]:
     """Top every class up to the size of the largest with synthetic rows; returns the real
     rows followed by the new ones."""
     gen = TabularGenerator(**kwargs).fit(X, y, task="classification")
@@ -286,14 +287,18 @@ def _split_xy(out, gen: TabularGenerator):
 
 # ---- helpers ------------------------------------------------------------------------------
 
-def _frame(data, target):
-    if isinstance(data, pd.DataFrame):
-        df = data.reset_index(drop=True)
-    else:
-        arr = np.asarray(data)
-        if arr.ndim != 2:
-            raise ValueError(f"data: expected a 2-D array or a DataFrame; got shape {arr.shape}")
-        df = pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+def _check_choices(energy: str, sampler: str, labeller: str | None) -> None:
+    if labeller not in (None, "tabpfn"):
+        raise ValueError(f"labeller={labeller!r}: expected None or 'tabpfn'")
+    if energy != "ebm":
+        raise ValueError(f"energy={energy!r}: expected 'ebm'")
+    if sampler not in ("mala", "ula"):
+        raise ValueError(f"sampler={sampler!r}: expected 'mala' or 'ula'")
+
+
+def _frame(data: Any, target: Any) -> tuple[pd.DataFrame, pd.Series | None, str | None]:
+    """The features as a DataFrame, the target values and the target's name."""
+    df = _features(data)
     if target is None:
         return df, None, None
     if isinstance(target, str) and isinstance(data, pd.DataFrame):
@@ -306,6 +311,31 @@ def _frame(data, target):
         raise ValueError(f"target: {len(y)} values for {len(df)} rows")
     name = getattr(target, "name", None) or "target"
     return df, y.reset_index(drop=True), str(name)
+
+
+def _features(data: Any) -> pd.DataFrame:
+    """``data`` as a DataFrame with a fresh index; an array's columns are named x0, x1, ..."""
+    if isinstance(data, pd.DataFrame):
+        return data.reset_index(drop=True)
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise ValueError(f"data: expected a 2-D array or a DataFrame; got shape {arr.shape}")
+    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
+
+
+def _task(y: pd.Series | None, task: str | None) -> str | None:
+    """The task as given or inferred from the target; None without a target."""
+    inferred = None if y is None else (task or _infer_task(y))
+    if inferred not in (None, "classification", "regression"):
+        raise ValueError(f"task={task!r}: expected 'classification' or 'regression'")
+    return inferred
+
+
+def _class_labels(y: pd.Series) -> pd.Series:
+    labels = pd.Series(y).reset_index(drop=True)
+    if labels.isna().any():
+        raise ValueError("target: has missing labels; drop or fill those rows")
+    return labels
 
 
 def _tabpfn_classifier(x: np.ndarray, y: np.ndarray):
@@ -351,12 +381,15 @@ def _split_counts(n: int, class_counts: dict, balance: bool) -> dict:
     return dict(zip(keys, base.tolist(), strict=True))
 
 
-def _progress(items, enabled: bool, desc: str):
+def _progress(items: Iterable, enabled: bool, desc: str) -> Iterator:
+    """``items``, with a progress bar over them (one unit a class) on a terminal."""
     items = list(items)
-    if not enabled:
-        return items
+    bar = progress_bar(enabled, len(items), desc, unit="class", min_total=1)
     try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, unit="class", leave=False)
+        for item in items:
+            yield item
+            if bar is not None:
+                bar.update()
+    finally:
+        if bar is not None:
+            bar.close()

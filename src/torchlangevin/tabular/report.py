@@ -26,6 +26,14 @@ import pandas as pd
 __all__ = ["quality_report"]
 
 
+Row = tuple[str, float, str]
+
+
+def _is_number(s: pd.Series) -> bool:
+    """Numeric and not boolean: the columns that are z-scored, histogrammed, correlated."""
+    return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+
 def _sdtype(s: pd.Series) -> str:
     if pd.api.types.is_bool_dtype(s):
         return "boolean"
@@ -38,8 +46,7 @@ def _for_model(frames: list[pd.DataFrame]) -> list[pd.DataFrame]:
     """Object / bool columns as shared pandas categories, so gradient boosting reads them."""
     out = [f.copy() for f in frames]
     for col in frames[0].columns:
-        if not pd.api.types.is_numeric_dtype(frames[0][col]) or \
-                pd.api.types.is_bool_dtype(frames[0][col]):
+        if not _is_number(frames[0][col]):
             cats = pd.unique(pd.concat([f[col].astype(object) for f in frames]).dropna())
             for f in out:
                 f[col] = pd.Categorical(f[col].astype(object), categories=cats)
@@ -61,25 +68,34 @@ def _forest(task: str, seed: int):
     return cls(n_estimators=200, min_samples_leaf=2, random_state=seed, n_jobs=-1)
 
 
+def _z_scores(train: pd.Series, s: pd.Series) -> list[np.ndarray]:
+    """``s`` z-scored by ``train``'s mean and sd, missing -> 0, plus a missing indicator
+    if ``train`` has missing values."""
+    v = train.astype(float)
+    mu, sd = float(v.mean()), float(v.std()) or 1.0
+    z = ((s.astype(float) - mu) / sd).to_numpy()
+    miss = np.isnan(z)
+    parts = [np.where(miss, 0.0, z)[:, None]]
+    if train.isna().any():
+        parts.append(miss[:, None].astype(float))
+    return parts
+
+
+def _one_hot(train: pd.Series, s: pd.Series) -> list[np.ndarray]:
+    """``s`` one-hot over ``train``'s categories (missing is a category of its own)."""
+    cats = pd.unique(train.astype(object))
+    vals = s.astype(object).to_numpy()
+    return [np.stack([(vals == c) | (pd.isna(vals) & pd.isna(c)) for c in cats],
+                     1).astype(float)]
+
+
 def _embed(train: pd.DataFrame, *frames: pd.DataFrame) -> list[np.ndarray]:
+    """Each frame as points in R^D for distances: z-scores and one-hot categories."""
     parts_all = [[] for _ in frames]
     for col in train.columns:
-        s = train[col]
-        if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-            v = s.astype(float)
-            mu, sd = float(v.mean()), float(v.std()) or 1.0
-            for parts, f in zip(parts_all, frames, strict=True):
-                z = ((f[col].astype(float) - mu) / sd).to_numpy()
-                miss = np.isnan(z)
-                parts.append(np.where(miss, 0.0, z)[:, None])
-                if s.isna().any():
-                    parts.append(miss[:, None].astype(float))
-        else:
-            cats = pd.unique(s.astype(object))
-            for parts, f in zip(parts_all, frames, strict=True):
-                vals = f[col].astype(object).to_numpy()
-                parts.append(np.stack([(vals == c) | (pd.isna(vals) & pd.isna(c))
-                                       for c in cats], 1).astype(float))
+        code = _z_scores if _is_number(train[col]) else _one_hot
+        for parts, f in zip(parts_all, frames, strict=True):
+            parts.extend(code(train[col], f[col]))
     return [np.concatenate(p, 1) for p in parts_all]
 
 
@@ -93,10 +109,27 @@ def quality_report(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
     ``verbose``. With ``plot="report.png"``, also writes marginal histograms and the real and
     synthetic correlation matrices.
     """
-    from sklearn.metrics import accuracy_score, r2_score
-    from sklearn.model_selection import cross_val_score
-    from sklearn.neighbors import NearestNeighbors
+    _check_frames(real_train, real_holdout, synthetic)
+    cols = list(real_train.columns)
+    train, hold, syn = (df[cols].reset_index(drop=True)
+                        for df in (real_train, real_holdout, synthetic))
+    rows = _fidelity(train, syn)
+    if target is not None:
+        rows += _utility(train, hold, syn, target, task, seed)
+    rows += _detectability(hold, syn, seed)
+    rows += _privacy(train, hold, syn)
+    report = pd.DataFrame(rows, columns=["metric", "value", "note"]).set_index("metric")
+    if verbose:
+        with pd.option_context("display.max_colwidth", 80, "display.width", 140):
+            print(report.to_string(float_format=lambda v: f"{v:.4f}"))
+    if plot is not None:
+        _plot(train, syn, Path(plot))
+    return report
 
+
+def _check_frames(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
+                  synthetic: pd.DataFrame) -> None:
+    """Three non-empty DataFrames, each with every column of ``real_train``."""
     for name, df in (("real_train", real_train), ("real_holdout", real_holdout),
                      ("synthetic", synthetic)):
         if not isinstance(df, pd.DataFrame) or len(df) == 0:
@@ -104,40 +137,53 @@ def quality_report(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
         missing = set(real_train.columns) - set(df.columns)
         if missing:
             raise ValueError(f"{name}: lacks columns {sorted(missing)[:5]}")
-    cols = list(real_train.columns)
-    train, hold, syn = (df[cols].reset_index(drop=True)
-                        for df in (real_train, real_holdout, synthetic))
-    rows: list[tuple[str, float, str]] = []
 
+
+def _fidelity(train: pd.DataFrame, syn: pd.DataFrame) -> list[Row]:
+    """SDMetrics' column shapes and column pair trends."""
     from sdmetrics.reports.single_table import QualityReport
 
-    meta = {"columns": {c: {"sdtype": _sdtype(train[c])} for c in cols}}
+    meta = {"columns": {c: {"sdtype": _sdtype(train[c])} for c in train.columns}}
     rep = QualityReport()
     rep.generate(train, syn, meta, verbose=False)
     props = rep.get_properties().set_index("Property")["Score"]
-    rows.append(("column_shapes", float(props["Column Shapes"]), "SDMetrics, 1 = identical"))
-    rows.append(("column_pair_trends", float(props["Column Pair Trends"]),
-                 "SDMetrics, 1 = identical"))
+    return [("column_shapes", float(props["Column Shapes"]), "SDMetrics, 1 = identical"),
+            ("column_pair_trends", float(props["Column Pair Trends"]),
+             "SDMetrics, 1 = identical")]
 
-    if target is not None:
-        if target not in cols:
-            raise ValueError(f"target={target!r}: not a column")
-        task = task or ("regression" if pd.api.types.is_float_dtype(train[target])
-                        and train[target].nunique() > 20 else "classification")
-        score = accuracy_score if task == "classification" else r2_score
-        feats = [c for c in cols if c != target]
-        e_tr, e_ho, e_sy = _embed(train[feats], train[feats], hold[feats], syn[feats])
-        y_tr, y_ho, y_sy = train[target], hold[target], syn[target]
-        if task == "classification":
-            y_tr, y_ho, y_sy = (y.astype(str) for y in (y_tr, y_ho, y_sy))
-        else:
-            y_tr, y_ho, y_sy = (y.astype(float) for y in (y_tr, y_ho, y_sy))
-        trtr = score(y_ho, _forest(task, seed).fit(e_tr, y_tr).predict(e_ho))
-        tstr = score(y_ho, _forest(task, seed).fit(e_sy, y_sy).predict(e_ho))
-        metric = "accuracy" if task == "classification" else "R^2"
-        rows += [("trtr", trtr, f"{metric}, model trained on real train"),
-                 ("tstr", tstr, f"{metric}, model trained on synthetic"),
-                 ("tstr_over_trtr", tstr / trtr if trtr else np.nan, "1 = as useful as real")]
+
+def _utility(train: pd.DataFrame, hold: pd.DataFrame, syn: pd.DataFrame, target: str,
+             task: str | None, seed: int) -> list[Row]:
+    """TSTR against TRTR: a random forest trained on synthetic or real rows, scored on the
+    hold-out (accuracy for classification, R^2 for regression)."""
+    from sklearn.metrics import accuracy_score, r2_score
+
+    if target not in train.columns:
+        raise ValueError(f"target={target!r}: not a column")
+    task = task or _infer_task(train[target])
+    score = accuracy_score if task == "classification" else r2_score
+    feats = [c for c in train.columns if c != target]
+    e_tr, e_ho, e_sy = _embed(train[feats], train[feats], hold[feats], syn[feats])
+    kind = str if task == "classification" else float
+    y_tr, y_ho, y_sy = (df[target].astype(kind) for df in (train, hold, syn))
+    trtr = score(y_ho, _forest(task, seed).fit(e_tr, y_tr).predict(e_ho))
+    tstr = score(y_ho, _forest(task, seed).fit(e_sy, y_sy).predict(e_ho))
+    metric = "accuracy" if task == "classification" else "R^2"
+    return [("trtr", trtr, f"{metric}, model trained on real train"),
+            ("tstr", tstr, f"{metric}, model trained on synthetic"),
+            ("tstr_over_trtr", tstr / trtr if trtr else np.nan, "1 = as useful as real")]
+
+
+def _infer_task(y: pd.Series) -> str:
+    """Regression for a float target of more than 20 values, classification otherwise."""
+    if pd.api.types.is_float_dtype(y) and y.nunique() > 20:
+        return "regression"
+    return "classification"
+
+
+def _detectability(hold: pd.DataFrame, syn: pd.DataFrame, seed: int) -> list[Row]:
+    """Cross-validated ROC AUC of a classifier telling hold-out rows from as many synthetic."""
+    from sklearn.model_selection import cross_val_score
 
     rng = np.random.default_rng(seed)
     k = min(len(hold), len(syn))
@@ -148,55 +194,40 @@ def quality_report(real_train: pd.DataFrame, real_holdout: pd.DataFrame,
     folds = max(2, min(5, k // 10))
     auc = float(np.mean(cross_val_score(_model("classification", seed), both_m, labels,
                                         cv=folds, scoring="roc_auc")))
-    rows.append(("c2st_auc", auc, "hold-out vs synthetic classifier, 0.5 = indistinguishable"))
+    return [("c2st_auc", auc, "hold-out vs synthetic classifier, 0.5 = indistinguishable")]
+
+
+def _privacy(train: pd.DataFrame, hold: pd.DataFrame, syn: pd.DataFrame) -> list[Row]:
+    """Distances to the closest training row (DCR) and the near-copy rate."""
+    from sklearn.neighbors import NearestNeighbors
 
     e_train, e_hold, e_syn = _embed(train, train, hold, syn)
     nn_ = NearestNeighbors(n_neighbors=1).fit(e_train)
     dcr_hold = nn_.kneighbors(e_hold)[0].ravel()
     dcr_syn = nn_.kneighbors(e_syn)[0].ravel()
     q05 = float(np.quantile(dcr_hold, 0.05))
-    rows += [("dcr_median_synthetic", float(np.median(dcr_syn)), "to closest training row"),
-             ("dcr_median_holdout", float(np.median(dcr_hold)), "the same for real rows"),
-             ("near_copy_rate", float(np.mean(dcr_syn < q05)),
-              f"DCR < hold-out 5th percentile ({q05:.3g}); ~0.05 for fresh real rows")]
-    report = pd.DataFrame(rows, columns=["metric", "value", "note"]).set_index("metric")
-    if verbose:
-        with pd.option_context("display.max_colwidth", 80, "display.width", 140):
-            print(report.to_string(float_format=lambda v: f"{v:.4f}"))
-    if plot is not None:
-        _plot(train, syn, Path(plot))
-    return report
+    return [("dcr_median_synthetic", float(np.median(dcr_syn)), "to closest training row"),
+            ("dcr_median_holdout", float(np.median(dcr_hold)), "the same for real rows"),
+            ("near_copy_rate", float(np.mean(dcr_syn < q05)),
+             f"DCR < hold-out 5th percentile ({q05:.3g}); ~0.05 for fresh real rows")]
 
 
 def _plot(real: pd.DataFrame, syn: pd.DataFrame, path: Path) -> None:
-    from ..viz.plots import _pyplot
+    """Marginals of the first 12 columns and, below them, both correlation matrices."""
+    from ..viz.plots import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     cols = list(real.columns)[:12]
     ncol = 4
     nrow = -(-len(cols) // ncol) + 1
     fig = plt.figure(figsize=(4 * ncol, 3 * nrow))
     for i, c in enumerate(cols):
         ax = fig.add_subplot(nrow, ncol, i + 1)
-        if pd.api.types.is_numeric_dtype(real[c]) and not pd.api.types.is_bool_dtype(real[c]):
-            lo, hi = np.nanquantile(real[c].astype(float), [0.005, 0.995])
-            bins = np.linspace(lo, hi, 30) if hi > lo else 10
-            ax.hist(real[c].dropna().astype(float), bins=bins, alpha=0.5, density=True,
-                    label="real")
-            ax.hist(syn[c].dropna().astype(float), bins=bins, alpha=0.5, density=True,
-                    label="synthetic")
-        else:
-            r = real[c].astype(str).value_counts(normalize=True)
-            s = syn[c].astype(str).value_counts(normalize=True).reindex(r.index, fill_value=0)
-            x = np.arange(len(r))
-            ax.bar(x - 0.2, r.values, 0.4, label="real")
-            ax.bar(x + 0.2, s.values, 0.4, label="synthetic")
-            ax.set_xticks(x, [str(v)[:8] for v in r.index], rotation=45, fontsize=7)
+        _plot_marginal(ax, real[c], syn[c])
         ax.set_title(str(c)[:30], fontsize=9)
         if i == 0:
             ax.legend(fontsize=7)
-    numeric = [c for c in real.columns if pd.api.types.is_numeric_dtype(real[c])
-               and not pd.api.types.is_bool_dtype(real[c])]
+    numeric = [c for c in real.columns if _is_number(real[c])]
     for j, (name, df) in enumerate((("real", real), ("synthetic", syn))):
         ax = fig.add_subplot(nrow, 2, 2 * (nrow - 1) + j + 1)
         if len(numeric) > 1:
@@ -208,3 +239,20 @@ def _plot(real: pd.DataFrame, syn: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _plot_marginal(ax, real: pd.Series, syn: pd.Series) -> None:
+    """Overlaid histograms of a numeric column, side-by-side bars of a categorical one."""
+    if _is_number(real):
+        lo, hi = np.nanquantile(real.astype(float), [0.005, 0.995])
+        bins = np.linspace(lo, hi, 30) if hi > lo else 10
+        ax.hist(real.dropna().astype(float), bins=bins, alpha=0.5, density=True, label="real")
+        ax.hist(syn.dropna().astype(float), bins=bins, alpha=0.5, density=True,
+                label="synthetic")
+        return
+    r = real.astype(str).value_counts(normalize=True)
+    s = syn.astype(str).value_counts(normalize=True).reindex(r.index, fill_value=0)
+    x = np.arange(len(r))
+    ax.bar(x - 0.2, r.values, 0.4, label="real")
+    ax.bar(x + 0.2, s.values, 0.4, label="synthetic")
+    ax.set_xticks(x, [str(v)[:8] for v in r.index], rotation=45, fontsize=7)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 
-def _pyplot():
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the Agg backend: figures render without a display."""
     try:
         import matplotlib
 
@@ -24,7 +26,7 @@ def _save_or_return(fig, path: str | Path | None):
     if path is None:
         return fig
     fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return Path(path)
 
 
@@ -52,10 +54,10 @@ def _draw_histogram(ax, values: np.ndarray, target, bins: int):
     return bars, edges
 
 
-def histogram_figure(values, target, path: str | Path | None = None, bins: int = 50,
-                     title: str = ""):
+def histogram_figure(values: Any, target: Any, path: str | Path | None = None, bins: int = 50,
+                     title: str = "") -> Any:
     """Histogram of 1-D draws against ``target``'s exact density; saved if ``path``."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.2))
     _draw_histogram(ax, np.asarray(values).reshape(-1), target, bins)
     ax.set_title(title, fontsize=10)
@@ -63,12 +65,12 @@ def histogram_figure(values, target, path: str | Path | None = None, bins: int =
     return _save_or_return(fig, path)
 
 
-def histogram_animation(frames: list[tuple[int, np.ndarray]], target, path: str | Path,
+def histogram_animation(frames: list[tuple[int, np.ndarray]], target: Any, path: str | Path,
                         bins: int = 50, title: str = "", fps: int = 12) -> Path:
     """GIF of particle histograms (one frame per ``(step, values)``) over the exact density."""
     import imageio.v3 as iio
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=80)
     bars, edges = _draw_histogram(ax, frames[0][1], target, bins)
     images = []
@@ -85,10 +87,10 @@ def histogram_animation(frames: list[tuple[int, np.ndarray]], target, path: str 
     return Path(path)
 
 
-def plot_trace(samples, coords: int | list[int] = 0, path: str | Path | None = None,
-               max_chains: int = 8):
+def plot_trace(samples: Any, coords: int | list[int] = 0, path: str | Path | None = None,
+               max_chains: int = 8) -> Any:
     """Trace plot: draws of the chosen coordinates against draw index, a line per chain."""
-    plt = _pyplot()
+    plt = pyplot()
     s = torch.as_tensor(samples).detach().cpu()
     s = s.reshape(s.shape[0], s.shape[1], -1).numpy()
     coords = [coords] if isinstance(coords, int) else list(coords)
@@ -102,12 +104,13 @@ def plot_trace(samples, coords: int | list[int] = 0, path: str | Path | None = N
     return _save_or_return(fig, path)
 
 
-def plot_energy_contours(energy, xlim=(-3, 3), ylim=(-3, 3), trajectories=None,
-                         points=None, path: str | Path | None = None, levels: int = 40,
-                         grid: int = 200):
+def plot_energy_contours(energy: Any, xlim: tuple[float, float] = (-3, 3),
+                         ylim: tuple[float, float] = (-3, 3), trajectories: Any = None,
+                         points: Any = None, path: str | Path | None = None, levels: int = 40,
+                         grid: int = 200) -> Any:
     """Filled contours of a 2-D energy, with optional trajectories ``(chain, step, 2)``
     and points ``(n, 2)`` on top. The energy is evaluated in one batched call."""
-    plt = _pyplot()
+    plt = pyplot()
     xs, ys = np.linspace(*xlim, grid), np.linspace(*ylim, grid)
     gx, gy = np.meshgrid(xs, ys)
     pts = torch.as_tensor(np.stack([gx.ravel(), gy.ravel()], -1), dtype=torch.float32)
