@@ -36,7 +36,7 @@ def event_sum(x: Tensor) -> Tensor:
 def root(v: Scalar) -> Scalar:
     """``v ** 0.5`` for a float or a tensor. Tensors go through ``torch.sqrt``: compiled,
     ``v ** 0.5`` and ``v ** -0.5`` become a per-element ``powf`` call inside the fused loop,
-    which cost a 1,000 x 100 HMC trajectory 0.6 ms of its 0.9 ms."""
+    which is slower than the whole rest of a leapfrog step."""
     return torch.sqrt(v) if isinstance(v, Tensor) else v**0.5
 
 
