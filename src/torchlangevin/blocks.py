@@ -34,13 +34,18 @@ class Trace(NamedTuple):
 
 
 def record(state: Any, info: Any) -> Trace:
-    """A step's trace: copies, so the stacked trace never aliases the state."""
-    energy = None if state.energy is None else state.energy.clone()
-    return Trace(state.x.clone(), energy, info)
+    """A step's trace: the position, the energy and the info (``scan`` stacks them)."""
+    return Trace(state.x, state.energy, info)
+
+
+def record_info(state: Any, info: Any) -> Trace:
+    """Only the info: for callers that book positions from ``hook`` as the steps go."""
+    return Trace(None, None, info)
 
 
 def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any = None,
-              scan: Scan | None = None, hook: Hook | None = None) -> tuple[Any, Trace]:
+              scan: Scan | None = None, hook: Hook | None = None,
+              trace: Callable[[Any, Any], Trace] = record) -> tuple[Any, Trace]:
     """Run ``noise.shape[0]`` steps of ``kernel`` from ``state``.
 
     Args:
@@ -51,10 +56,12 @@ def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any 
             with a leading dimension ``k``.
         scan: ``scan(body, state, xs)``; :func:`python_scan` by default.
         hook: ``hook(t, state, trace)`` after step ``t`` of the block (eager only).
+        trace: what to keep of each step: :func:`record` (position, energy, info) or
+            :func:`record_info`.
     """
     def body(carry, xs):
         new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
-        return new, record(new, info)
+        return new, trace(new, info)
 
     xs = (noise,) if batches is None else (noise, batches)
     if scan is None:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from . import diagnostics
+from .util import atomic_save
 
 
 @dataclass
@@ -207,7 +208,7 @@ class Chains:
         self.energy  # noqa: B018 - make sure the trace is there to save
         data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in asdict(self).items()
                 if k not in ("final_state", "_energy_fn")}
-        torch.save(data, Path(path))
+        atomic_save(data, Path(path))  # a crash mid-write leaves the old file, not a part
 
     @classmethod
     def load(cls, path: str | Path) -> Chains:

@@ -81,7 +81,9 @@ def _tensor_scan(body: Callable, carry: Any, xs: Any, layout: Any) -> tuple[Any,
         new_leaves = [v for v in flatten(new)[0] if v is not None]
         ids = {id(t) for t in c}  # scan forbids returning an input carry as it is
         new_leaves = [t.clone() if id(t) in ids else t for t in new_leaves]
-        return new_leaves, [v for v in flatten(y)[0] if v is not None]
+        ids |= {id(t) for t in new_leaves}  # ... and outputs that alias each other
+        return new_leaves, [v.clone() if id(v) in ids else v
+                            for v in flatten(y)[0] if v is not None]
 
     final, ys = _torch_scan(tensor_body, [v for v in carry_leaves if v is not None],
                             [v for v in xs_leaves if v is not None])

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import distributed
-from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
+from .blocks import NoiseStream, block_length, flatten, record_info, run_block, unflatten
 from .chains import Chains
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
@@ -286,15 +286,17 @@ class _Run:
             while self.buffers["step"] < self.total:
                 t = self.buffers["step"]
                 k = self._next_block(t, length)
-                saved = (state, self._rng_state()) if self.path is not None else None
+                saved = (state, self._rng_state(), self._counters()) \
+                    if self.path is not None else None
                 noise, batches = self._draw(k)
                 if blocks is not None:
                     new, trace = blocks(kernel, state, params, noise, batches)
-                else:
-                    new, trace = run_block(kernel, state, params, noise, batches,
-                                           hook=_hook(callback, t))
-                booking = True
-                self._book(t, trace)
+                    booking = True
+                    self._book(t, trace)
+                else:  # eager: positions booked as the steps go, only those kept
+                    new, _ = run_block(kernel, state, params, noise, batches,
+                                       hook=self._hook(callback, t), trace=record_info)
+                    booking = True
                 state, self.buffers["step"], booking = new, t + k, False
                 if bar is not None:
                     bar.update(k)
@@ -304,12 +306,48 @@ class _Run:
                     saved = None
         except BaseException:
             if self.path is not None and saved is not None and not booking:
-                self.save(*saved)
+                self.buffers.update(saved[2])  # eager steps booked in the block are redone
+                self.save(saved[0], saved[1])
             raise
         finally:
             if bar is not None:
                 bar.close()
         return state
+
+    def _counters(self) -> dict:
+        run = self.buffers
+        return {"accepted": run["accepted"].clone(), "divergent": run["divergent"].clone(),
+                "has_accept": run["has_accept"]}
+
+    def _hook(self, callback: Callback | None, t0: int):
+        def hook(t, state, trace):
+            self._book_step(t0 + t, state, trace.info)
+            if callback is not None:
+                callback(t0 + t + 1, state, trace.info)
+        return hook
+
+    def _book_step(self, t: int, state, info) -> None:
+        """The bookkeeping for eager step ``t``: counters, trajectory, kept draw."""
+        run = self.buffers
+        accepted, divergent = getattr(info, "accepted", None), getattr(info, "divergent", None)
+        if t >= self.burn_in:
+            if accepted is not None:
+                run["accepted"] += accepted
+                run["has_accept"] = True
+            if divergent is not None:
+                run["divergent"] += divergent
+        if run["trajectory"] is not None:
+            run["trajectory"][t] = state.x
+        kept = t + 1 - self.burn_in
+        if kept <= 0 or kept % self.thin or not self.keep_draws:
+            return
+        d = kept // self.thin - 1
+        run["samples"][d] = state.x
+        if state.energy is not None and run["energy"] is not None:
+            run["energy"][d] = state.energy
+        if run["accepted_at_draw"] is not None:
+            run["accepted_at_draw"][d] = run["accepted"]
+            run["divergent_at_draw"][d] = run["divergent"]
 
     def _book(self, t0: int, trace) -> None:
         """The driver's per-step bookkeeping for steps ``t0 .. t0 + k - 1`` at once."""
@@ -388,12 +426,6 @@ class _Run:
             _energy_fn=kernel.energy,
             _accepted_at_draw=_chain_first(run["accepted_at_draw"]),
             _divergent_at_draw=_chain_first(run["divergent_at_draw"]))
-
-
-def _hook(callback: Callback | None, t0: int):
-    if callback is None:
-        return None
-    return lambda t, state, trace: callback(t0 + t + 1, state, trace.info)
 
 
 def _describe(params) -> dict:

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .. import distributed
 from ..driver import sample as run_chains
+from ..integrators import langevin_log_ratio, langevin_move
 from ..kernels.sgmcmc import SGMCMC, Hyper
 from ..util import integer
 from .data import Minibatches, as_tensors, fingerprint
@@ -441,8 +442,8 @@ class _Observer:
         return u, grad
 
     def _mala_accept(self, d: int, W: Tensor) -> Tensor:
-        """min(1, exp(log alpha)) of one SGLD proposal on the fixed batch, per chain."""
-        eps = self.hyper.lr
+        """min(1, exp(log alpha)) of one SGLD proposal on the fixed batch, per chain: the
+        Langevin move with step ``lr / 2`` on ``U``, and its Metropolis ratio."""
         xi = torch.stack([
             torch.randn(W.shape[1], generator=torch.Generator().manual_seed(
                 chain_seeds(self.config["seed"], c, stream=2 + d)[0]))
@@ -450,12 +451,11 @@ class _Observer:
         ]).to(W)
         if self.mask is not None:
             xi = xi * self.mask
+        eps = 0.5 * self.hyper.lr
         u0, g0 = self._potential(W)
-        prop = W - 0.5 * eps * g0 + eps**0.5 * xi
+        prop = langevin_move(W, g0, xi, eps, 1.0)
         u1, g1 = self._potential(prop)
-        fwd = (prop - W + 0.5 * eps * g0).pow(2).sum(1)
-        bwd = (W - prop + 0.5 * eps * g1).pow(2).sum(1)
-        log_alpha = u0 - u1 + (fwd - bwd) / (2 * eps)
+        log_alpha = u0 - u1 + langevin_log_ratio(W, prop, g1, xi, eps, 1.0)
         return torch.exp(torch.clamp(log_alpha, max=0.0))
 
     # ---- output -------------------------------------------------------------------------
