@@ -38,14 +38,10 @@ def record(state: Any, info: Any) -> Trace:
     return Trace(state.x, state.energy, info)
 
 
-def record_info(state: Any, info: Any) -> Trace:
-    """Only the info: for callers that book positions from ``hook`` as the steps go."""
-    return Trace(None, None, info)
-
-
 def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any = None,
               scan: Scan | None = None, hook: Hook | None = None,
-              trace: Callable[[Any, Any], Trace] = record) -> tuple[Any, Trace]:
+              trace: Callable[[Any, Any], Trace] | None = record,
+              donate: bool = False) -> tuple[Any, Trace | None]:
     """Run ``noise.shape[0]`` steps of ``kernel`` from ``state``.
 
     Args:
@@ -56,17 +52,41 @@ def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any 
             with a leading dimension ``k``.
         scan: ``scan(body, state, xs)``; :func:`python_scan` by default.
         hook: ``hook(t, state, trace)`` after step ``t`` of the block (eager only).
-        trace: what to keep of each step: :func:`record` (position, energy, info) or
-            :func:`record_info`.
+        trace: what to keep of each step, ``trace(state, info)`` (default :func:`record`:
+            position, energy, info), or ``None`` for nothing (eager only; ``hook`` sees
+            each step).
+        donate: let a kernel that updates ``in_place`` write each new state into the
+            previous one's buffers (eager only; the caller's ``state`` is copied first, and
+            ``hook`` must copy what it keeps).
     """
+    if scan is None:
+        return _eager_block(kernel, state, params, noise, batches, hook, trace, donate)
+
     def body(carry, xs):
         new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
         return new, trace(new, info)
 
-    xs = (noise,) if batches is None else (noise, batches)
-    if scan is None:
-        return python_scan(body, state, xs, hook)
-    return scan(body, state, xs)
+    return scan(body, state, (noise,) if batches is None else (noise, batches))
+
+
+def _eager_block(kernel, state, params, noise, batches, hook, trace, donate):
+    """The Python loop of :func:`run_block`: the plain scan, or without a trace (each step
+    seen by ``hook``), the kernel updating in place where it can."""
+    if trace is not None:
+        def body(carry, xs):
+            new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
+            return new, trace(new, info)
+        return python_scan(body, state, (noise,) if batches is None else (noise, batches),
+                           hook)
+    extra = {"donate": True} if donate and getattr(kernel, "in_place", False) else {}
+    if extra:
+        state = state._replace(x=state.x.clone())
+    for t in range(noise.shape[0]):
+        batch = None if batches is None else _index(batches, t)
+        state, info = kernel.step(state, noise[t], params, batch, **extra)
+        if hook is not None:
+            hook(t, state, Trace(None, None, info))
+    return state, None
 
 
 def python_scan(body: Callable, carry: Any, xs: Any, hook: Hook | None = None
@@ -161,43 +181,57 @@ def draw_noise(generators: Sequence[torch.Generator], k: int, c: int, m: int,
 
 class NoiseStream:
     """A run's noise, drawn ``chunk`` steps at a time (one call per chunk, see
-    :func:`draw_noise`) and handed out ``k`` steps at a time: which steps a block holds
-    does not change the numbers, so runs with and without checkpoints or compiled blocks
-    of any length see the same noise."""
+    :func:`draw_noise`; the last chunk cut at the run's ``total`` steps) and handed out
+    ``k`` steps at a time: which steps a block holds does not change the numbers, so runs
+    with and without checkpoints or compiled blocks of any length see the same noise. A
+    block's noise is valid until the next ``take``."""
 
     def __init__(self, generators: Sequence[torch.Generator], c: int, m: int, like: Tensor,
-                 chunk: int) -> None:
-        self.generators, self.c, self.m, self.like, self.chunk = generators, c, m, like, chunk
+                 chunk: int, total: int) -> None:
+        self.generators, self.c, self.m, self.like = generators, c, m, like
+        self.chunk, self.total = chunk, total
         self.buffer: Tensor | None = None
-        self.pos = chunk
+        self.start, self.pos = 0, 0  # the current chunk's first step; steps taken from it
         self.at_chunk = [g.get_state() for g in generators]
 
-    def _refill(self) -> None:
+    def _size(self) -> int:
+        return self.buffer.shape[0] if self.buffer is not None else 0
+
+    def _refill(self, start: int) -> None:
+        """Draw the chunk of steps ``start .. start + chunk`` (cut at the run's end)."""
         self.at_chunk = [g.get_state() for g in self.generators]
-        self.buffer = draw_noise(self.generators, self.chunk, self.c, self.m, self.like)
-        self.pos = 0
+        k = max(1, min(self.chunk, self.total - start))
+        if self.buffer is not None and self.buffer.shape[0] == k and len(self.generators) == 1:
+            # the same buffer again: fresh pages for every chunk cost more than the draw
+            self.buffer.normal_(generator=self.generators[0])
+        else:
+            self.buffer = draw_noise(self.generators, k, self.c, self.m, self.like)
+        self.start, self.pos = start, 0
 
     def take(self, k: int) -> Tensor:
         """The next ``k`` steps' noise, ``(k, c, m)``."""
         parts = []
         while k > 0:
-            if self.pos == self.chunk:
-                self._refill()
-            n = min(k, self.chunk - self.pos)
+            if self.pos == self._size():
+                parts = [p.clone() for p in parts]  # the refill may reuse their buffer
+                self._refill(self.start + self._size())
+            n = min(k, self._size() - self.pos)
             parts.append(self.buffer[self.pos:self.pos + n])
             self.pos, k = self.pos + n, k - n
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def get_state(self) -> dict:
-        """The generators' states before the current chunk and the position in it."""
-        return {"generators": list(self.at_chunk), "pos": self.pos}
+        """The generators' states before the current chunk, its first step and the position
+        in it."""
+        return {"generators": list(self.at_chunk), "start": self.start, "pos": self.pos,
+                "size": self._size()}
 
     def set_state(self, state: dict) -> None:
         for g, s in zip(self.generators, state["generators"], strict=True):
             g.set_state(s)
-        self.pos = self.chunk
-        if state["pos"] < self.chunk:
-            self._refill()
+        self.buffer, self.start, self.pos = None, state["start"], 0
+        if state["size"]:  # redraw the chunk in use and skip what was taken
+            self._refill(state["start"])
             self.pos = state["pos"]
 
 

@@ -42,10 +42,12 @@ class CompiledBlocks:
     def __call__(self, kernel: Any, state: Any, params: Any, noise: Tensor,
                  batches: Any = None) -> tuple[Any, Trace]:
         k = noise.shape[0]
+        key = (type(kernel), getattr(kernel, "has_accept_step", None), flatten(state)[1])
+        self.layout = self.layout or _LAYOUTS.get(key)
         if self.layout is None:
             first, head = run_block(kernel, state, params, noise[:1],
                                     None if batches is None else _rows(batches, 0, 1))
-            self.layout = flatten(_row(head))[1]
+            self.layout = _LAYOUTS[key] = flatten(_row(head))[1]
             if k == 1:
                 return first, head
             rest, tail = self(kernel, first, params, noise[1:],
@@ -118,6 +120,9 @@ def _concat(a: Trace, b: Trace) -> Trace:
                               for u, v in zip(la, lb, strict=True)])
 
 
+# (kernel type, accept step, state layout) -> the layout of its steps' trace, learnt from
+# the first step of the first run
+_LAYOUTS: dict = {}
 _CODE: dict = {}  # a block function's code -> the copy new compiles go to
 # (id of the code, device type) -> its torch.compile wrapper, built once; by id, as code
 # objects compare by content (the fresh copy equals its original); the wrapper's function

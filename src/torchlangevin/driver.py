@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from . import distributed
-from .blocks import NoiseStream, block_length, flatten, record_info, run_block, unflatten
+from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
@@ -238,7 +238,7 @@ class _Run:
         self.seed_given = seed_given
         generators = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
         self.noise = NoiseStream(generators, c, kernel.noise_size(state), x,
-                                 block_length(x.numel()))
+                                 block_length(x.numel()), burn_in + n_steps)
         self.path = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
         self.config = {"kernel": type(kernel).__name__, "n_steps": n_steps, "burn_in": burn_in,
@@ -295,7 +295,8 @@ class _Run:
                     self._book(t, trace)
                 else:  # eager: positions booked as the steps go, only those kept
                     new, _ = run_block(kernel, state, params, noise, batches,
-                                       hook=self._hook(callback, t), trace=record_info)
+                                       hook=self._hook(callback, t), trace=None,
+                                       donate=callback is None)
                     booking = True
                 state, self.buffers["step"], booking = new, t + k, False
                 if bar is not None:

@@ -216,6 +216,9 @@ class Kernel:
     couples_chains: ClassVar[bool] = False
     needs_batch: ClassVar[bool] = False
     compilable: ClassVar[bool] = True
+    #: ``step(..., donate=True)`` may write the new state into the old one's buffers (the
+    #: block runner asks for it only when nothing else holds the old state)
+    in_place: ClassVar[bool] = False
     #: whether the state needs the energy (an accept step does); if not, analytic energies
     #: skip it and the driver computes the energy trace only when asked
     caches_energy: ClassVar[bool] = True
@@ -356,6 +359,8 @@ def event_noise(noise: Tensor, x: Tensor, start: int = 0) -> Tensor:
     """The columns ``start .. start + event size`` of a step's ``(C, m)`` noise, shaped like
     ``x``."""
     n = _event_numel(x)
+    if start == 0 and noise.shape[1] == n:  # the whole row: a view, no slicing
+        return noise.view(x.shape)
     return noise[:, start:start + n].reshape(x.shape)
 
 

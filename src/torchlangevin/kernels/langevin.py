@@ -34,14 +34,16 @@ class Langevin(Kernel):
     name = "langevin"
     has_accept_step = False
     caches_energy = False
+    in_place = True
 
-    def step(self, state: State, noise: Tensor, params: Params, batch: Any = None
-             ) -> tuple[State, Info]:
+    def step(self, state: State, noise: Tensor, params: Params, batch: Any = None,
+             donate: bool = False) -> tuple[State, Info]:
+        """One move; with ``donate=True`` the new position is written into ``state.x``."""
         x = state.x
         eps = value_at(params.step_size, state.step, x)
         scale = value_at(params.noise_scale, state.step, x)
         x = langevin_move(x, state.grad, event_noise(noise, x), eps, scale,
-                          on_device(params.inv_mass, x))
+                          on_device(params.inv_mass, x), out=x if donate else None)
         if self.support is not None:
             x = self.support.reflect(x)
         e, g = energy_and_grad(self.energy, x, need_energy=False)
