@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .blocks import block_length, draw_noise, run_block
+from .blocks import NoiseStream, block_length, run_block
 from .kernels.base import Kernel, State
 from .schedules import Schedule
 from .util import integer
@@ -241,8 +241,9 @@ class _WarmupRun:
         for start, end in self.windows:
             self.in_window[start:end] = True
         self.per_chain_mass = per_chain_mass
-        self.noise_size = warmup.noise_size(warm)
         self.length = block_length(x.numel())
+        self.noise = NoiseStream([generator], x.shape[0], warmup.noise_size(warm), x,
+                                 self.length, n_steps)
         self.blocks = None
         if compile:
             from .compiled import CompiledBlocks  # private torch parts: only when asked
@@ -259,7 +260,7 @@ class _WarmupRun:
             stop = min([e for e in ends if e > m] + [self.n_steps])  # the next mass update
             for i in range(m, stop, self.length):
                 j = min(i + self.length, stop)
-                noise = draw_noise([self.generator], j - i, x.shape[0], self.noise_size, x)
+                noise = self.noise.take(j - i)
                 block_params = params._replace(inv_mass=inv_mass)
                 if self.blocks is not None:
                     warm, trace = self.blocks(self.warmup, warm, block_params, noise)
