@@ -81,9 +81,9 @@ def _eager_block(kernel, state, params, noise, batches, hook, trace, donate):
     extra = {"donate": True} if donate and getattr(kernel, "in_place", False) else {}
     if extra:
         state = state._replace(x=state.x.clone())
-    for t in range(noise.shape[0]):
+    for t, row in enumerate(noise.unbind(0)):  # one unbind: cheaper than k indexings
         batch = None if batches is None else _index(batches, t)
-        state, info = kernel.step(state, noise[t], params, batch, **extra)
+        state, info = kernel.step(state, row, params, batch, **extra)
         if hook is not None:
             hook(t, state, Trace(None, None, info))
     return state, None

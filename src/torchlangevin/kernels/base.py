@@ -358,10 +358,11 @@ NO_INFO = Info()  # for kernels without an accept step: nothing to report per st
 def event_noise(noise: Tensor, x: Tensor, start: int = 0) -> Tensor:
     """The columns ``start .. start + event size`` of a step's ``(C, m)`` noise, shaped like
     ``x``."""
-    n = _event_numel(x)
-    if start == 0 and noise.shape[1] == n:  # the whole row: a view, no slicing
-        return noise.view(x.shape)
-    return noise[:, start:start + n].reshape(x.shape)
+    # views of views of a block's noise are slow to make (~10 us): make as few as possible
+    if start == 0 and noise.shape == x.shape:  # the whole row, already shaped
+        return noise
+    part = noise[:, start:start + _event_numel(x)]
+    return part if part.shape == x.shape else part.reshape(x.shape)
 
 
 def uniforms(z: Tensor) -> Tensor:
