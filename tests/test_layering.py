@@ -55,3 +55,12 @@ def test_plain_import_loads_no_private_torch_module_and_no_compile_machinery():
             "print(new); sys.exit(bool(new))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_applications_are_reachable_from_the_package_without_importing_them_first():
+    code = ("import sys, torchlangevin as tl; assert 'torchlangevin.ebm' not in sys.modules; "
+            "print(tl.ebm.fit.__name__, tl.slt.llc.__name__, tl.tabular.__name__); "
+            "assert 'ebm' in dir(tl)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.split() == ["fit", "llc", "torchlangevin.tabular"]

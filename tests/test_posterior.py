@@ -408,3 +408,8 @@ def test_paired_llc_has_the_same_mean_and_a_smaller_error():
     paired, plain = slt.llc(tree), slt.llc(tree, paired=False)
     assert abs(paired.mean - plain.mean) < 4 * math.hypot(paired.se, plain.se)
     assert paired.se < plain.se
+    # devinterp's keys, for code written against it
+    assert paired["llc_mean"] == paired.mean and paired["llc_std"] == paired.sd
+    assert paired["llc_per_chain"] is paired.per_chain
+    with pytest.raises(KeyError, match="llc_mean"):
+        paired["llc"]

@@ -15,6 +15,21 @@ from .kernels import __all__ as _kernel_names
 
 __version__ = "0.1.0"
 
+#: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
+_LAZY = ("ebm", "posterior", "slt", "tabular", "viz", "distributed")
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'torchlangevin' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 __all__ = [
     "sample", "adapt", "Adapted", "Chains", "Summary",
     *_kernel_names, "Box", "energy_and_grad",

@@ -57,6 +57,17 @@ class LLC:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     tree: Any = None
 
+    #: devinterp's result keys, for code that indexes ``r["llc_mean"]``
+    _DEVINTERP_KEYS = {"llc_mean": "mean", "llc_std": "sd", "llc_per_chain": "per_chain",
+                       "loss_trace": "trace"}
+
+    def __getitem__(self, key: str) -> Any:
+        """devinterp's names: ``llc_mean``, ``llc_std``, ``llc_per_chain``, ``loss_trace``."""
+        if key not in self._DEVINTERP_KEYS:
+            raise KeyError(f"{key!r}: an LLC result has {sorted(self._DEVINTERP_KEYS)} "
+                           f"(devinterp's names) and the attributes mean, sd, se, ...")
+        return getattr(self, self._DEVINTERP_KEYS[key])
+
     def __repr__(self) -> str:
         return (f"LLC(mean={self.mean:.4g}, sd={self.sd:.3g}, se={self.se:.3g}, "
                 f"ess={self.ess:.0f}, rhat={self.rhat:.3f}, chains={len(self.per_chain)}, "
