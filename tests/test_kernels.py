@@ -196,3 +196,23 @@ def test_kernel_step_directly():
     noise = torch.randn(5, kernel.noise_size(state), generator=gen(0))
     state, info = kernel.step(state, noise, kernel.params)
     assert state.step == 1 and info.accepted.shape == (5,) and info.acceptance_prob.shape == (5,)
+
+
+def test_an_energy_with_only_energy_and_grad_never_goes_through_autograd():
+    class Fused:  # N(0, I); calling it directly or differentiating it is a bug here
+        calls = 0
+
+        def __call__(self, x):
+            raise AssertionError("energy(x) called: energy_and_grad should serve")
+
+        def energy_and_grad(self, x):
+            Fused.calls += 1
+            return 0.5 * (x * x).sum(-1), x.clone()
+
+    x0 = torch.randn(2000, 2, generator=gen(11), dtype=torch.float64)
+    for kernel in (tl.Langevin(Fused(), 0.05), tl.MALA(Fused(), 0.3), tl.HMC(Fused(), 0.3, 4)):
+        chains = kernel.sample(x0, 1, burn_in=100, seed=12, progress=False)
+        v = chains.final.var(0)
+        # 2000 draws of N(0, 1): the variance within 5 se (ULA: + its bias, 1/(1 - eps/2) - 1)
+        assert bool(((v - 1).abs() < 5 * math.sqrt(2 / 2000) + 0.026).all())
+    assert Fused.calls > 0

@@ -29,15 +29,15 @@ def energy_and_grad(
 ) -> tuple[Tensor | None, Tensor]:
     """Return ``(E(x), ∇E(x))`` for all chains at once.
 
-    Uses ``energy.energy_and_grad`` or ``energy.grad`` when defined, else one
-    ``torch.autograd.grad(E(x).sum(), x)``. With ``need_energy=False`` an analytic
-    energy may skip the energy (returns ``None``); autograd returns it anyway, free.
+    Uses ``energy.energy_and_grad`` or ``energy.grad`` when defined (with
+    ``need_energy=False``, ``grad`` if there is one, else ``energy_and_grad``), else one
+    ``torch.autograd.grad(E(x).sum(), x)``. With ``need_energy=False`` an energy with
+    ``grad`` skips the energy (returns ``None``); the other ways return it, free.
     """
-    if need_energy:
-        fused = getattr(energy, "energy_and_grad", None)
-        if fused is not None:
-            return fused(x)
+    fused = getattr(energy, "energy_and_grad", None)
     grad = getattr(energy, "grad", None)
+    if fused is not None and (need_energy or grad is None):
+        return fused(x)  # an energy with only the fused form: its gradient, never autograd
     if grad is not None:
         return (energy(x) if need_energy else None), grad(x)
     with torch.enable_grad():
