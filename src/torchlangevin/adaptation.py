@@ -234,7 +234,7 @@ class _WarmupRun:
 
     def __init__(self, warmup: Warmup, warm: WarmupState, n_steps: int, adapt_mass: bool,
                  per_chain_mass: bool, generator: torch.Generator, compile: bool) -> None:  # noqa: A002
-        self.warmup, self.warm, self.n_steps, self.generator = warmup, warm, n_steps, generator
+        self.warmup, self.warm, self.n_steps = warmup, warm, n_steps
         x = warm.x
         self.windows = mass_windows(n_steps) if adapt_mass else []
         self.in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["Trace", "run_block", "python_scan", "draw_noise", "NoiseStream", "block_length",
-           "flatten", "unflatten", "present"]
+           "flatten", "unflatten", "present", "map_tree", "index_tree"]
 
 Scan = Callable[..., tuple[Any, Any]]
 Hook = Callable[[int, Any, Any], None]
@@ -59,30 +59,25 @@ def run_block(kernel: Any, state: Any, params: Any, noise: Tensor, batches: Any 
             previous one's buffers (eager only; the caller's ``state`` is copied first, and
             ``hook`` must copy what it keeps).
     """
-    if scan is None:
-        return _eager_block(kernel, state, params, noise, batches, hook, trace, donate)
+    if scan is None and trace is None:
+        return _untraced_block(kernel, state, params, noise, batches, hook, donate)
 
     def body(carry, xs):
         new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
         return new, trace(new, info)
 
-    return scan(body, state, (noise,) if batches is None else (noise, batches))
+    xs = (noise,) if batches is None else (noise, batches)
+    return python_scan(body, state, xs, hook) if scan is None else scan(body, state, xs)
 
 
-def _eager_block(kernel, state, params, noise, batches, hook, trace, donate):
-    """The Python loop of :func:`run_block`: the plain scan, or without a trace (each step
-    seen by ``hook``), the kernel updating in place where it can."""
-    if trace is not None:
-        def body(carry, xs):
-            new, info = kernel.step(carry, xs[0], params, xs[1] if len(xs) > 1 else None)
-            return new, trace(new, info)
-        return python_scan(body, state, (noise,) if batches is None else (noise, batches),
-                           hook)
+def _untraced_block(kernel, state, params, noise, batches, hook, donate):
+    """The eager loop without a trace: each step seen by ``hook`` only, the kernel updating
+    in place where it can."""
     extra = {"donate": True} if donate and getattr(kernel, "in_place", False) else {}
     if extra:
         state = state._replace(x=state.x.clone())
     for t, row in enumerate(noise.unbind(0)):  # one unbind: cheaper than k indexings
-        batch = None if batches is None else _index(batches, t)
+        batch = None if batches is None else index_tree(batches, t)
         state, info = kernel.step(state, row, params, batch, **extra)
         if hook is not None:
             hook(t, state, Trace(None, None, info))
@@ -97,7 +92,7 @@ def python_scan(body: Callable, carry: Any, xs: Any, hook: Hook | None = None
     stacked: list[Tensor | None] | None = None
     layout = None
     for t in range(k):
-        carry, y = body(carry, _index(xs, t))
+        carry, y = body(carry, index_tree(xs, t))
         leaves, layout = flatten(y)
         if stacked is None:
             stacked = [None if v is None else v.new_empty((k, *v.shape)) for v in leaves]
@@ -112,16 +107,6 @@ def python_scan(body: Callable, carry: Any, xs: Any, hook: Hook | None = None
 def _length(xs: Any) -> int:
     first = xs[0]
     return first.shape[0] if isinstance(first, Tensor) else len(first)
-
-
-def _index(tree: Any, t: int) -> Any:
-    """Row ``t`` of every tensor in ``tree``; a list holds one entry per step."""
-    if isinstance(tree, (Tensor, list)):
-        return tree[t]
-    if isinstance(tree, tuple):
-        values = [_index(v, t) for v in tree]
-        return type(tree)(*values) if hasattr(tree, "_fields") else tuple(values)
-    return tree
 
 
 _LEAF, _NONE = "leaf", "none"
@@ -156,6 +141,18 @@ def unflatten(layout: Any, leaves: Sequence[Any]) -> Any:
         values.append(unflatten(spec, leaves[i:i + n]))
         i += n
     return cls(*values) if hasattr(cls, "_fields") else cls(values)
+
+
+def map_tree(fn: Callable[[Any], Any], tree: Any) -> Any:
+    """``tree`` with ``fn`` applied to every leaf that is not ``None``."""
+    leaves, layout = flatten(tree)
+    return unflatten(layout, [None if v is None else fn(v) for v in leaves])
+
+
+def index_tree(tree: Any, key: int | slice) -> Any:
+    """Row(s) ``key`` of every tensor and list in ``tree`` (a list holds one entry per
+    step); other leaves as they are."""
+    return map_tree(lambda v: v[key] if isinstance(v, (Tensor, list)) else v, tree)
 
 
 def present(layout: Any) -> list[bool]:

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 from torch._higher_order_ops.scan import scan as _torch_scan
 
-from .blocks import Trace, flatten, present, run_block, unflatten
+from .blocks import Trace, flatten, index_tree, map_tree, present, run_block, unflatten
 
 __all__ = ["CompiledBlocks", "compile_steps"]
 
@@ -46,12 +46,12 @@ class CompiledBlocks:
         self.layout = self.layout or _LAYOUTS.get(key)
         if self.layout is None:
             first, head = run_block(kernel, state, params, noise[:1],
-                                    None if batches is None else _rows(batches, 0, 1))
-            self.layout = _LAYOUTS[key] = flatten(_row(head))[1]
+                                    None if batches is None else index_tree(batches, slice(0, 1)))
+            self.layout = _LAYOUTS[key] = flatten(map_tree(lambda v: v[0], head))[1]
             if k == 1:
                 return first, head
             rest, tail = self(kernel, first, params, noise[1:],
-                              None if batches is None else _rows(batches, 1, k))
+                              None if batches is None else index_tree(batches, slice(1, k)))
             return rest, _concat(head, tail)
         torch._dynamo.mark_dynamic(noise, 0)  # one compile for every block length
         # step counters are ints outside and 0-dim tensors inside (scan carries tensors)
@@ -97,20 +97,6 @@ def _fill(mask: list[bool], tensors) -> list:
     """Per leaf, the next of ``tensors`` where one is present, else ``None``."""
     it = iter(tensors)
     return [next(it) if p else None for p in mask]
-
-
-def _row(trace: Trace) -> Trace:
-    leaves, layout = flatten(trace)
-    return unflatten(layout, [None if v is None else v[0] for v in leaves])
-
-
-def _rows(tree: Any, start: int, stop: int) -> Any:
-    if isinstance(tree, (Tensor, list)):
-        return tree[start:stop]
-    if isinstance(tree, tuple):
-        values = [_rows(v, start, stop) for v in tree]
-        return type(tree)(*values) if hasattr(tree, "_fields") else tuple(values)
-    return tree
 
 
 def _concat(a: Trace, b: Trace) -> Trace:
@@ -205,11 +191,7 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
                 compiled = build()
                 out = compiled(*args)
         if device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
-            out = _clone_tree(out)
+            out = map_tree(lambda v: v.clone() if isinstance(v, Tensor) else v, out)
         return out
     return call
 
-
-def _clone_tree(tree: Any) -> Any:
-    leaves, layout = flatten(tree)
-    return unflatten(layout, [v.clone() if isinstance(v, Tensor) else v for v in leaves])

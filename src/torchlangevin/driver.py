@@ -234,8 +234,7 @@ class _Run:
         c, event = x.shape[0], tuple(x.shape[1:])
         self.n_steps, self.burn_in, self.thin, self.total = n_steps, burn_in, thin,\
             burn_in + n_steps
-        self.c, self.batches, self.seeds = c, batches, seeds
-        self.seed_given = seed_given
+        self.batches, self.seed_given = batches, seed_given
         generators = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
         self.noise = NoiseStream(generators, c, kernel.noise_size(state), x,
                                  block_length(x.numel()), burn_in + n_steps)
