@@ -435,6 +435,9 @@ def _describe(params) -> dict:
     for name, v in params._asdict().items():
         if isinstance(v, Tensor):
             out[name] = ("tensor", tuple(v.shape), float(v.double().sum()))
+        elif isinstance(v, tuple) and all(isinstance(t, Tensor) for t in v):  # a mass
+            out[name] = (type(v).__name__, *((tuple(t.shape), float(t.double().sum()))
+                                               for t in v))
         elif isinstance(v, (bool, int, float, str)) or v is None:
             out[name] = v
         else:

@@ -14,6 +14,8 @@ import torch
 from torch import Tensor
 
 from .energy import energy_and_grad
+from .mass import DenseMass, LowRankMass, Mass, quad_mass, spread, velocity
+from .mass import kinetic as _mass_kinetic
 
 Scalar = float | Tensor
 
@@ -49,17 +51,25 @@ def _is_one(v: Scalar) -> bool:
     return not isinstance(v, Tensor) and v == 1.0
 
 
+def _is_matrix(m: Mass) -> bool:
+    return isinstance(m, (DenseMass, LowRankMass))
+
+
 def langevin_move(x: Tensor, grad: Tensor, noise: Tensor, step_size: Scalar,
-                  noise_scale: Scalar, inv_mass: Scalar = 1.0, out: Tensor | None = None
+                  noise_scale: Scalar, inv_mass: Mass = 1.0, out: Tensor | None = None
                   ) -> Tensor:
-    """``x' = x - eps M^{-1} grad + noise_scale * sqrt(2 eps) M^{-1/2} noise``, into ``out``
-    if given (``out`` may be ``x`` itself). ``M^{-1}``: scalar or diagonal ``inv_mass``."""
+    """``x' = x - eps A grad + noise_scale * sqrt(2 eps) F noise``, ``A = M^{-1} = F F^T``,
+    into ``out`` if given (``out`` may be ``x`` itself); see :mod:`torchlangevin.mass`."""
     if not isinstance(step_size, Tensor) and not isinstance(noise_scale, Tensor) \
             and _is_one(inv_mass):
         scale = noise_scale * math.sqrt(2.0 * step_size)
         return torch.add(x, grad, alpha=-step_size, out=out).add_(noise, alpha=scale)
     eps, scale = per_chain(step_size, x), per_chain(noise_scale, x)
-    moved = x - (eps * inv_mass) * grad + (scale * root(2 * eps) * root(inv_mass)) * noise
+    if _is_matrix(inv_mass):
+        moved = x - eps * velocity(grad, inv_mass) + (scale * root(2 * eps)) * \
+            spread(noise, inv_mass)
+    else:
+        moved = x - (eps * inv_mass) * grad + (scale * root(2 * eps) * root(inv_mass)) * noise
     return moved if out is None else out.copy_(moved)
 
 
@@ -67,12 +77,15 @@ def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
                        step_size: Scalar, temperature: Scalar, inv_mass: Scalar = 1.0) -> Tensor:
     """``log q(x | y) - log q(y | x)`` for the Langevin proposal, per chain.
 
-    ``q(y | x) = N(y; x - eps M^{-1} grad(x), 2 eps T M^{-1})``. The forward residual is
+    ``q(y | x) = N(y; x - eps M^{-1} grad(x), 2 eps T M^{-1})`` (any mass of
+    :mod:`torchlangevin.mass`). The forward residual is
     the scaled noise, so ``log q(y|x) = -|xi|^2 / 2`` (constants cancel), and
     ``log q(x|y) = -r^T M r / (4 eps T)`` with ``r = x - y + eps M^{-1} grad(y)``.
     """
     eps = per_chain(step_size, x)
-    if isinstance(eps, Tensor) or not _is_one(inv_mass):
+    if _is_matrix(inv_mass):
+        quad = quad_mass((x - y).add_(eps * velocity(grad_y, inv_mass)), inv_mass)
+    elif isinstance(eps, Tensor) or not _is_one(inv_mass):
         back = (x - y).add_((eps * inv_mass) * grad_y)
         quad = event_sum(back * back / inv_mass)
     else:
@@ -81,30 +94,35 @@ def langevin_log_ratio(x: Tensor, y: Tensor, grad_y: Tensor, noise: Tensor,
     return 0.5 * event_sum(noise * noise) - quad.div_(4 * step_size * temperature)
 
 
-def kinetic(p: Tensor, inv_mass: Scalar) -> Tensor:
-    """``K(p) = p^T M^{-1} p / 2`` for scalar or diagonal inverse mass, per chain."""
+def kinetic(p: Tensor, inv_mass: Mass) -> Tensor:
+    """``K(p) = p^T M^{-1} p / 2``, per chain, for any mass of :mod:`torchlangevin.mass`."""
+    if _is_matrix(inv_mass):
+        return _mass_kinetic(p, inv_mass)
     sq = p * p if _is_one(inv_mass) else p * p * inv_mass
     return 0.5 * event_sum(sq)
 
 
 def leapfrog(
     energy: Callable[[Tensor], Tensor], x: Tensor, p: Tensor, grad: Tensor,
-    step_size: Scalar, inv_mass: Scalar, n_steps: int, grad_scale: Scalar = 1.0,
+    step_size: Scalar, inv_mass: Mass, n_steps: int, grad_scale: Scalar = 1.0,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``n_steps`` leapfrog steps on ``H = grad_scale * E(x) + K(p)``, from the cached gradient.
 
-    ``p <- p - eps/2 g``; then ``x <- x + eps M^{-1} p``, ``g <- grad E(x)``,
+    ``p <- p - eps/2 g``; then ``x <- x + eps M^{-1} p`` (any mass of
+    :mod:`torchlangevin.mass`), ``g <- grad E(x)``,
     ``p <- p - eps g`` (half a step on the last). ``n_steps`` gradient calls; the energy
     only at the end; ``p`` is updated in place. Returns ``(x, p, E(x), grad E(x))``, the
     energy and gradient unscaled.
     """
     eps, scale = per_chain(step_size, x), per_chain(grad_scale, x)
-    half, full, drift = -0.5 * eps * scale, -eps * scale, eps * inv_mass
+    matrix = _is_matrix(inv_mass)
+    half, full = -0.5 * eps * scale, -eps * scale
+    drift = eps if matrix else eps * inv_mass
     x = x.clone()
     _axpy(p, half, grad)
     e = None
     for i in range(n_steps):
-        _axpy(x, drift, p)
+        _axpy(x, drift, velocity(p, inv_mass) if matrix else p)
         last = i == n_steps - 1
         e, grad = energy_and_grad(energy, x, need_energy=last)
         _axpy(p, half if last else full, grad)

@@ -24,7 +24,16 @@ from torch import Tensor
 
 from ..energy import energy_and_grad
 from ..integrators import inv_root, per_chain, root
-from .base import NO_INFO, Info, Kernel, Parameter, event_noise, on_device, value_at
+from .base import (
+    NO_INFO,
+    Info,
+    Kernel,
+    Parameter,
+    diagonal_mass,
+    event_noise,
+    on_device,
+    value_at,
+)
 
 
 class UnderdampedState(NamedTuple):
@@ -72,7 +81,7 @@ class UnderdampedLangevin(Kernel):
     has_accept_step = False
     caches_energy = False
     Params = BAOABParams
-    param_rules = {"friction": lambda name, v: _friction(v)}
+    param_rules = {"friction": lambda name, v: _friction(v), "inv_mass": diagonal_mass}
 
     def __init__(self, energy, step_size: Parameter, friction: float = 1.0,
                  noise_scale: Parameter = 1.0, support=None,

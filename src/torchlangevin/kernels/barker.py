@@ -30,6 +30,7 @@ from .base import (
     Kernel,
     Params,
     State,
+    diagonal_mass,
     event_noise,
     metropolis,
     on_device,
@@ -53,6 +54,7 @@ class Barker(Kernel):
     """
 
     name = "barker"
+    param_rules = {"inv_mass": diagonal_mass}
     target_accept = 0.4
     positive_params = ("step_size", "noise_scale")
 

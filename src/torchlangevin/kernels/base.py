@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from ..energy import Box, check_energy, check_states, energy_and_grad
+from ..mass import DenseMass, LowRankMass, Mass, check_mass, mass_dim, mass_to
 from ..schedules import Schedule, as_schedule
 from ..util import integer, positive
 
@@ -68,13 +69,14 @@ class Params(NamedTuple):
     Attributes:
         step_size: ``eps > 0``: float, ``Schedule`` or ``(C,)`` tensor.
         noise_scale: ``sqrt(T)``: the kernel targets ``exp(-E / noise_scale**2)``.
-        inv_mass: ``M^{-1}``, scalar or diagonal: a float, a tensor of the event shape, or
-            ``(C, *event)`` for one per chain.
+        inv_mass: ``M^{-1}``: a float, a diagonal (a tensor of the event shape, or
+            ``(C, *event)`` for one per chain), or a :class:`~torchlangevin.mass.DenseMass`
+            or :class:`~torchlangevin.mass.LowRankMass` over the flattened event.
     """
 
     step_size: Parameter
     noise_scale: Parameter = 1.0
-    inv_mass: float | Tensor = 1.0
+    inv_mass: Mass = 1.0
 
 
 @runtime_checkable
@@ -134,24 +136,19 @@ def scalar_parameter(name: str, value: Any, strict: bool = True) -> Parameter:
     return v
 
 
-def inverse_mass(name: str, value: Any) -> float | Tensor:
-    """``M^{-1}``: a positive float or a positive tensor (event or state shaped)."""
-    if isinstance(value, Tensor):
-        value = value.detach()
-        ok = bool((torch.isfinite(value) & (value > 0)).all())
-    else:
-        value = float(value)
-        ok = math.isfinite(value) and value > 0
-    if not ok:
-        raise ValueError(f"{name} must be positive and finite; got {value!r}")
-    return value
+def diagonal_mass(name: str, value: Any) -> float | Tensor:
+    """``M^{-1}`` for kernels that take a scalar or diagonal mass only."""
+    if isinstance(value, (DenseMass, LowRankMass)):
+        raise ValueError(f"{name} must be a positive float or a diagonal tensor for this "
+                         f"kernel; got a {type(value).__name__}")
+    return check_mass(name, value)
 
 
 #: field name -> check, for the fields kernels share; a kernel adds its own in ``param_rules``
 RULES: dict[str, Callable[[str, Any], Any]] = {
     "step_size": scalar_parameter,
     "noise_scale": scalar_parameter,
-    "inv_mass": inverse_mass,
+    "inv_mass": check_mass,
     "n_leapfrog_steps": lambda name, v: integer(name, v, 1),
     "max_energy_error": positive,
     "friction": positive,
@@ -185,9 +182,9 @@ def value_at(p: Parameter, step: int | Tensor, x: Tensor) -> float | Tensor:
     return float(p(int(step)))
 
 
-def on_device(v: float | Tensor, x: Tensor) -> float | Tensor:
-    """A float as is, a tensor on ``x``'s device and dtype."""
-    return v.to(device=x.device, dtype=x.dtype) if isinstance(v, Tensor) else v
+def on_device(v: Mass, x: Tensor) -> Mass:
+    """A float as is, a tensor (or a mass's tensors) on ``x``'s device and dtype."""
+    return mass_to(v, x)
 
 
 # -- the base class ---------------------------------------------------------------------------
@@ -310,6 +307,11 @@ class Kernel:
         inv_mass = getattr(params, "inv_mass", None)
         if isinstance(inv_mass, Tensor):
             _check_inv_mass_shape(inv_mass, x)
+        elif isinstance(inv_mass, (DenseMass, LowRankMass)) and \
+                mass_dim(inv_mass) != _event_numel(x):
+            raise ValueError(f"inv_mass is a {type(inv_mass).__name__} over "
+                             f"{mass_dim(inv_mass)} coordinates but each chain has "
+                             f"{_event_numel(x)}")
         return x.detach()
 
     # -- the protocol ------------------------------------------------------------------------

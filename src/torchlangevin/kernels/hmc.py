@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from ..integrators import inv_root, kinetic, leapfrog, per_chain
+from ..integrators import kinetic, leapfrog, per_chain
+from ..mass import Mass, momentum
 from ..util import in_range
 from .base import (
     Info,
@@ -43,7 +44,7 @@ class HMCParams(NamedTuple):
 
     step_size: Parameter
     noise_scale: Parameter = 1.0
-    inv_mass: float | Tensor = 1.0
+    inv_mass: Mass = 1.0
     n_leapfrog_steps: int = 10
     jitter: float = 0.15
     max_energy_error: float = 1000.0
@@ -56,8 +57,8 @@ class HMC(Kernel):
         energy: callable ``(C, *event) -> (C,)``, optionally with ``grad``.
         step_size: leapfrog ``eps`` > 0: float, ``Schedule`` or ``(C,)`` tensor.
         n_leapfrog_steps: ``L >= 1``.
-        inv_mass: ``M^{-1}``: a positive float or a diagonal: a tensor of the event shape,
-            or ``(C, *event)`` for one per chain.
+        inv_mass: ``M^{-1}``: a positive float, a diagonal (a tensor of the event shape,
+            or ``(C, *event)`` for one per chain), a ``DenseMass`` or a ``LowRankMass``.
         noise_scale: ``sqrt(T)`` > 0.
         support: a ``Box``; defaults to ``energy.support``. Endpoints outside are rejected.
         max_energy_error: energy error above which a trajectory counts as divergent.
@@ -72,7 +73,7 @@ class HMC(Kernel):
     param_rules = {"jitter": lambda name, v: in_range(name, v, 0.0, 1.0)}
 
     def __init__(self, energy, step_size: Parameter, n_leapfrog_steps: int = 10,
-                 inv_mass: float | Tensor = 1.0, noise_scale: Parameter = 1.0,
+                 inv_mass: Mass = 1.0, noise_scale: Parameter = 1.0,
                  support=None, max_energy_error: float = 1000.0, jitter: float = 0.15) -> None:
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          n_leapfrog_steps=n_leapfrog_steps, jitter=jitter,
@@ -95,9 +96,7 @@ class HMC(Kernel):
         scale = value_at(params.noise_scale, state.step, x)
         inv_mass = on_device(params.inv_mass, x)
         # a tensor of its own, not a view of the noise: the leapfrog updates it in place
-        p = event_noise(noise, x)
-        p = p * inv_root(inv_mass) if isinstance(inv_mass, Tensor) or inv_mass != 1.0 \
-            else p.clone()
+        p = momentum(event_noise(noise, x), inv_mass)
         inv_t = 1.0 / (scale * scale)
         unit_t = not isinstance(inv_t, Tensor) and inv_t == 1.0
         h0 = (state.energy if unit_t else state.energy * inv_t) + kinetic(p, inv_mass)
