@@ -241,7 +241,7 @@ class _WarmupRun:
         for start, end in self.windows:
             self.in_window[start:end] = True
         self.per_chain_mass = per_chain_mass
-        self.length = block_length(x.numel())
+        self.length = block_length(x.numel(), x.shape[0] * warmup.noise_size(warm))
         self.noise = NoiseStream([generator], x.shape[0], warmup.noise_size(warm), x,
                                  self.length, n_steps)
         self.blocks = None

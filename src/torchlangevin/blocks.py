@@ -232,7 +232,7 @@ class NoiseStream:
             self.pos = state["pos"]
 
 
-def block_length(state_numel: int) -> int:
-    """Steps per block: about 2^20 state numbers, so a block's noise and trace stay
-    cache-sized, and at most 1,000 steps."""
-    return max(1, min(1000, 2**20 // max(state_numel, 1)))
+def block_length(state_numel: int, noise_numel: int = 0) -> int:
+    """Steps per block: about 2^20 numbers of state or of noise a step, whichever is more,
+    so a block's noise and trace stay cache-sized, and at most 1,000 steps."""
+    return max(1, min(1000, 2**20 // max(state_numel, noise_numel, 1)))

@@ -94,6 +94,10 @@ class Chains:
             ``-1`` where it stayed finite. Its draws from then on are kept as they are.
         trajectory: every state, ``(chain, burn_in + n_steps, *event)``, if asked for.
         final_state: the kernel state, to continue a run.
+        n_grads: ``(chain,)`` gradient evaluations after burn-in, for kernels that report
+            them (NUTS, MCLMC, MAMS, ...); ``None`` otherwise.
+        stats: the kernel's own per-draw statistics, each ``(chain, draw)``: NUTS's
+            ``tree_depth`` and ``n_grads`` (of the step that made the draw), ...
     """
 
     samples: Tensor
@@ -112,6 +116,8 @@ class Chains:
     _energy_fn: Any = field(default=None, repr=False)
     _accepted_at_draw: Tensor | None = field(default=None, repr=False)
     _divergent_at_draw: Tensor | None = field(default=None, repr=False)
+    n_grads: Tensor | None = None
+    stats: dict[str, Tensor] = field(default_factory=dict)
 
     @classmethod
     def concat(cls, parts: list[Chains]) -> Chains:
@@ -132,7 +138,9 @@ class Chains:
             nonfinite_step=cat("nonfinite_step"), trajectory=cat("trajectory"),
             final_state=None, _energy=cat("_energy"),
             _accepted_at_draw=cat("_accepted_at_draw"),
-            _divergent_at_draw=cat("_divergent_at_draw"))
+            _divergent_at_draw=cat("_divergent_at_draw"), n_grads=cat("n_grads"),
+            stats={k: torch.cat([p.stats[k].to(first.stats[k].device) for p in parts])
+                   for k in first.stats})
 
     def _per_draw(self, cumulative: Tensor | None) -> Tensor | None:
         """Counts in each draw's thinning window from counters snapshotted at the draws."""
@@ -155,6 +163,8 @@ class Chains:
         divergent = self._per_draw(self._divergent_at_draw)
         if divergent is not None and self.acceptance_rate is not None:
             stats["diverging"] = (divergent > 0).cpu().numpy()
+        for name, v in self.stats.items():  # ArviZ calls the gradients of a draw n_steps
+            stats["n_steps" if name == "n_grads" else name] = v.cpu().numpy()
         posterior = {var_name: self.samples.detach().cpu().numpy()}
         return az.from_dict(posterior=posterior, sample_stats=stats,
                             dims=None if dims is None else {var_name: dims},
@@ -208,6 +218,7 @@ class Chains:
         self.energy  # noqa: B018 - make sure the trace is there to save
         data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in asdict(self).items()
                 if k not in ("final_state", "_energy_fn")}
+        data["stats"] = {k: v.cpu() for k, v in self.stats.items()}
         atomic_save(data, Path(path))  # a crash mid-write leaves the old file, not a part
 
     @classmethod

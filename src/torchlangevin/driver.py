@@ -219,7 +219,8 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             from .compiled import CompiledBlocks  # private torch parts: only when asked
 
             blocks = CompiledBlocks(state.x.device, state.x.numel())
-        length = compiled_len if compiled_len > 0 else block_length(state.x.numel())
+        length = compiled_len if compiled_len > 0 else \
+            block_length(state.x.numel(), state.x.shape[0] * kernel.noise_size(state))
         state = run.loop(kernel, state, params, blocks, length, callback, progress)
         return run.finish(kernel, state)
 
@@ -237,7 +238,8 @@ class _Run:
         self.batches, self.seed_given = batches, seed_given
         generators = [torch.Generator(device=x.device).manual_seed(s) for s in seeds]
         self.noise = NoiseStream(generators, c, kernel.noise_size(state), x,
-                                 block_length(x.numel()), burn_in + n_steps)
+                                 block_length(x.numel(), c * kernel.noise_size(state)),
+                                 burn_in + n_steps)
         self.path = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
         self.config = {"kernel": type(kernel).__name__, "n_steps": n_steps, "burn_in": burn_in,
@@ -316,8 +318,10 @@ class _Run:
 
     def _counters(self) -> dict:
         run = self.buffers
+        grads = run.get("n_grads")
         return {"accepted": run["accepted"].clone(), "divergent": run["divergent"].clone(),
-                "has_accept": run["has_accept"]}
+                "has_accept": run["has_accept"],
+                "n_grads": None if grads is None else grads.clone()}
 
     def _hook(self, callback: Callback | None, t0: int):
         def hook(t, state, trace):
@@ -330,18 +334,23 @@ class _Run:
         """The bookkeeping for eager step ``t``: counters, trajectory, kept draw."""
         run = self.buffers
         accepted, divergent = getattr(info, "accepted", None), getattr(info, "divergent", None)
+        extras = _extras(info)
         if t >= self.burn_in:
             if accepted is not None:
                 run["accepted"] += accepted
                 run["has_accept"] = True
             if divergent is not None:
                 run["divergent"] += divergent
+            if "n_grads" in extras:
+                self._grads(extras["n_grads"])
         if run["trajectory"] is not None:
             run["trajectory"][t] = state.x
         kept = t + 1 - self.burn_in
         if kept <= 0 or kept % self.thin or not self.keep_draws:
             return
         d = kept // self.thin - 1
+        for name, v in extras.items():
+            self._stats(name, v)[d] = v
         run["samples"][d] = state.x
         if state.energy is not None and run["energy"] is not None:
             run["energy"][d] = state.energy
@@ -359,19 +368,17 @@ class _Run:
         first = max(self.burn_in - t0, 0)  # index of the block's first step after burn-in
         if first >= k:
             return
-        acc_cum = div_cum = None
-        if accepted is not None:
-            acc_cum = run["accepted"] + accepted[first:].long().cumsum(0)
-            run["accepted"] = acc_cum[-1].clone()
-            run["has_accept"] = True
-        if divergent is not None:
-            div_cum = run["divergent"] + divergent[first:].long().cumsum(0)
-            run["divergent"] = div_cum[-1].clone()
+        acc_cum, div_cum = self._count(accepted, divergent, first)
+        extras = _extras(info, stacked=True)
+        if "n_grads" in extras:
+            self._grads(extras["n_grads"][first:].sum(0))
         keep = [i for i in range(first, k) if (t0 + i + 1 - self.burn_in) % self.thin == 0]
         if not keep or not self.keep_draws:
             return
         d0 = (t0 + keep[0] + 1 - self.burn_in) // self.thin - 1
         rows, draws = slice(keep[0], keep[-1] + 1, self.thin), slice(d0, d0 + len(keep))
+        for name, v in extras.items():
+            self._stats(name, v[0])[draws] = v[rows]
         run["samples"][draws] = xs[rows]
         if trace.energy is not None and run["energy"] is not None:
             run["energy"][draws] = trace.energy[rows]
@@ -380,6 +387,34 @@ class _Run:
             run["accepted_at_draw"][draws] = acc_cum[cum_rows]
             if div_cum is not None:
                 run["divergent_at_draw"][draws] = div_cum[cum_rows]
+
+    def _count(self, accepted: Tensor | None, divergent: Tensor | None, first: int
+               ) -> tuple[Tensor | None, Tensor | None]:
+        """Add a block's accepts and divergences from its row ``first`` on; returns the
+        running counts at each of those rows."""
+        run, acc_cum, div_cum = self.buffers, None, None
+        if accepted is not None:
+            acc_cum = run["accepted"] + accepted[first:].long().cumsum(0)
+            run["accepted"] = acc_cum[-1].clone()
+            run["has_accept"] = True
+        if divergent is not None:
+            div_cum = run["divergent"] + divergent[first:].long().cumsum(0)
+            run["divergent"] = div_cum[-1].clone()
+        return acc_cum, div_cum
+
+    def _grads(self, n_grads: Tensor) -> None:
+        """Add a step's (or a block's summed) gradient evaluations per chain."""
+        run = self.buffers
+        total = run.get("n_grads")
+        run["n_grads"] = n_grads.long().clone() if total is None else total + n_grads
+
+    def _stats(self, name: str, like: Tensor) -> Tensor:
+        """The per-draw buffer ``(draw, chain)`` of the kernel's statistic ``name``."""
+        stats = self.buffers.setdefault("stats", {})
+        if name not in stats:
+            n_draws = self.buffers["samples"].shape[0]
+            stats[name] = like.new_zeros((n_draws, *like.shape))
+        return stats[name]
 
     # -- checkpoints -------------------------------------------------------------------------
     def _rng_state(self):
@@ -425,7 +460,9 @@ class _Run:
             thin=self.thin, kernel=getattr(kernel, "name", ""), _energy=energy,
             _energy_fn=kernel.energy,
             _accepted_at_draw=_chain_first(run["accepted_at_draw"]),
-            _divergent_at_draw=_chain_first(run["divergent_at_draw"]))
+            _divergent_at_draw=_chain_first(run["divergent_at_draw"]),
+            n_grads=run.get("n_grads"),
+            stats={k: _chain_first(v) for k, v in run.get("stats", {}).items()})
 
 
 def _describe(params) -> dict:
@@ -443,6 +480,19 @@ def _describe(params) -> dict:
         else:
             out[name] = repr(v)
     return out
+
+
+#: the Info fields the driver counts itself; any other (C,) field is a per-draw statistic
+_COUNTED = ("log_accept_ratio", "accepted", "divergent")
+
+
+def _extras(info: Any, stacked: bool = False) -> dict[str, Tensor]:
+    """A kernel's own per-chain statistics in its ``Info`` (NUTS's ``tree_depth`` and
+    ``n_grads``, ...): every tensor field beyond the counted ones, ``(C,)`` per step
+    (``(k, C)`` stacked over a block)."""
+    fields = getattr(info, "_fields", ())
+    return {name: v for name, v in zip(fields, info, strict=True)
+            if name not in _COUNTED and isinstance(v, Tensor) and v.ndim == 1 + stacked}
 
 
 def _warn_nonfinite(nonfinite_step: Tensor) -> None:

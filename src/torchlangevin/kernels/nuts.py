@@ -1,0 +1,289 @@
+"""The No-U-Turn Sampler: multinomial, iterative tree building, every chain in lockstep.
+
+Each step draws ``p ~ N(0, M)`` and doubles a leapfrog trajectory on
+``H(x, p) = E(x)/T + p^T M^{-1} p / 2``, in a random direction each time, until it makes
+a U-turn (the generalised criterion, Betancourt 2017)
+
+    v_-^T rho <= 0  or  v_+^T rho <= 0,   v = M^{-1} p,  rho = sum of p over the tree
+                                                          minus the ends' half weights,
+
+diverges (``H - H_0 > max_energy_error``) or reaches ``max_tree_depth`` doublings. The
+next state is drawn from the trajectory's points with weights ``exp(H_0 - H)``: uniformly
+(progressively) inside each new subtree, and the subtree against the old trajectory by
+the biased transition ``min(1, W_new / W_old)`` (Hoffman & Gelman 2014; Betancourt 2017).
+A subtree is built leaf by leaf and checked for U-turns on the fly from checkpoints of
+its momenta (NumPyro's iterative scheme, Phan et al. 2019), so memory is
+``O(max_tree_depth)`` per chain.
+
+All chains move together: at each depth every chain that is still building takes the same
+number of leapfrog steps, a chain that has stopped is masked (its results discarded, its
+gradients not counted). ``Info.n_grads`` and ``Info.tree_depth`` report each chain's own
+work; ``acceptance_prob`` is the mean of ``min(1, exp(H_0 - H))`` over the trajectory's
+points, what dual averaging tunes towards 0.8.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import torch
+from torch import Tensor
+
+from ..energy import energy_and_grad
+from ..integrators import event_sum, per_chain
+from ..mass import Mass, kinetic, momentum, velocity
+from ..util import integer
+from .base import Kernel, Parameter, State, event_noise, on_device, uniforms, value_at
+
+
+class NUTSParams(NamedTuple):
+    """NUTS's parameters: the step size, ``sqrt(T)``, the inverse mass (any of
+    :mod:`torchlangevin.mass`), the most doublings and the divergence threshold."""
+
+    step_size: Parameter
+    noise_scale: Parameter = 1.0
+    inv_mass: Mass = 1.0
+    max_tree_depth: int = 10
+    max_energy_error: float = 1000.0
+
+
+class NUTSInfo(NamedTuple):
+    """Per chain: ``log`` of the trajectory's mean acceptance, whether the state moved,
+    whether the trajectory diverged, the gradients it took and its depth (doublings)."""
+
+    log_accept_ratio: Tensor
+    accepted: Tensor
+    divergent: Tensor
+    n_grads: Tensor
+    tree_depth: Tensor
+
+    @property
+    def acceptance_prob(self) -> Tensor:
+        """The mean of ``min(1, exp(H_0 - H))`` over the trajectory's points."""
+        return torch.exp(self.log_accept_ratio.clamp(max=0.0))
+
+
+class _Point(NamedTuple):
+    """A point of the trajectory: position, momentum, energy and gradient."""
+
+    x: Tensor
+    p: Tensor
+    energy: Tensor
+    grad: Tensor
+
+
+def _where(mask: Tensor, a: NamedTuple, b: NamedTuple) -> Any:
+    """Per chain, ``a``'s fields where ``mask`` else ``b``'s."""
+    return type(a)(*(torch.where(mask.view(-1, *([1] * (u.ndim - 1))), u, v)
+                     for u, v in zip(a, b, strict=True)))
+
+
+def _turning(v_left: Tensor, v_right: Tensor, p_left: Tensor, p_right: Tensor,
+             rho: Tensor) -> Tensor:
+    """The generalised U-turn criterion of a (sub)tree with end momenta ``p`` (velocities
+    ``v = M^{-1} p``) and momentum sum ``rho``."""
+    rho = rho - 0.5 * (p_left + p_right)
+    return (event_sum(v_left * rho) <= 0) | (event_sum(v_right * rho) <= 0)
+
+
+def checkpoints(leaf: int) -> tuple[int, int]:
+    """The checkpoints ``[lo, hi]`` leaf ``leaf`` of a subtree is checked against: ``hi`` is
+    the number of set bits of ``leaf >> 1``, ``hi - lo + 1`` the trailing ones of ``leaf``
+    (the subtrees that leaf completes). Even leaves check none (``lo = hi + 1``) and store
+    their momentum at ``hi``."""
+    hi = bin(leaf >> 1).count("1")
+    trailing = (leaf ^ (leaf + 1)).bit_length() - 1
+    return hi - trailing + 1, hi
+
+
+def _depth(name: str, value: Any) -> int:
+    depth = integer(name, value, 1)
+    if depth > 16:  # 65,535 leapfrog steps a step, and as many noise columns
+        raise ValueError(f"{name} must be at most 16; got {value!r}")
+    return depth
+
+
+class NUTS(Kernel):
+    """The No-U-Turn Sampler (multinomial, generalised U-turn, iterative subtrees).
+
+    Args:
+        energy: callable ``(C, *event) -> (C,)``, optionally with ``grad``.
+        step_size: leapfrog ``eps > 0``: float or ``(C,)`` tensor (``adapt`` tunes it).
+        inv_mass: ``M^{-1}``: float, diagonal tensor, ``DenseMass`` or ``LowRankMass``.
+        max_tree_depth: at most ``2^max_tree_depth - 1`` leapfrog steps per step.
+        noise_scale: ``sqrt(T)`` > 0.
+        support: a ``Box``; a trajectory stops where it leaves the support (its points
+            outside get weight 0).
+        max_energy_error: ``H - H_0`` above which a trajectory is divergent.
+    """
+
+    name = "nuts"
+    target_accept = 0.8
+    positive_params = ("step_size", "noise_scale")
+    Params = NUTSParams
+    param_rules = {"max_tree_depth": lambda name, v: _depth(name, v)}
+
+    def __init__(self, energy, step_size: Parameter, inv_mass: Mass = 1.0,
+                 max_tree_depth: int = 10, noise_scale: Parameter = 1.0, support=None,
+                 max_energy_error: float = 1000.0) -> None:
+        super().__init__(energy, step_size, noise_scale, support, inv_mass,
+                         max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
+
+    def noise_size(self, state: State) -> int:
+        # the momentum; per depth a direction and a uniform for the merge; per leaf a
+        # uniform for the progressive sampling inside its subtree (2^D - 1 leaves at most)
+        depth = self.params.max_tree_depth
+        return super().noise_size(state) + 2 * depth + 2**depth - 1
+
+    def step(self, state: State, noise: Tensor, params: NUTSParams, batch: Any = None
+             ) -> tuple[State, NUTSInfo]:
+        x = state.x
+        n, depth_max = x[0].numel(), params.max_tree_depth
+        if noise.shape[1] < n + 2 * depth_max + 2**depth_max - 1:
+            raise ValueError(f"noise has {noise.shape[1]} columns; NUTS with max_tree_depth="
+                             f"{depth_max} needs {n + 2 * depth_max + 2**depth_max - 1}")
+        scale = value_at(params.noise_scale, state.step, x)
+        run = _Trajectory(self, state, noise, params, value_at(params.step_size, state.step, x),
+                          1.0 / (scale * scale))
+        for d in range(depth_max):
+            if not bool(run.building.any()):  # one host sync per doubling, none per leaf
+                break
+            run.double(d)
+        return run.result(state)
+
+
+class _Trajectory:
+    """One NUTS trajectory for every chain: the ends, the proposal, the weights, the
+    momentum sum, and which chains are still building."""
+
+    def __init__(self, kernel: NUTS, state: State, noise: Tensor, params: NUTSParams,
+                 eps: float | Tensor, inv_t: float | Tensor) -> None:
+        x = state.x
+        self.kernel, self.noise, self.params = kernel, noise, params
+        self.n = x[0].numel()
+        self.inv_mass = on_device(params.inv_mass, x)
+        self.eps, self.inv_t = per_chain(eps, x), per_chain(inv_t, x)
+        self.inv_t_c = inv_t  # per chain as (C,) or a float, for the energies
+        p = momentum(event_noise(noise, x), self.inv_mass)
+        self.h0 = self._hamiltonian(state.energy, p)
+        start = _Point(x, p, state.energy, state.grad)
+        self.left = self.right = start
+        self.proposal = start
+        self.log_w = torch.zeros_like(self.h0)
+        self.rho = p.clone()
+        c = x.shape[0]
+        self.building = torch.ones(c, dtype=torch.bool, device=x.device)
+        self.divergent = torch.zeros_like(self.building)
+        self.depth = torch.zeros(c, dtype=torch.long, device=x.device)
+        self.n_grads = torch.zeros_like(self.depth)
+        self.accept_sum = torch.zeros_like(self.h0)
+        # written before they are read (at a subtree's even leaves): no need to zero them
+        self.p_ckpt = x.new_empty((params.max_tree_depth, *x.shape))
+        self.rho_ckpt = torch.empty_like(self.p_ckpt)
+
+    def _hamiltonian(self, energy: Tensor, p: Tensor) -> Tensor:
+        return energy * self.inv_t_c + kinetic(p, self.inv_mass)
+
+    def _leaf(self, point: _Point, signed_eps: Tensor) -> _Point:
+        """One leapfrog step from ``point`` with the per-chain signed step size."""
+        half = 0.5 * signed_eps * self.inv_t
+        p = point.p - half * point.grad
+        x = point.x + signed_eps * velocity(p, self.inv_mass)
+        e, g = energy_and_grad(self.kernel.energy, x)
+        return _Point(x, p - half * g, e, g)
+
+    def double(self, d: int) -> None:
+        """Build a subtree of ``2^d`` leaves from one end, in a random direction per chain,
+        and merge it into the trajectory."""
+        n, depth_max, noise = self.n, self.params.max_tree_depth, self.noise
+        forward = noise[:, n + d] > 0
+        sign = per_chain(torch.where(forward, 1.0, -1.0).to(self.h0.dtype), self.left.x)
+        signed_eps = sign * self.eps
+        edge = _where(forward, self.right, self.left)
+        active = self.building.clone()
+        sub = _Subtree(self, edge, active)
+        offset = n + 2 * depth_max + 2**d - 1
+        for j in range(2**d):
+            sub.add(j, self._leaf(sub.edge, signed_eps), uniforms(noise[:, offset + j]))
+            if not bool(sub.active.any()):
+                break
+        # merge: the subtree's proposal replaces the trajectory's with min(1, W_sub / W)
+        valid = self.building & ~sub.turned & ~sub.diverged
+        u = uniforms(noise[:, n + depth_max + d])
+        take = valid & (torch.log(u) < sub.log_w - self.log_w)
+        self.proposal = _where(take, sub.proposal, self.proposal)
+        self.log_w = torch.where(valid, torch.logaddexp(self.log_w, sub.log_w), self.log_w)
+        grown = self.building
+        self.right = _where(grown & forward, sub.edge, self.right)
+        self.left = _where(grown & ~forward, sub.edge, self.left)
+        self.rho = torch.where(per_chain(grown, self.rho), self.rho + sub.rho, self.rho)
+        self.depth = self.depth + grown.long()
+        self.n_grads = self.n_grads + sub.n_grads
+        self.accept_sum = self.accept_sum + sub.accept_sum
+        self.divergent = self.divergent | sub.diverged
+        turned = _turning(velocity(self.left.p, self.inv_mass),
+                          velocity(self.right.p, self.inv_mass),
+                          self.left.p, self.right.p, self.rho)
+        self.building = grown & ~sub.turned & ~sub.diverged & ~turned
+
+    def result(self, state: State) -> tuple[State, NUTSInfo]:
+        prop = self.proposal
+        moved = (prop.x != state.x).flatten(1).any(1)
+        mean_accept = self.accept_sum / self.n_grads.clamp(min=1)
+        info = NUTSInfo(torch.log(mean_accept), moved, self.divergent, self.n_grads,
+                        self.depth)
+        return State(prop.x, prop.energy, prop.grad, state.step + 1), info
+
+
+class _Subtree:
+    """A subtree being built leaf by leaf: its far end, proposal, weight, momentum sum,
+    checkpoints, and whether it turned or diverged."""
+
+    def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
+        self.traj, self.edge, self.active = traj, edge, active
+        self.proposal = edge
+        self.log_w = torch.full_like(traj.h0, -math.inf)
+        self.rho = torch.zeros_like(edge.p)
+        self.turned = torch.zeros_like(active)
+        self.diverged = torch.zeros_like(active)
+        self.n_grads = torch.zeros_like(traj.n_grads)
+        self.accept_sum = torch.zeros_like(traj.h0)
+
+    def add(self, j: int, leaf: _Point, u: Tensor) -> None:
+        """Add leaf ``j`` (the subtree's results only matter for chains still active: the
+        others are discarded by the merge, so most updates need no mask)."""
+        traj, active = self.traj, self.active
+        delta = traj._hamiltonian(leaf.energy, leaf.p) - traj.h0
+        delta = torch.where(torch.isnan(delta), math.inf, delta)
+        outside = None
+        support = traj.kernel.support
+        if support is not None:
+            outside = ~support.contains(leaf.x)
+            delta = delta.masked_fill(outside, math.inf)
+        log_w_leaf = -delta
+        diverged = delta > traj.params.max_energy_error
+        if outside is not None:
+            diverged &= ~outside
+        self.diverged |= active & diverged
+        self.accept_sum += torch.where(active, torch.exp(log_w_leaf.clamp(max=0.0)), 0.0)
+        self.n_grads += active.long()
+        # progressive uniform sampling inside the subtree: leaf with prob w_leaf / W
+        new_log_w = torch.logaddexp(self.log_w, log_w_leaf)
+        take = torch.log(u) < log_w_leaf - new_log_w if j else torch.ones_like(active)
+        self.proposal = _where(take, leaf, self.proposal)
+        self.log_w = new_log_w
+        self.rho = self.rho + leaf.p
+        self.edge = leaf
+        lo, hi = checkpoints(j)
+        if j % 2 == 0:
+            traj.p_ckpt[hi] = leaf.p
+            traj.rho_ckpt[hi] = self.rho
+        turned = torch.zeros_like(active) if outside is None else outside.clone()
+        v = velocity(leaf.p, traj.inv_mass)
+        for i in range(hi, lo - 1, -1):
+            p_i = traj.p_ckpt[i]
+            rho = self.rho - traj.rho_ckpt[i] + p_i
+            turned |= _turning(velocity(p_i, traj.inv_mass), v, p_i, leaf.p, rho)
+        self.turned |= active & turned
+        self.active = active & ~self.turned & ~self.diverged

@@ -1,0 +1,128 @@
+"""NUTS: exact on known targets, lockstep equal to one chain at a time, honest counts."""
+
+import math
+
+import pytest
+import torch
+
+import torchlangevin as tl
+from torchlangevin import diagnostics
+from torchlangevin.kernels.nuts import checkpoints
+from torchlangevin.mass import DenseMass
+
+
+class StdNormal:
+    def __call__(self, x):
+        return 0.5 * (x * x).sum(1)
+
+    def grad(self, x):
+        return x
+
+
+def correlated(n=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(n, n, generator=g, dtype=torch.float64)
+    cov = a @ a.T + 0.5 * torch.eye(n, dtype=torch.float64)
+    prec = torch.linalg.inv(cov)
+
+    class Gauss:
+        def __call__(self, x):
+            return 0.5 * ((x @ prec) * x).sum(1)
+
+        def grad(self, x):
+            return x @ prec
+
+    return Gauss(), cov
+
+
+def test_checkpoints_match_the_iterative_scheme():
+    # NumPyro's worked examples: leaf 6 checks nothing and stores at 2; 7 checks 0..2;
+    # 13 checks 2 only
+    assert checkpoints(6) == (3, 2)
+    assert checkpoints(7) == (0, 2)
+    assert checkpoints(13) == (2, 2)
+    assert checkpoints(0) == (1, 0)
+    assert checkpoints(1) == (0, 0)
+
+
+def test_standard_normal_variance_is_one():
+    x0 = torch.randn(256, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    chains = tl.sample(tl.NUTS(StdNormal(), step_size=0.9), x0, 200, burn_in=20, seed=1)
+    s = chains.samples[..., 0]
+    sq = s * s
+    ess = float(diagnostics.ess_bulk(sq.unsqueeze(-1)))
+    # Var[x^2] = 2 for a standard normal: the mean of x^2 has sd sqrt(2 / ESS)
+    assert abs(float(sq.mean()) - 1.0) < 4 * math.sqrt(2.0 / ess)
+    assert abs(float(s.mean())) < 4 * math.sqrt(1.0 / float(diagnostics.ess_bulk(
+        s.unsqueeze(-1))))
+    assert int(chains.divergences.sum()) == 0
+
+
+@pytest.mark.parametrize("mass", ["unit", "dense"])
+def test_correlated_gaussian_moments(mass):
+    energy, cov = correlated()
+    n = cov.shape[0]
+    inv_mass = DenseMass.of(cov) if mass == "dense" else 1.0
+    x0 = torch.randn(128, n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    kernel = tl.NUTS(energy, step_size=0.6 if mass == "dense" else 0.25, inv_mass=inv_mass)
+    chains = tl.sample(kernel, x0 @ torch.linalg.cholesky(cov).T, 150, seed=3)
+    s = chains.samples
+    ess = diagnostics.ess_bulk(s).clamp(max=s.shape[0] * s.shape[1])
+    sd = cov.diagonal().sqrt()
+    z = (s.reshape(-1, n).mean(0) / (sd / ess.sqrt())).abs()
+    assert float(z.max()) < 4.0
+    emp = torch.cov(s.reshape(-1, n).T)
+    # sampling error of a covariance entry: sqrt((S_ii S_jj + S_ij^2) / ESS)
+    se = ((cov.diagonal()[:, None] * cov.diagonal()[None, :] + cov * cov)
+          / float(ess.min())).sqrt()
+    assert float(((emp - cov).abs() / se).max()) < 4.5
+    if mass == "dense":  # a perfect metric makes the target a unit sphere: short trees
+        assert float(chains.stats["tree_depth"].double().mean()) < 3.0
+
+
+def test_lockstep_chains_equal_chains_run_alone():
+    energy, cov = correlated()
+    kernel = tl.NUTS(energy, step_size=0.3, max_tree_depth=6)
+    x = torch.randn(6, cov.shape[0], generator=torch.Generator().manual_seed(4),
+                    dtype=torch.float64)
+    state = kernel.init(x, kernel.params)
+    noise = torch.randn(6, kernel.noise_size(state), generator=torch.Generator().manual_seed(5),
+                        dtype=torch.float64)
+    together, info = kernel.step(state, noise, kernel.params)
+    for i in range(6):
+        alone, info_i = kernel.step(kernel.init(x[i:i + 1], kernel.params), noise[i:i + 1],
+                                    kernel.params)
+        torch.testing.assert_close(alone.x, together.x[i:i + 1])
+        assert int(info_i.n_grads) == int(info.n_grads[i])
+        assert int(info_i.tree_depth) == int(info.tree_depth[i])
+
+
+def test_gradient_counts_fit_the_tree_depth():
+    energy, cov = correlated()
+    x0 = torch.randn(64, cov.shape[0], generator=torch.Generator().manual_seed(6),
+                     dtype=torch.float64)
+    chains = tl.sample(tl.NUTS(energy, step_size=0.2), x0, 30, seed=7)
+    depth, grads = chains.stats["tree_depth"], chains.stats["n_grads"]
+    # a tree of depth d holds its first d - 1 doublings whole and part of the last one
+    assert bool(((grads >= 2 ** (depth - 1)) & (grads <= 2**depth - 1)).all())
+    assert torch.equal(chains.n_grads, grads.sum(1))
+
+
+def test_adapt_tunes_nuts_to_its_target():
+    energy, cov = correlated()
+    x0 = torch.randn(64, cov.shape[0], generator=torch.Generator().manual_seed(8),
+                     dtype=torch.float64)
+    adapted = tl.adapt(tl.NUTS(energy, step_size=0.05), x0, 300, seed=9)
+    assert 0.05 < adapted.step_size < 2.0
+    # the last window's acceptance, averaged over 64 chains x 100 steps, near the target
+    assert float(adapted.acceptance[-100:].mean()) == pytest.approx(0.8, abs=0.08)
+
+
+def test_bad_input_names_the_argument():
+    with pytest.raises(ValueError, match="max_tree_depth"):
+        tl.NUTS(StdNormal(), step_size=0.1, max_tree_depth=0)
+    with pytest.raises(ValueError, match="step_size"):
+        tl.NUTS(StdNormal(), step_size=-0.1)
+    with pytest.raises(ValueError, match="inv_mass is a DenseMass over 3"):
+        tl.NUTS(StdNormal(), step_size=0.1,
+                inv_mass=DenseMass.of(torch.eye(3))).init(torch.zeros(2, 2))
