@@ -1,8 +1,11 @@
 """torch energies ``E(x) = -log p(x) + const`` of ``gradient_targets``: ``(C, d) -> (C,)``.
 
-Each is a torch callable; gradients come from one autograd call over all chains (the
-library's default), except the Gaussian, which defines the analytic ``grad`` (as a user
-would). The data arrays are those of ``gradient_targets``, cast to the sampling dtype.
+Each is a torch callable with a ``grad``: ``torch.func.grad`` of ``E(x).sum()`` (one
+reverse pass serves all chains, as the library's autograd default does, but traceable:
+``sample(..., compile=True)`` compiles ``torch.func`` transforms, not
+``torch.autograd.grad``), except the Gaussian, whose ``grad`` is analytic (as a user
+would write it). The data arrays are those of ``gradient_targets``, cast to the
+sampling dtype.
 """
 
 from __future__ import annotations
@@ -112,6 +115,17 @@ def _stochvol(d: dict[str, Tensor]) -> Energy:
     return energy
 
 
+class _WithGrad:
+    """``energy`` with ``grad = torch.func.grad(lambda x: energy(x).sum())``."""
+
+    def __init__(self, energy: Energy) -> None:
+        self.energy = energy
+        self.grad = torch.func.grad(lambda x: energy(x).sum())
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.energy(x)
+
+
 BUILD: dict[str, Callable[[dict[str, Tensor]], Energy]] = {
     "banana": _banana, "gaussian_k1e2": lambda d: _Gaussian(d["var"]),
     "gaussian_k1e4": lambda d: _Gaussian(d["var"]), "rosenbrock36": _rosenbrock,
@@ -124,4 +138,5 @@ def energy(target: Target, dtype: torch.dtype = torch.float32) -> Energy:
     """The torch energy of ``target``, its data as tensors of ``dtype`` (indices int64)."""
     data = {k: torch.as_tensor(v) if np.issubdtype(np.asarray(v).dtype, np.integer)
             else torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in target.data.items()}
-    return BUILD[target.name](data)
+    built = BUILD[target.name](data)
+    return built if hasattr(built, "grad") else _WithGrad(built)
