@@ -14,7 +14,7 @@ volatility, Gaussianised coordinates for the funnel), with
     b^2_i(n) = (mean over chains of (1/n) sum_{k<=n} f_i(x_k)^2  -  E[f_i^2])^2 / Var[f_i^2].
 
 ``E[f^2]`` and ``Var[f^2]`` are closed forms where they exist (Gaussians, banana,
-Rosenbrock pairs, funnel; checked against 10^6 exact draws in
+Rosenbrock pairs, funnel; checked against exact draws in
 ``tests/test_gradient_targets.py``) and otherwise long reference runs stored in
 ``benchmarks/reference/<name>.npz`` (see ``benchmarks/reference/README.md``).
 """
