@@ -10,7 +10,9 @@ MCLMCs tune every chain on its own (``vmap`` over the tuners); ChEES tunes the e
 Gradients are counted from what the kernels report: NUTS, ChEES and adjusted MCLMC from
 ``info.num_integration_steps`` (one gradient per velocity-Verlet step; two per
 isokinetic McLachlan step for the MCLMCs), unadjusted MCLMC two per step. Wall time is
-the sampling scan's, compiled ahead of time so compilation is excluded.
+the sampling scan's, compiled ahead of time so compilation is excluded; under ``vmap``
+a NUTS step lasts as long as its chains' deepest tree, so NUTS's time per gradient
+includes that lockstep waiting (as it would on any batched device).
 
 ``--reference NAME`` makes the stored ground truth of a target without a closed form
 (float64, NUTS; see ``benchmarks/reference/README.md``).
