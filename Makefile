@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-llc bench-tabular clean
+.PHONY: demo test lint bench bench-llc bench-tabular bench-gradients bench-venv-blackjax clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,10 +32,15 @@ lint: $(STAMP)
 	.bench/torchebm/bin/pip install --quiet torchebm==0.8.9 numpy
 	touch $@
 
+# pip resolved jax/jaxlib 0.10.2 for blackjax 1.7.1 (2026-12-01); scikit-learn for the
+# breast_cancer target of bench-gradients
 .bench/blackjax/.installed:
 	$(PYTHON) -m venv .bench/blackjax
-	.bench/blackjax/bin/pip install --quiet jax jaxlib blackjax==1.7.1 numpy
+	.bench/blackjax/bin/pip install --quiet --upgrade pip
+	.bench/blackjax/bin/pip install --quiet blackjax==1.7.1 "jax[cpu]==0.10.2" jaxlib==0.10.2 numpy scikit-learn
 	touch $@
+
+bench-venv-blackjax: .bench/blackjax/.installed
 
 .bench/devinterp/.installed:
 	$(PYTHON) -m venv .bench/devinterp
@@ -55,6 +60,10 @@ bench-llc: $(STAMP) .bench/devinterp/.installed
 bench-tabular: $(STAMP) .bench/tabpfgen/.installed
 	$(PY) -m pip install --quiet -e ".[bench]"
 	$(PY) benchmarks/tabular.py
+
+bench-gradients: $(STAMP) .bench/blackjax/.installed
+	mkdir -p bench_out
+	$(PY) benchmarks/gradients.py --out bench_out/gradients.json
 
 bench: $(STAMP) .bench/torchebm/.installed .bench/blackjax/.installed
 	$(PY) benchmarks/core.py
