@@ -1,4 +1,5 @@
-"""Warm-up that tunes step size and diagonal inverse mass for MALA and HMC.
+"""Warm-up that tunes step size and inverse mass (diagonal, dense or low-rank) for MALA,
+HMC and NUTS.
 
 Step size: dual averaging (Nesterov 2009; Hoffman & Gelman 2014, Alg. 5) towards a
 target acceptance (MALA 0.574, HMC 0.8), on ``log eps`` per chain:
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from .blocks import NoiseStream, block_length, run_block
 from .kernels.base import Kernel, State
+from .mass import DenseMass, LowRankMass
 from .schedules import Schedule
 from .util import integer
 
@@ -96,6 +98,8 @@ class Adapted:
     step_size: float | Tensor
     inv_mass: float | Tensor
     acceptance: Tensor  # mean acceptance probability at each warm-up step, (n_steps,)
+    #: gradient evaluations per chain the warm-up spent, for kernels that report them
+    n_grads: Tensor | None = None
 
     @property
     def x(self) -> Tensor:
@@ -124,9 +128,11 @@ class WarmupState(NamedTuple):
 
 
 class WarmupInfo(NamedTuple):
-    """Per step of the warm-up: the chains' acceptance probabilities ``(C,)``."""
+    """Per step of the warm-up: the chains' acceptance probabilities ``(C,)`` and, for
+    kernels that report them, their gradient evaluations."""
 
     acceptance_prob: Tensor
+    n_grads: Tensor | None = None
 
 
 class Warmup:
@@ -151,13 +157,33 @@ class Warmup:
         prob = info.acceptance_prob
         averaging, eps = state.averaging.update(
             prob if self.per_chain else prob.mean().expand_as(prob), self.target)
-        return WarmupState(chains, eps, averaging), WarmupInfo(prob)
+        return WarmupState(chains, eps, averaging), WarmupInfo(prob,
+                                                               getattr(info, "n_grads", None))
 
 
-def _check(kernel: Any, n_steps: int, target_accept: float | None, adapt_mass: bool,
+MASS_KINDS = ("diag", "dense", "low_rank")
+
+
+def _mass_kind(adapt_mass: bool | str, per_chain_mass: bool) -> str | None:
+    """``adapt_mass`` as one of :data:`MASS_KINDS`, or ``None`` for no mass tuning."""
+    if adapt_mass is True:
+        return "diag"
+    if adapt_mass is False:
+        return None
+    if adapt_mass not in MASS_KINDS:
+        raise ValueError(f"adapt_mass must be True, False or one of {MASS_KINDS}; got "
+                         f"{adapt_mass!r}")
+    if per_chain_mass and adapt_mass != "diag":
+        raise ValueError(f"per_chain_mass=True tunes a diagonal mass per chain; got "
+                         f"adapt_mass={adapt_mass!r}")
+    return adapt_mass
+
+
+def _check(kernel: Any, n_steps: int, target_accept: float | None, adapt_mass: bool | str,
            per_chain_mass: bool) -> float:
     """Fail clearly on what ``adapt`` cannot do; returns the target acceptance."""
     integer("n_steps", n_steps, 10)
+    _mass_kind(adapt_mass, per_chain_mass)
     if not getattr(kernel, "has_accept_step", False):
         raise TypeError(f"adapt needs a kernel with an accept step (MALA, HMC); "
                         f"got {type(kernel).__name__}")
@@ -184,21 +210,26 @@ def _check(kernel: Any, n_steps: int, target_accept: float | None, adapt_mass: b
 
 
 def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
-          target_accept: float | None = None, adapt_mass: bool = True,
-          per_chain: bool = False, per_chain_mass: bool = False, seed: int | None = None,
-          compile: bool = False) -> Adapted:  # noqa: A002 - as in sample
+          target_accept: float | None = None, adapt_mass: bool | str = True,
+          per_chain: bool = False, per_chain_mass: bool = False, mass_rank: int = 10,
+          seed: int | None = None, compile: bool = False) -> Adapted:  # noqa: A002
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
     Args:
-        kernel: a ``MALA`` or ``HMC`` (any kernel whose ``Info`` has an acceptance and whose
-            params have ``step_size`` and ``inv_mass``).
+        kernel: a ``MALA``, ``HMC`` or ``NUTS`` (any kernel whose ``Info`` has an
+            acceptance and whose params have ``step_size`` and ``inv_mass``).
         x0: initial states ``(C, *event)``.
         n_steps: warm-up steps (they are burn-in: discard them).
         target_accept: defaults to the kernel's ``target_accept`` (MALA 0.574, HMC 0.8).
-        adapt_mass: also tune a diagonal ``inv_mass`` in Stan's windows.
+        adapt_mass: also tune ``inv_mass`` in Stan's windows: ``True`` or ``"diag"`` for a
+            diagonal, ``"dense"`` for a :class:`~torchlangevin.mass.DenseMass` (the
+            window's covariance), ``"low_rank"`` for a
+            :class:`~torchlangevin.mass.LowRankMass` (the diagonal and the ``mass_rank``
+            eigenvectors of the window's correlation furthest from 1, as nutpie).
         per_chain: one step size per chain (a ``(C,)`` tensor) instead of a shared float.
         per_chain_mass: one inverse mass per chain (``(C, *event)``), each from that
             chain's own draws, instead of one from all chains' (needs ``adapt_mass``).
+        mass_rank: the rank of a ``"low_rank"`` mass.
         seed: seeds the warm-up's generator.
         compile: run the warm-up's blocks compiled, as ``sample(..., compile=True)``
             does: same noise, same result to float rounding.
@@ -214,29 +245,32 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         x = state.x
         c = x.shape[0]
         eps = torch.as_tensor(params.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
+        kind = _mass_kind(adapt_mass, per_chain_mass)
         inv_mass = params.inv_mass
-        if adapt_mass:  # a tensor from the start: one compiled graph for every window
+        if kind == "diag":  # a tensor from the start: one compiled graph for every window
             inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
             inv_mass = inv_mass.expand(x.shape if per_chain_mass else x.shape[1:]).clone()
         warm = WarmupState(state, eps, DualAveraging.start(eps))
-        run = _WarmupRun(Warmup(kernel, target, per_chain), warm, n_steps, adapt_mass,
-                         per_chain_mass, gen, compile)
-        warm, inv_mass, prob = run.loop(params, inv_mass)
+        run = _WarmupRun(Warmup(kernel, target, per_chain), warm, n_steps, kind,
+                         per_chain_mass, gen, compile, integer("mass_rank", mass_rank, 1))
+        warm, inv_mass, prob, grads = run.loop(params, inv_mass)
     final = warm.averaging.final
     step_size: float | Tensor = final if per_chain else float(final.mean())
     tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
     return Adapted(tuned, warm.chains._replace(step=0), step_size, inv_mass,
-                   prob.double().mean(1))
+                   prob.double().mean(1), grads)
 
 
 class _WarmupRun:
     """The warm-up's blocks: up to each mass update, blocks of the block runner."""
 
-    def __init__(self, warmup: Warmup, warm: WarmupState, n_steps: int, adapt_mass: bool,
-                 per_chain_mass: bool, generator: torch.Generator, compile: bool) -> None:  # noqa: A002
+    def __init__(self, warmup: Warmup, warm: WarmupState, n_steps: int, kind: str | None,
+                 per_chain_mass: bool, generator: torch.Generator, compile: bool,  # noqa: A002
+                 rank: int) -> None:
         self.warmup, self.warm, self.n_steps = warmup, warm, n_steps
+        self.kind, self.rank = kind, rank
         x = warm.x
-        self.windows = mass_windows(n_steps) if adapt_mass else []
+        self.windows = mass_windows(n_steps) if kind is not None else []
         self.in_window = torch.zeros(n_steps, dtype=torch.bool, device=x.device)
         for start, end in self.windows:
             self.in_window[start:end] = True
@@ -254,7 +288,8 @@ class _WarmupRun:
         warm, x = self.warm, self.warm.x
         prob = torch.empty((self.n_steps, x.shape[0]), dtype=x.dtype, device=x.device)
         ends = {end for _, end in self.windows}
-        sums = _WindowSums(x, self.per_chain_mass)
+        sums = _WindowSums(x, self.per_chain_mass, self.kind)
+        grads = None
         m = 0
         while m < self.n_steps:
             stop = min([e for e in ends if e > m] + [self.n_steps])  # the next mass update
@@ -267,26 +302,33 @@ class _WarmupRun:
                 else:
                     warm, trace = run_block(self.warmup, warm, block_params, noise)
                 prob[i:j] = trace.info.acceptance_prob
+                if trace.info.n_grads is not None:
+                    block_grads = trace.info.n_grads.sum(0)
+                    grads = block_grads if grads is None else grads + block_grads
                 if self.windows:
                     sums.add(trace.x[self.in_window[i:j]])
             m = stop
             if m in ends:
-                inv_mass = sums.variance().to(x.dtype)
+                inv_mass = sums.estimate(self.rank, x.dtype)
                 warm = WarmupState(warm.chains, warm.eps, DualAveraging.start(warm.eps))
-                sums = _WindowSums(x, self.per_chain_mass)
-        return warm, inv_mass, prob
+                sums = _WindowSums(x, self.per_chain_mass, self.kind)
+        return warm, inv_mass, prob, grads
 
 
 class _WindowSums:
     """Sums of ``x`` and ``x^2`` (float64) over a mass window's ``n`` draws, per chain or
-    pooled over chains, and the regularised variance they give:
-    ``n/(n+5) var + 1e-3 5/(n+5)``."""
+    pooled over chains (and of ``x x^T``, pooled, for a dense or low-rank mass), and the
+    regularised estimates they give: ``n/(n+5) var + 1e-3 5/(n+5)``, the same shrinkage
+    towards ``1e-3 I`` for a covariance (Stan)."""
 
-    def __init__(self, x: Tensor, per_chain: bool) -> None:
+    def __init__(self, x: Tensor, per_chain: bool, kind: str | None = "diag") -> None:
         self.dims = (0,) if per_chain else (0, 1)  # of a (steps, C, *event) stack
         shape = x.shape if per_chain else x.shape[1:]
         self.total = x.new_zeros(shape, dtype=torch.float64)
         self.sq = x.new_zeros(shape, dtype=torch.float64)
+        self.kind = kind
+        d = x[0].numel()
+        self.cross = x.new_zeros((d, d), dtype=torch.float64) if kind != "diag" else None
         self.n = 0
 
     def add(self, xs: Tensor) -> None:
@@ -294,9 +336,31 @@ class _WindowSums:
         xs = xs.double()
         self.total += xs.sum(self.dims)
         self.sq += (xs * xs).sum(self.dims)
+        if self.cross is not None:
+            rows = xs.reshape(-1, self.cross.shape[0])
+            self.cross += rows.mT @ rows
         self.n += xs.shape[0] * (1 if len(self.dims) == 1 else xs.shape[1])
 
     def variance(self) -> Tensor:
         n = self.n
         var = (self.sq - self.total * self.total / n) / (n - 1)
         return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
+
+    def covariance(self) -> Tensor:
+        n, mean = self.n, self.total.reshape(-1) / self.n
+        cov = (self.cross - n * torch.outer(mean, mean)) / (n - 1)
+        eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
+        return n / (n + 5.0) * cov + 1e-3 * 5.0 / (n + 5.0) * eye
+
+    def estimate(self, rank: int, dtype: torch.dtype) -> Tensor | DenseMass | LowRankMass:
+        """The window's inverse mass of this kind, in ``dtype``."""
+        if self.kind == "diag":
+            return self.variance().to(dtype)
+        cov = self.covariance()
+        if self.kind == "dense":
+            return DenseMass.of(cov.to(dtype))
+        sigma = cov.diagonal().sqrt()
+        values, vectors = torch.linalg.eigh(cov / torch.outer(sigma, sigma))
+        keep = values.clamp(min=1e-10).log().abs().argsort(descending=True)[:rank]
+        return LowRankMass(sigma.to(dtype), vectors[:, keep].to(dtype),
+                           values[keep].clamp(min=1e-10).to(dtype))
