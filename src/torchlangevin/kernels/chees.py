@@ -37,6 +37,7 @@ from .base import (
     event_noise,
     metropolis,
     on_device,
+    scalar_parameter,
     select,
     uniforms,
     value_at,
@@ -138,7 +139,8 @@ class ChEESHMC(Kernel):
     target_accept = 0.651
     positive_params = ("step_size", "noise_scale", "trajectory_length")
     Params = ChEESParams
-    param_rules = {"jitter": _jitter_rule, "max_leapfrog_steps": _steps_rule}
+    param_rules = {"jitter": _jitter_rule, "max_leapfrog_steps": _steps_rule,
+                   "trajectory_length": scalar_parameter}
 
     def __init__(self, energy, step_size: Parameter, trajectory_length: Parameter = 1.0,
                  inv_mass: Mass = 1.0, noise_scale: Parameter = 1.0, support=None,
