@@ -22,7 +22,7 @@ chains with one shared step size ``eps`` and one mean trajectory length ``T``, t
   ``m`` the chains' mean of ``x``, ``m'`` their acceptance-weighted mean of ``x'``; the
   step's gradient is ``g = sum_c a_c g_c / sum_c a_c`` (divergent chains weigh 0), and
   ``log T`` takes an Adam step without momentum (``beta1 = 0``, ``beta2 = 0.95``, learning
-  rate ``0.025``, the move clipped to ``+-0.35``), kept within ``[eps, L_max eps / 2]``.
+  rate ``0.025``, the move clipped to ``+-0.35``), kept below ``L_max eps / 2``.
   The tuned ``T`` is the iterate average ``log T_bar <- w log T + (1 - w) log T_bar``,
   ``w = k^-0.5`` at update ``k`` (TFP's ``GradientBasedTrajectoryLengthAdaptation``, from
   the paper's authors; BlackJAX's ``chees_adaptation``).
@@ -181,10 +181,11 @@ class ChEESWarmup:
         sq_hat = sq / (1 - _BETA2 ** count)  # Adam's bias correction
         move = (self.learning_rate * grad / (sq_hat.sqrt() + _TINY)).clamp(-_MAX_MOVE,
                                                                            _MAX_MOVE)
-        # at least one leapfrog step, and 2T within the cap on the steps
-        log_eps = torch.log(eps)
-        log_length = torch.minimum(torch.maximum(state.log_length + move, log_eps),
-                                   log_eps + math.log(max_steps / 2))
+        # 2T within the cap on the steps; no floor at eps: dual averaging's first steps try
+        # large step sizes, and a floor would drag T up with them (the kernel takes at
+        # least one leapfrog step anyway)
+        log_length = torch.minimum(state.log_length + move,
+                                   torch.log(eps) + math.log(max_steps / 2))
         w = count ** -self.decay_rate
         log_bar = w * log_length + (1 - w) * state.log_length_bar
         return ChEESState(chains, eps, averaging, log_length, log_bar, sq, count)
@@ -236,14 +237,14 @@ def _check(kernel: Any, x0: Any, n_steps: int, target_accept: float, learning_ra
 
 def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
                 target_accept: float = OPTIMAL_ACCEPTANCE, learning_rate: float = 0.025,
-                decay_rate: float = 0.5, adapt_mass: bool = False, seed: int | None = None,
+                decay_rate: float = 0.5, adapt_mass: bool = False,
+                initial_trajectory_length: float | None = None, seed: int | None = None,
                 compile: bool = False) -> ChEESAdapted:  # noqa: A002 - as in sample
     """Warm up a :class:`ChEESHMC` from ``x0`` for ``n_steps``: step size by dual averaging
     on the harmonic-mean acceptance, trajectory length by Adam on the ChEES criterion.
 
     Args:
-        kernel: a ``ChEESHMC``; its float ``step_size`` and ``trajectory_length`` are where
-            the tuning starts (``T`` is raised to ``eps`` if below it).
+        kernel: a ``ChEESHMC``; its float ``step_size`` is where the tuning starts.
         x0: initial states ``(C, *event)``, ``C >= 2`` (many: the criterion is estimated
             across chains).
         n_steps: warm-up steps (burn-in: discard them).
@@ -251,6 +252,10 @@ def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
         learning_rate: Adam's rate on ``log T`` (0.025, the paper's).
         decay_rate: ``T``'s iterate average weighs update ``k`` by ``k^-decay_rate``.
         adapt_mass: also tune a diagonal ``inv_mass`` in Stan's windows.
+        initial_trajectory_length: where ``T`` starts; default the step size (one leapfrog
+            step, as TFP and BlackJAX). Start short: on a near-isotropic target the
+            criterion oscillates in ``T`` with the period, and a long start can settle on a
+            later, lower peak.
         seed: seeds the warm-up's generator.
         compile: run the warm-up's blocks compiled (``torch.compile``, as ``adapt``):
             same noise, same result to float rounding.
@@ -260,6 +265,8 @@ def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
         tuned values.
     """
     _check(kernel, x0, n_steps, target_accept, learning_rate, decay_rate)
+    start = float(kernel.params.step_size) if initial_trajectory_length is None else \
+        positive("initial_trajectory_length", initial_trajectory_length)
     params = kernel.params
     gen = torch.Generator(device=x0.device).manual_seed(
         integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
@@ -270,8 +277,7 @@ def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
             inv = torch.as_tensor(params.inv_mass, dtype=x.dtype, device=x.device)
             params = params._replace(inv_mass=inv.expand(x.shape[1:]).clone())
         eps = torch.tensor(float(params.step_size), dtype=torch.float64, device=x.device)
-        log_length = torch.tensor(math.log(max(float(params.trajectory_length), float(eps))),
-                                  dtype=torch.float64, device=x.device)
+        log_length = torch.tensor(math.log(start), dtype=torch.float64, device=x.device)
         warm = ChEESState(chains, eps, DualAveraging.start(eps), log_length,
                           log_length.clone(), torch.zeros_like(eps), torch.zeros_like(eps))
         warmup = ChEESWarmup(kernel, float(target_accept), float(learning_rate),
