@@ -8,6 +8,7 @@ all through one block runner and returns :class:`Chains`.
 from . import diagnostics, distributions, schedules
 from .adaptation import Adapted, adapt
 from .chains import Chains, Summary
+from .chees_adaptation import ChEESAdapted, chees_adapt
 from .driver import sample
 from .energy import Box, energy_and_grad
 from .kernels import *  # noqa: F403 - every kernel, one export line each in kernels/
@@ -31,7 +32,7 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 __all__ = [
-    "sample", "adapt", "Adapted", "Chains", "Summary",
+    "sample", "adapt", "Adapted", "chees_adapt", "ChEESAdapted", "Chains", "Summary",
     *_kernel_names, "Box", "energy_and_grad",
     "distributions", "schedules", "diagnostics", "__version__",
 ]

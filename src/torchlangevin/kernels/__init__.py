@@ -7,6 +7,7 @@ import types as _types
 from .baoab import UnderdampedLangevin, UnderdampedState
 from .barker import Barker
 from .base import Info, Kernel, KernelProtocol, Params, State
+from .chees import ChEESHMC
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
