@@ -10,6 +10,7 @@ from .base import Info, Kernel, KernelProtocol, Params, State
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
+from .mclmc import MAMS, MCLMC, MAMSInfo, MCLMCInfo, MCLMCState
 from .tempering import ParallelTempering, TemperingState, geometric_ladder
 
 __all__ = sorted(name for name, value in globals().items()
