@@ -425,6 +425,8 @@ def tune_mams(kernel: MAMS, x0: Tensor, n_steps: int, *, frac_tune1: float = 0.1
             run, traces = runner.run(
                 tuner, AveragingState.start(state, params.step_size, length), params, n)
             eps = float(run.averaging.final[0]) if tuner.adapt else params.step_size
+            if fix_L:  # the average of capped iterates can pass the cap: cap it too
+                eps = min(eps, params.L / 1.1)
             new_l = params.L if fix_L else params.L * eps / params.step_size
             grads = float(_cat(traces, "n_grads").sum(0).double().mean())
             return run, params._replace(step_size=eps, L=new_l), grads
