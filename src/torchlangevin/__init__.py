@@ -17,7 +17,7 @@ from .kernels import __all__ as _kernel_names
 __version__ = "0.1.0"
 
 #: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
-_LAZY = ("ebm", "posterior", "slt", "tabular", "viz", "distributed")
+_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "viz", "distributed")
 
 
 def __getattr__(name: str):
