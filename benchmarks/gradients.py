@@ -108,7 +108,58 @@ def run_hmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_ste
                   seconds, t_tune)
 
 
-SAMPLERS: dict[str, Callable[..., Result]] = {"hmc": run_hmc}
+def _grads(chains: tl.Chains) -> np.ndarray:
+    """``(C, n)`` gradients each draw's step cost each chain (``thin = 1``)."""
+    return chains.stats["n_grads"].cpu().numpy().astype(np.float64)
+
+
+def _tuning_per_chain(n_grads: torch.Tensor | int, n_chains: int) -> float:
+    """Mean tuning gradients per chain from a ``(C,)`` count, or from a total over chains
+    (``ChEESAdapted.n_grads`` was one before it became per chain)."""
+    n = torch.as_tensor(n_grads).double()
+    return float(n.mean()) if n.ndim else float(n) / n_chains
+
+
+def run_nuts(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+             seed: int) -> Result:
+    """``tl.NUTS`` tuned by ``tl.adapt`` (step size to 0.8 acceptance, diagonal mass in
+    Stan's windows, as BlackJAX's ``window_adaptation``), then ``tl.sample`` eager (NUTS's
+    tree building has data-dependent loops: not compilable). Its own gradient counts."""
+    energy = gradient_targets_torch.energy(target)
+    x0 = torch.as_tensor(target.x0(n_chains, seed))
+    t0 = time.perf_counter()
+    adapted = tl.adapt(tl.NUTS(energy, step_size=0.1), x0, n_warmup, seed=seed)
+    t_tune = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    chains = tl.sample(adapted.kernel, adapted.x, n_steps, seed=seed, progress=False)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+
+
+def run_chees(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+              seed: int) -> Result:
+    """``tl.ChEESHMC`` tuned by ``tl.chees_adapt`` (step size to 0.651 harmonic-mean
+    acceptance, ``T`` by Adam on ChEES, diagonal mass in Stan's windows as BlackJAX's
+    ``mass_matrix_estimation="diagonal"``), then ``tl.sample(compile=True)``."""
+    energy = gradient_targets_torch.energy(target)
+    x0 = torch.as_tensor(target.x0(n_chains, seed))
+    t0 = time.perf_counter()
+    adapted = tl.chees_adapt(tl.ChEESHMC(energy, step_size=0.1), x0, n_warmup,
+                             adapt_mass=True, seed=seed, compile=True)
+    t_tune = time.perf_counter() - t0
+    # as run_hmc: one block compiles the graph the timed run reuses
+    tl.sample(adapted.kernel, adapted.x, BLOCK, compile=BLOCK, seed=seed + 1, progress=False)
+    t0 = time.perf_counter()
+    chains = tl.sample(adapted.kernel, adapted.x, n_steps, compile=BLOCK, seed=seed,
+                       progress=False)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+
+
+SAMPLERS: dict[str, Callable[..., Result]] = {"hmc": run_hmc, "nuts": run_nuts,
+                                              "chees": run_chees}
 
 
 def score(target: gradient_targets.Target, name: str, result: Result, n_chains: int,
