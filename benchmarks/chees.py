@@ -47,7 +47,7 @@ def run(seed: int, adapt_mass: bool, n_tune: int, n_sample: int, jitter: str) ->
     first = int(above.max()) + 1 if len(above) else 0  # after the last step above 0.01
     return {"seed": seed, "step_size": adapted.step_size,
             "trajectory_length": adapted.trajectory_length,
-            "tuning_grads_per_chain": adapted.n_grads / c,
+            "tuning_grads_per_chain": float(adapted.n_grads.double().mean()),
             "steps_to_bias": first + 1 if first < len(b) else None,
             "sampling_grads_per_chain": grads[first] / c if first < len(b) else None,
             "final_bias": bias[-1]}

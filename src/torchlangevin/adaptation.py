@@ -98,8 +98,9 @@ class Adapted:
     step_size: float | Tensor
     inv_mass: float | Tensor
     acceptance: Tensor  # mean acceptance probability at each warm-up step, (n_steps,)
-    #: gradient evaluations per chain the warm-up spent, for kernels that report them
-    n_grads: Tensor | None = None
+    #: gradient evaluations per chain ``(C,)`` the warm-up spent, for kernels that report
+    #: them (``None`` for the others)
+    n_grads: Tensor | None
 
     @property
     def x(self) -> Tensor:

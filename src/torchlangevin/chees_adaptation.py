@@ -67,13 +67,12 @@ _TINY = 1e-20
 @dataclass
 class ChEESAdapted(Adapted):
     """Result of :func:`chees_adapt`: :class:`~torchlangevin.adaptation.Adapted` plus the
-    tuned trajectory length, the trajectory length and step size in use at each warm-up
-    step, and the warm-up's gradient evaluations summed over chains and steps."""
+    tuned trajectory length, and the trajectory length and step size in use at each
+    warm-up step (``n_grads``: the warm-up's gradient evaluations per chain)."""
 
     trajectory_length: float
     trajectory_lengths: Tensor  # (n_steps,)
     step_sizes: Tensor  # (n_steps,)
-    n_grads: int
 
 
 class ChEESState(NamedTuple):
@@ -290,8 +289,8 @@ def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
     tuned = kernel.replace(step_size=step_size, trajectory_length=length,
                            inv_mass=params.inv_mass)
     return ChEESAdapted(tuned, warm.chains._replace(step=0), step_size, params.inv_mass,
-                        run.prob.mean(1), length, run.lengths, run.step_sizes,
-                        int(run.n_grads))
+                        run.prob.mean(1), run.n_grads, length, run.lengths,
+                        run.step_sizes)
 
 
 class _ChEESRun:
@@ -317,7 +316,7 @@ class _ChEESRun:
         self.prob = torch.empty((n_steps, x.shape[0]), dtype=torch.float64, device=x.device)
         self.lengths = torch.empty(n_steps, dtype=torch.float64, device=x.device)
         self.step_sizes = torch.empty_like(self.lengths)
-        self.n_grads = torch.zeros((), dtype=torch.long, device=x.device)
+        self.n_grads = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
     def _block(self, warm: ChEESState, params: Any, i: int, j: int) -> tuple[ChEESState, Any]:
         noise = self.noise.take(j - i)
@@ -329,7 +328,7 @@ class _ChEESRun:
         self.prob[i:j] = info.acceptance_prob
         self.lengths[i:j] = info.trajectory_length
         self.step_sizes[i:j] = info.step_size
-        self.n_grads += info.n_grads.sum()
+        self.n_grads += info.n_grads.sum(0)  # (steps, C): per chain
         return warm, trace
 
     def loop(self, params: Any) -> tuple[ChEESState, Any]:

@@ -185,13 +185,13 @@ class _Trajectory:
     def _hamiltonian(self, energy: Tensor, p: Tensor) -> Tensor:
         return energy * self.inv_t_c + kinetic(p, self.inv_mass)
 
-    def _leaf(self, point: _Point, signed_eps: Tensor) -> _Point:
-        """One leapfrog step from ``point`` with the per-chain signed step size."""
-        half = 0.5 * signed_eps * self.inv_t
-        p = point.p - half * point.grad
-        x = point.x + signed_eps * velocity(p, self.inv_mass)
+    def _leaf(self, point: _Point, signed_eps: Tensor, half: Tensor) -> _Point:
+        """One leapfrog step from ``point``: ``signed_eps`` is the per-chain step with its
+        direction, ``half = signed_eps / (2 T)``."""
+        p = torch.addcmul(point.p, half, point.grad, value=-1.0)
+        x = torch.addcmul(point.x, signed_eps, velocity(p, self.inv_mass))
         e, g = energy_and_grad(self.kernel.energy, x)
-        return _Point(x, p - half * g, e, g)
+        return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
 
     def double(self, d: int) -> None:
         """Build a subtree of ``2^d`` leaves from one end, in a random direction per chain,
@@ -200,16 +200,17 @@ class _Trajectory:
         forward = noise[:, n + d] > 0
         sign = per_chain(torch.where(forward, 1.0, -1.0).to(self.h0.dtype), self.left.x)
         signed_eps = sign * self.eps
-        edge = _where(forward, self.right, self.left)
-        active = self.building.clone()
-        sub = _Subtree(self, edge, active)
+        half = 0.5 * signed_eps * self.inv_t
+        sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
         offset = n + 2 * depth_max + 2**d - 1
+        log_u = torch.log(uniforms(noise[:, offset:offset + 2**d])).unbind(1)
         for j in range(2**d):
-            sub.add(j, self._leaf(sub.edge, signed_eps), uniforms(noise[:, offset + j]))
+            sub.add(j, self._leaf(sub.edge, signed_eps, half), log_u[j])
             if not bool(sub.active.any()):
                 break
-        # merge: the subtree's proposal replaces the trajectory's with min(1, W_sub / W)
-        valid = self.building & ~sub.turned & ~sub.diverged
+        # merge: the subtree's proposal replaces the trajectory's with min(1, W_sub / W);
+        # a subtree still active at its end neither turned nor diverged
+        valid = sub.active
         u = uniforms(noise[:, n + depth_max + d])
         take = valid & (torch.log(u) < sub.log_w - self.log_w)
         self.proposal = _where(take, sub.proposal, self.proposal)
@@ -219,13 +220,13 @@ class _Trajectory:
         self.left = _where(grown & ~forward, sub.edge, self.left)
         self.rho = torch.where(per_chain(grown, self.rho), self.rho + sub.rho, self.rho)
         self.depth = self.depth + grown.long()
-        self.n_grads = self.n_grads + sub.n_grads
+        self.n_grads = self.n_grads + sub.count.long()
         self.accept_sum = self.accept_sum + sub.accept_sum
         self.divergent = self.divergent | sub.diverged
         turned = _turning(velocity(self.left.p, self.inv_mass),
                           velocity(self.right.p, self.inv_mass),
                           self.left.p, self.right.p, self.rho)
-        self.building = grown & ~sub.turned & ~sub.diverged & ~turned
+        self.building = valid & ~turned
 
     def result(self, state: State) -> tuple[State, NUTSInfo]:
         prop = self.proposal
@@ -238,52 +239,56 @@ class _Trajectory:
 
 class _Subtree:
     """A subtree being built leaf by leaf: its far end, proposal, weight, momentum sum,
-    checkpoints, and whether it turned or diverged."""
+    how many leaves each chain built, and which chains are still building it (not turned,
+    not diverged)."""
 
     def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
         self.traj, self.edge, self.active = traj, edge, active
         self.proposal = edge
         self.log_w = torch.full_like(traj.h0, -math.inf)
         self.rho = torch.zeros_like(edge.p)
-        self.turned = torch.zeros_like(active)
         self.diverged = torch.zeros_like(active)
-        self.n_grads = torch.zeros_like(traj.n_grads)
+        self.count = torch.zeros_like(traj.h0)
         self.accept_sum = torch.zeros_like(traj.h0)
 
-    def add(self, j: int, leaf: _Point, u: Tensor) -> None:
-        """Add leaf ``j`` (the subtree's results only matter for chains still active: the
-        others are discarded by the merge, so most updates need no mask)."""
+    def add(self, j: int, leaf: _Point, log_u: Tensor) -> None:
+        """Add leaf ``j``. Its results only matter for chains still active: the others'
+        are discarded by the merge, so most updates need no mask."""
         traj, active = self.traj, self.active
-        delta = traj._hamiltonian(leaf.energy, leaf.p) - traj.h0
-        delta = torch.where(torch.isnan(delta), math.inf, delta)
-        outside = None
+        delta = torch.nan_to_num(traj._hamiltonian(leaf.energy, leaf.p) - traj.h0,
+                                 nan=math.inf)
         support = traj.kernel.support
-        if support is not None:
-            outside = ~support.contains(leaf.x)
+        outside = None if support is None else ~support.contains(leaf.x)
+        stop = delta > traj.params.max_energy_error
+        if outside is not None:  # weight 0 and the end of the tree, but no divergence
             delta = delta.masked_fill(outside, math.inf)
-        log_w_leaf = -delta
-        diverged = delta > traj.params.max_energy_error
-        if outside is not None:
-            diverged &= ~outside
-        self.diverged |= active & diverged
-        self.accept_sum += torch.where(active, torch.exp(log_w_leaf.clamp(max=0.0)), 0.0)
-        self.n_grads += active.long()
-        # progressive uniform sampling inside the subtree: leaf with prob w_leaf / W
-        new_log_w = torch.logaddexp(self.log_w, log_w_leaf)
-        take = torch.log(u) < log_w_leaf - new_log_w if j else torch.ones_like(active)
-        self.proposal = _where(take, leaf, self.proposal)
-        self.log_w = new_log_w
-        self.rho = self.rho + leaf.p
+            stop &= ~outside
+        self.diverged |= active & stop
+        on = active.to(delta.dtype)
+        self.accept_sum.addcmul_(torch.exp(torch.clamp(-delta, max=0.0)), on)
+        self.count += on
+        # progressive uniform sampling inside the subtree: the leaf with prob w_leaf / W
+        log_w = torch.logaddexp(self.log_w, -delta)
+        if j:
+            take = log_u < -delta - log_w
+            self.proposal = _where(take, leaf, self.proposal)
+        else:
+            self.proposal = leaf
+        self.log_w = log_w
+        self.rho += leaf.p
         self.edge = leaf
         lo, hi = checkpoints(j)
         if j % 2 == 0:
             traj.p_ckpt[hi] = leaf.p
             traj.rho_ckpt[hi] = self.rho
-        turned = torch.zeros_like(active) if outside is None else outside.clone()
-        v = velocity(leaf.p, traj.inv_mass)
-        for i in range(hi, lo - 1, -1):
-            p_i = traj.p_ckpt[i]
-            rho = self.rho - traj.rho_ckpt[i] + p_i
-            turned |= _turning(velocity(p_i, traj.inv_mass), v, p_i, leaf.p, rho)
-        self.turned |= active & turned
-        self.active = active & ~self.turned & ~self.diverged
+        elif hi >= lo:  # the U-turn of every subtree this leaf completes, at once
+            k, shape = hi - lo + 1, (-1, *leaf.p.shape[1:])  # checkpoints as extra chains
+            p_i = traj.p_ckpt[lo:hi + 1]
+            rho = (self.rho - traj.rho_ckpt[lo:hi + 1] + p_i).reshape(shape)
+            p_i = p_i.reshape(shape)
+            p_end = leaf.p.expand(k, *leaf.p.shape).reshape(shape)
+            stop |= _turning(velocity(p_i, traj.inv_mass), velocity(p_end, traj.inv_mass),
+                             p_i, p_end, rho).view(k, -1).any(0)
+        if outside is not None:
+            stop |= outside
+        self.active = active & ~stop
