@@ -258,12 +258,30 @@ def _args() -> argparse.Namespace:
     p.add_argument("--no-blackjax", action="store_true")
     p.add_argument("--check", action="store_true", help="torch vs JAX densities, then exit")
     p.add_argument("--out", help="JSON file for every result (curves included)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="join earlier --out files (one per target), print the table, exit")
     return p.parse_args()
+
+
+def merge(paths: list[str], out: str | None) -> None:
+    """Join ``--out`` files of runs made target by target; print their table; write the
+    joined file (the first file's meta, the targets and each file's steps added)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [r for run in runs for r in run["results"]]
+    meta = dict(runs[0]["meta"], targets=list(dict.fromkeys(r["target"] for r in rows)),
+                steps={r["target"]: r["n_draws"] for r in rows if r["side"] == "blackjax"},
+                parts=[Path(p).name for p in paths])
+    print(table(rows))
+    if out:
+        Path(out).write_text(json.dumps({"meta": meta, "results": rows}))
 
 
 def main() -> None:
     a = _args()
     torch.set_num_threads(1)  # one CPU thread, as BlackJAX's side
+    if a.merge:
+        merge(a.merge, a.out)
+        return
     if a.check:
         gaps = check_densities()
         print("\n".join(f"{k:22s} relative spread of log p + E: {v:.1e}"
