@@ -221,6 +221,13 @@ def _fmt(g: float) -> str:
     return f"{g / 1e6:.2f}M" if g >= 1e6 else f"{g / 1e3:.1f}k" if g >= 1e3 else f"{g:.0f}"
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    """``ours / theirs``; ``-`` where neither reached the threshold (both ``inf``)."""
+    if not (np.isfinite(ours) or np.isfinite(theirs)):
+        return "-"
+    return f"{ours / theirs:.2f}" if theirs else "nan"
+
+
 SIDE = {"torchlangevin": "ours", "blackjax": "bj"}
 
 
@@ -238,9 +245,8 @@ def table(rows: list[dict]) -> str:
                 f"{_fmt(r['tuning_grads']):>8s} {r['us_per_grad']:8.1f}")
         peer = by_key.get((r["target"], "blackjax", SAME_ALGORITHM.get(r["sampler"], "")))
         if r["side"] == "torchlangevin" and peer is not None:
-            ratios = [r[k] / peer[k] if peer[k] else float("nan")
-                      for k in ("grads_to_avg", "grads_to_max", "us_per_grad")]
-            line += "  " + ", ".join(f"{x:.2f}" for x in ratios)
+            line += "  " + ", ".join(_ratio(r[k], peer[k])
+                                     for k in ("grads_to_avg", "grads_to_max", "us_per_grad"))
         lines.append(line)
     return "\n".join(lines)
 
