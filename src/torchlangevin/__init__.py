@@ -13,11 +13,12 @@ from .driver import sample
 from .energy import Box, energy_and_grad
 from .kernels import *  # noqa: F403 - every kernel, one export line each in kernels/
 from .kernels import __all__ as _kernel_names
+from .mclmc_tuning import Tuned, tune_mams, tune_mclmc
 
 __version__ = "0.1.0"
 
 #: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
-_LAZY = ("ebm", "posterior", "slt", "tabular", "viz", "distributed")
+_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "viz", "distributed")
 
 
 def __getattr__(name: str):
@@ -32,7 +33,8 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 __all__ = [
-    "sample", "adapt", "Adapted", "chees_adapt", "ChEESAdapted", "Chains", "Summary",
+    "sample", "adapt", "Adapted", "chees_adapt", "ChEESAdapted", "tune_mclmc", "tune_mams",
+    "Tuned", "Chains", "Summary",
     *_kernel_names, "Box", "energy_and_grad",
     "distributions", "schedules", "diagnostics", "__version__",
 ]

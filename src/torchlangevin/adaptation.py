@@ -36,7 +36,7 @@ from .mass import DenseMass, LowRankMass
 from .schedules import Schedule
 from .util import integer
 
-__all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows"]
+__all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows", "reasonable_step_size"]
 
 
 class DualAveraging(NamedTuple):
@@ -112,6 +112,12 @@ class Adapted:
         return self.kernel.params
 
 
+#: ``state.x`` and ``state.energy`` of a warm-up state that carries the chains' state as
+#: ``state.chains`` (what the block runner records of each step)
+chains_x = property(lambda self: self.chains.x, doc="The chains' positions.")
+chains_energy = property(lambda self: self.chains.energy, doc="The chains' energies.")
+
+
 class WarmupState(NamedTuple):
     """What a warm-up step carries: the chains, the step size in use, the dual averaging."""
 
@@ -119,13 +125,8 @@ class WarmupState(NamedTuple):
     eps: Tensor
     averaging: DualAveraging
 
-    @property
-    def x(self) -> Tensor:
-        return self.chains.x
-
-    @property
-    def energy(self) -> Tensor | None:
-        return self.chains.energy
+    x = chains_x
+    energy = chains_energy
 
 
 class WarmupInfo(NamedTuple):
@@ -213,7 +214,8 @@ def _check(kernel: Any, n_steps: int, target_accept: float | None, adapt_mass: b
 def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
           target_accept: float | None = None, adapt_mass: bool | str = True,
           per_chain: bool = False, per_chain_mass: bool = False, mass_rank: int = 10,
-          seed: int | None = None, compile: bool = False) -> Adapted:  # noqa: A002
+          find_step_size: bool = True, seed: int | None = None,
+          compile: bool = False) -> Adapted:  # noqa: A002
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
     Args:
@@ -231,6 +233,10 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         per_chain_mass: one inverse mass per chain (``(C, *event)``), each from that
             chain's own draws, instead of one from all chains' (needs ``adapt_mass``).
         mass_rank: the rank of a ``"low_rank"`` mass.
+        find_step_size: first move the starting step size by factors of 2 until one short
+            move's acceptance (one leapfrog step, one NUTS leaf; the median over chains)
+            crosses 1/2 (Hoffman & Gelman 2014, Alg. 4), as Stan and BlackJAX do: a start
+            far too small otherwise costs NUTS deep trees for the first hundred steps.
         seed: seeds the warm-up's generator.
         compile: run the warm-up's blocks compiled, as ``sample(..., compile=True)``
             does: same noise, same result to float rounding.
@@ -246,6 +252,8 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         x = state.x
         c = x.shape[0]
         eps = torch.as_tensor(params.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
+        if find_step_size:
+            eps = eps * reasonable_step_size(kernel, state, params, gen) / eps.mean()
         kind = _mass_kind(adapt_mass, per_chain_mass)
         inv_mass = params.inv_mass
         if kind == "diag":  # a tensor from the start: one compiled graph for every window
@@ -260,6 +268,33 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
     return Adapted(tuned, warm.chains._replace(step=0), step_size, inv_mass,
                    prob.double().mean(1), grads)
+
+
+def reasonable_step_size(kernel: Any, state: Any, params: Any, generator: torch.Generator,
+                         max_halvings: int = 50) -> float:
+    """Hoffman & Gelman (2014), Alg. 4: from ``params.step_size``, double (or halve) ``eps``
+    while the acceptance of one short move, ``a(eps)`` (the median over chains), stays
+    above (below) 1/2; the first ``eps`` across is returned. A short move is the kernel's
+    step with one leapfrog step (``n_leapfrog_steps = 1``, ``max_tree_depth = 1``, no
+    jitter), one fixed draw of noise for all tries."""
+    short = {name: value for name, value in (("n_leapfrog_steps", 1), ("max_tree_depth", 1),
+                                             ("jitter", 0.0)) if name in params._fields}
+    probe = params._replace(**short)
+    x = state.x
+    noise = torch.randn(x.shape[0], kernel.noise_size(state), generator=generator,
+                        dtype=x.dtype, device=x.device)
+
+    def accept(eps: float) -> float:
+        _, info = kernel.step(state, noise, probe._replace(step_size=eps))
+        return float(info.acceptance_prob.nan_to_num(0.0).median())
+
+    eps = float(torch.as_tensor(params.step_size, dtype=torch.float64).mean())
+    up = accept(eps) > 0.5
+    for _ in range(max_halvings):
+        eps = eps * 2.0 if up else eps / 2.0
+        if (accept(eps) > 0.5) != up:
+            break
+    return eps
 
 
 class _WarmupRun:

@@ -148,11 +148,16 @@ class Chains:
             return None
         return torch.diff(cumulative, dim=1, prepend=torch.zeros_like(cumulative[:, :1]))
 
-    def to_arviz(self, var_name: str = "x", dims: list[str] | None = None) -> Any:
+    def to_arviz(self, var_name: str = "x", dims: list[str] | None = None,
+                 posterior: dict[str, Any] | None = None) -> Any:
         """An ``arviz.InferenceData``: posterior ``var_name (chain, draw, *event)``;
         sample_stats ``energy``, ``lp = -energy``, and for kernels with an accept step
         ``acceptance_rate`` (share accepted in each draw's ``thin``-step window) and
-        ``diverging`` (a divergence in that window). Needs arviz."""
+        ``diverging`` (a divergence in that window). Needs arviz.
+
+        ``posterior``: named arrays ``(chain, draw, *shape)`` to store instead of the
+        samples (a model's constrained parameters); ``var_name`` and ``dims`` then unused.
+        """
         import arviz as az
 
         energy = self.energy.detach().cpu().double().numpy()
@@ -165,9 +170,11 @@ class Chains:
             stats["diverging"] = (divergent > 0).cpu().numpy()
         for name, v in self.stats.items():  # ArviZ calls the gradients of a draw n_steps
             stats["n_steps" if name == "n_grads" else name] = v.cpu().numpy()
-        posterior = {var_name: self.samples.detach().cpu().numpy()}
+        named = posterior is not None
+        if not named:
+            posterior = {var_name: self.samples.detach().cpu().numpy()}
         return az.from_dict(posterior=posterior, sample_stats=stats,
-                            dims=None if dims is None else {var_name: dims},
+                            dims=None if dims is None or named else {var_name: dims},
                             attrs={"sampler": self.kernel, "seed": self.seed,
                                    "burn_in": self.burn_in, "thin": self.thin,
                                    "library": "torchlangevin"})

@@ -47,7 +47,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from .adaptation import Adapted, DualAveraging, mass_windows
+from .adaptation import Adapted, DualAveraging, chains_energy, chains_x, mass_windows
 from .blocks import NoiseStream, block_length, run_block
 from .kernels.base import State
 from .kernels.chees import ChEESHMC, Proposal
@@ -86,13 +86,8 @@ class ChEESState(NamedTuple):
     sq_grad: Tensor  # Adam's second moment of the gradient of log T
     count: Tensor  # updates of log T since the last restart
 
-    @property
-    def x(self) -> Tensor:
-        return self.chains.x
-
-    @property
-    def energy(self) -> Tensor | None:
-        return self.chains.energy
+    x = chains_x
+    energy = chains_energy
 
     def restart(self) -> ChEESState:
         """After a mass update: dual averaging from the current step size, and the ``T``

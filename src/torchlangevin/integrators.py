@@ -135,3 +135,84 @@ def _axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
         t.add_(u * a)
     else:
         t.add_(u, alpha=a)
+
+
+# -- isokinetic (ESH) integrators for MCLMC and MAMS ------------------------------------------
+#
+# The velocity ``u`` lives on the unit sphere of the preconditioned coordinates ``y = x / s``
+# (``s = sqrt(diag M^{-1})``); the dynamics are Robnik et al.'s (2023, JMLR 24(311)):
+#     dy/dt = u,   du/dt = (I - u u^T) f / (d - 1),   f = -s grad E(x),
+# which keep ``exp(-E)`` as the marginal of ``x``.
+
+#: the 2-stage minimal-norm integrator's lambda (McLachlan 1995; Omelyan et al. 2003)
+MCLACHLAN_LAMBDA = 0.1931833275037836
+
+#: (kind, coefficient) stages of one step: "v" a velocity update of ``coef * eps``, "x" a
+#: position update of ``coef * eps``; the last velocity stage uses the gradient the next step
+#: starts from, so a step costs one gradient per "x" stage
+ISOKINETIC_SCHEMES: dict[str, tuple[tuple[str, float], ...]] = {
+    "leapfrog": (("v", 0.5), ("x", 1.0), ("v", 0.5)),
+    "mclachlan": (("v", MCLACHLAN_LAMBDA), ("x", 0.5), ("v", 1.0 - 2.0 * MCLACHLAN_LAMBDA),
+                  ("x", 0.5), ("v", MCLACHLAN_LAMBDA)),
+}
+
+
+def esh_velocity(u: Tensor, force: Tensor, step: Scalar) -> tuple[Tensor, Tensor]:
+    """The closed-form solution of ``du/dt = (I - u u^T) f / (d - 1)`` over time ``step``
+    at fixed ``f``, and the kinetic energy it adds, per chain.
+
+    With ``e = f / |f|``, ``delta = step |f| / (d - 1)``, ``zeta = exp(-delta)``:
+
+        u' ∝ e (1 - zeta)(1 + zeta + u.e (1 - zeta)) + 2 zeta u
+        dK = (d - 1) (delta - log 2 + log(1 + u.e + (1 - u.e) zeta^2))
+
+    Args:
+        u: unit velocities ``(C, *event)`` (``|u| = 1`` per chain).
+        force: ``-s grad E`` in the same coordinates, ``(C, *event)``.
+        step: the time step, a float or a ``(C,)`` tensor.
+    """
+    d = math.prod(u.shape[1:])
+    norm = event_sum(force * force).sqrt()
+    # at an exact stationary point the direction is arbitrary and delta is 0
+    unit = force / per_chain(norm.clamp_min(torch.finfo(u.dtype).tiny), u)
+    ue = event_sum(u * unit)
+    delta = step * norm / (d - 1)
+    zeta = torch.exp(-delta)
+    a = (1 - zeta) * (1 + zeta + ue * (1 - zeta))
+    raw = per_chain(a, u) * unit + per_chain(2 * zeta, u) * u
+    new = raw / per_chain(event_sum(raw * raw).sqrt(), u)
+    dk = (d - 1) * (delta - math.log(2.0) + torch.log(1 + ue + (1 - ue) * zeta * zeta))
+    return new, dk
+
+
+def isokinetic_step(energy: Callable[[Tensor], Tensor], x: Tensor, u: Tensor, grad: Tensor,
+                    step_size: Scalar, scale: Scalar, scheme: str, need_energy: bool = True
+                    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor, Tensor]:
+    """One isokinetic step of ``scheme`` (``"leapfrog"`` or ``"mclachlan"``) from the cached
+    gradient.
+
+    ``u <- V(b eps) u`` (:func:`esh_velocity`) and ``x <- x + a eps s u`` alternate with the
+    scheme's coefficients (:data:`ISOKINETIC_SCHEMES`); ``s`` is ``scale`` (a float or a
+    tensor broadcasting against ``x``: ``sqrt`` of a diagonal inverse mass). Returns
+    ``(x, u, E(x), grad E(x), dK)`` with ``dK (C,)`` the kinetic energy change of the step;
+    ``E(x)`` is ``None`` unless ``need_energy``.
+    """
+    stages = ISOKINETIC_SCHEMES[scheme]
+    eps = per_chain(step_size, x)
+    e = None
+    dk = x.new_zeros(x.shape[0])
+    n_x = sum(kind == "x" for kind, _ in stages)
+    done = 0
+    for kind, coef in stages:
+        if kind == "v":
+            u, change = esh_velocity(u, -(grad if _is_one(scale) else grad * scale),
+                                     coef * step_size)
+            dk = dk + change
+        else:
+            x = x + (coef * eps) * (u if _is_one(scale) else u * scale)
+            done += 1
+            e, grad = energy_and_grad(energy, x, need_energy=need_energy and done == n_x)
+    return x, u, e, grad, dk
+
+
+__all__ += ["MCLACHLAN_LAMBDA", "ISOKINETIC_SCHEMES", "esh_velocity", "isokinetic_step"]

@@ -6,11 +6,12 @@ import types as _types
 
 from .baoab import UnderdampedLangevin, UnderdampedState
 from .barker import Barker
-from .base import Info, Kernel, KernelProtocol, Params, State
+from .base import CountedInfo, Info, Kernel, KernelProtocol, Params, State
 from .chees import ChEESHMC
 from .hmc import HMC
 from .langevin import Langevin
 from .mala import MALA
+from .mclmc import MAMS, MCLMC, MAMSInfo, MCLMCInfo, MCLMCState
 from .nuts import NUTS, NUTSInfo
 from .tempering import ParallelTempering, TemperingState, geometric_ladder
 

@@ -62,6 +62,19 @@ class Info(NamedTuple):
         return None if r is None else torch.exp(r.clamp(max=0.0))
 
 
+class CountedInfo(NamedTuple):
+    """:class:`Info` and the gradient evaluations each chain made in the step, ``(C,)``
+    long (the driver sums them into ``Chains.n_grads``): for kernels whose trajectories
+    differ in length from chain to chain (MAMS, ChEES-HMC)."""
+
+    log_accept_ratio: Tensor
+    accepted: Tensor
+    divergent: Tensor
+    n_grads: Tensor
+
+    acceptance_prob = Info.acceptance_prob
+
+
 class Params(NamedTuple):
     """The parameters most kernels take. A float or ``Schedule`` is shared by all chains; a
     tensor with a leading chain dimension gives one value per chain.

@@ -31,6 +31,7 @@ from ..integrators import kinetic, per_chain
 from ..mass import DenseMass, LowRankMass, Mass, momentum, velocity
 from ..util import integer
 from .base import (
+    CountedInfo,
     Kernel,
     Parameter,
     State,
@@ -70,20 +71,7 @@ class ChEESParams(NamedTuple):
     max_energy_error: float = 1000.0
 
 
-class ChEESInfo(NamedTuple):
-    """Per-step diagnostics, each ``(C,)``: ``log alpha`` (``-inf`` when divergent), whether
-    the proposal was accepted, whether it diverged, and the gradient evaluations of the
-    step (the chain's number of leapfrog steps)."""
-
-    log_accept_ratio: Tensor
-    accepted: Tensor
-    divergent: Tensor
-    n_grads: Tensor
-
-    @property
-    def acceptance_prob(self) -> Tensor:
-        """``min(1, exp(log_accept_ratio))`` per chain."""
-        return torch.exp(self.log_accept_ratio.clamp(max=0.0))
+ChEESInfo = CountedInfo  # the base fields, then the step's gradient evaluations
 
 
 class Proposal(NamedTuple):

@@ -34,7 +34,7 @@ from ..energy import energy_and_grad
 from ..integrators import event_sum, per_chain
 from ..mass import Mass, kinetic, momentum, velocity
 from ..util import integer
-from .base import Kernel, Parameter, State, event_noise, on_device, uniforms, value_at
+from .base import Info, Kernel, Parameter, State, event_noise, on_device, uniforms, value_at
 
 
 class NUTSParams(NamedTuple):
@@ -58,10 +58,8 @@ class NUTSInfo(NamedTuple):
     n_grads: Tensor
     tree_depth: Tensor
 
-    @property
-    def acceptance_prob(self) -> Tensor:
-        """The mean of ``min(1, exp(H_0 - H))`` over the trajectory's points."""
-        return torch.exp(self.log_accept_ratio.clamp(max=0.0))
+    #: the mean of ``min(1, exp(H_0 - H))`` over the trajectory's points
+    acceptance_prob = Info.acceptance_prob
 
 
 class _Point(NamedTuple):
