@@ -158,8 +158,48 @@ def run_chees(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_s
                   _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
 
 
+def _microcanonical(kernel: tl.MCLMC | tl.MAMS, tune: Callable[..., tl.Tuned],
+                    x0: torch.Tensor, n_warmup: int, n_steps: int, seed: int,
+                    compiled: bool) -> Result:
+    """Tune (``n_warmup`` steps: the three stages' fractions of ``n_warmup / 0.3``, as
+    BlackJAX's runner), then sample; gradients per draw from ``chains.stats``."""
+    extra: dict = {}  # compile=True tuning fails in dynamo (carry metadata): eager
+    t0 = time.perf_counter()
+    tuned = tune(kernel, x0, round(n_warmup / 0.3), seed=seed, **extra)
+    t_tune = time.perf_counter() - t0
+    block = {"compile": BLOCK} if compiled else {}
+    if compiled:  # as run_hmc: one block compiles the graph the timed run reuses
+        tl.sample(tuned.kernel, tuned.x, BLOCK, seed=seed + 1, progress=False, **block)
+    t0 = time.perf_counter()
+    chains = tl.sample(tuned.kernel, tuned.x, n_steps, seed=seed, progress=False, **block)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(tuned.n_grads, n_chains=x0.shape[0]), seconds, t_tune)
+
+
+def run_mclmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+              seed: int) -> Result:
+    """``tl.MCLMC`` (McLachlan) tuned by ``tl.tune_mclmc`` (diagonal preconditioning),
+    then ``tl.sample(compile=True)``."""
+    d = target.dim
+    kernel = tl.MCLMC(gradient_targets_torch.energy(target), d**0.5 / 4, L=d**0.5)
+    return _microcanonical(kernel, tl.tune_mclmc, torch.as_tensor(target.x0(n_chains, seed)),
+                           n_warmup, n_steps, seed, compiled=True)
+
+
+def run_mams(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+             seed: int) -> Result:
+    """``tl.MAMS`` tuned by ``tl.tune_mams`` (diagonal preconditioning), sampled eager
+    (its tuning is eager only)."""
+    d = target.dim
+    kernel = tl.MAMS(gradient_targets_torch.energy(target), d**0.5 / 5, L=d**0.5)
+    return _microcanonical(kernel, tl.tune_mams, torch.as_tensor(target.x0(n_chains, seed)),
+                           n_warmup, n_steps, seed, compiled=False)
+
+
 SAMPLERS: dict[str, Callable[..., Result]] = {"hmc": run_hmc, "nuts": run_nuts,
-                                              "chees": run_chees}
+                                              "chees": run_chees, "mclmc": run_mclmc,
+                                              "mams": run_mams}
 
 
 def score(target: gradient_targets.Target, name: str, result: Result, n_chains: int,
