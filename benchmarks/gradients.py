@@ -108,7 +108,98 @@ def run_hmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_ste
                   seconds, t_tune)
 
 
-SAMPLERS: dict[str, Callable[..., Result]] = {"hmc": run_hmc}
+def _grads(chains: tl.Chains) -> np.ndarray:
+    """``(C, n)`` gradients each draw's step cost each chain (``thin = 1``)."""
+    return chains.stats["n_grads"].cpu().numpy().astype(np.float64)
+
+
+def _tuning_per_chain(n_grads: torch.Tensor | int, n_chains: int) -> float:
+    """Mean tuning gradients per chain from a ``(C,)`` count, or from a total over chains
+    (``ChEESAdapted.n_grads`` was one before it became per chain)."""
+    n = torch.as_tensor(n_grads).double()
+    return float(n.mean()) if n.ndim else float(n) / n_chains
+
+
+def run_nuts(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+             seed: int) -> Result:
+    """``tl.NUTS`` tuned by ``tl.adapt`` (step size to 0.8 acceptance, diagonal mass in
+    Stan's windows, as BlackJAX's ``window_adaptation``), then ``tl.sample`` eager (NUTS's
+    tree building has data-dependent loops: not compilable). Its own gradient counts."""
+    energy = gradient_targets_torch.energy(target)
+    x0 = torch.as_tensor(target.x0(n_chains, seed))
+    t0 = time.perf_counter()
+    adapted = tl.adapt(tl.NUTS(energy, step_size=0.1), x0, n_warmup, seed=seed)
+    t_tune = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    chains = tl.sample(adapted.kernel, adapted.x, n_steps, seed=seed, progress=False)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+
+
+def run_chees(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+              seed: int) -> Result:
+    """``tl.ChEESHMC`` tuned by ``tl.chees_adapt`` (step size to 0.651 harmonic-mean
+    acceptance, ``T`` by Adam on ChEES, diagonal mass in Stan's windows as BlackJAX's
+    ``mass_matrix_estimation="diagonal"``), then ``tl.sample(compile=True)``."""
+    energy = gradient_targets_torch.energy(target)
+    x0 = torch.as_tensor(target.x0(n_chains, seed))
+    t0 = time.perf_counter()
+    adapted = tl.chees_adapt(tl.ChEESHMC(energy, step_size=0.1), x0, n_warmup,
+                             adapt_mass=True, seed=seed, compile=True)
+    t_tune = time.perf_counter() - t0
+    # as run_hmc: one block compiles the graph the timed run reuses
+    tl.sample(adapted.kernel, adapted.x, BLOCK, compile=BLOCK, seed=seed + 1, progress=False)
+    t0 = time.perf_counter()
+    chains = tl.sample(adapted.kernel, adapted.x, n_steps, compile=BLOCK, seed=seed,
+                       progress=False)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+
+
+def _microcanonical(kernel: tl.MCLMC | tl.MAMS, tune: Callable[..., tl.Tuned],
+                    x0: torch.Tensor, n_warmup: int, n_steps: int, seed: int,
+                    compiled: bool) -> Result:
+    """Tune (``n_warmup`` steps: the three stages' fractions of ``n_warmup / 0.3``, as
+    BlackJAX's runner), then sample; gradients per draw from ``chains.stats``."""
+    extra: dict = {}  # compile=True tuning fails in dynamo (carry metadata): eager
+    t0 = time.perf_counter()
+    tuned = tune(kernel, x0, round(n_warmup / 0.3), seed=seed, **extra)
+    t_tune = time.perf_counter() - t0
+    block = {"compile": BLOCK} if compiled else {}
+    if compiled:  # as run_hmc: one block compiles the graph the timed run reuses
+        tl.sample(tuned.kernel, tuned.x, BLOCK, seed=seed + 1, progress=False, **block)
+    t0 = time.perf_counter()
+    chains = tl.sample(tuned.kernel, tuned.x, n_steps, seed=seed, progress=False, **block)
+    seconds = time.perf_counter() - t0
+    return Result(chains.samples.numpy(), _grads(chains),
+                  _tuning_per_chain(tuned.n_grads, n_chains=x0.shape[0]), seconds, t_tune)
+
+
+def run_mclmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+              seed: int) -> Result:
+    """``tl.MCLMC`` (McLachlan) tuned by ``tl.tune_mclmc`` (diagonal preconditioning),
+    then ``tl.sample(compile=True)``."""
+    d = target.dim
+    kernel = tl.MCLMC(gradient_targets_torch.energy(target), d**0.5 / 4, L=d**0.5)
+    return _microcanonical(kernel, tl.tune_mclmc, torch.as_tensor(target.x0(n_chains, seed)),
+                           n_warmup, n_steps, seed, compiled=True)
+
+
+def run_mams(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
+             seed: int) -> Result:
+    """``tl.MAMS`` tuned by ``tl.tune_mams`` (diagonal preconditioning), sampled eager
+    (its tuning is eager only)."""
+    d = target.dim
+    kernel = tl.MAMS(gradient_targets_torch.energy(target), d**0.5 / 5, L=d**0.5)
+    return _microcanonical(kernel, tl.tune_mams, torch.as_tensor(target.x0(n_chains, seed)),
+                           n_warmup, n_steps, seed, compiled=False)
+
+
+SAMPLERS: dict[str, Callable[..., Result]] = {"hmc": run_hmc, "nuts": run_nuts,
+                                              "chees": run_chees, "mclmc": run_mclmc,
+                                              "mams": run_mams}
 
 
 def score(target: gradient_targets.Target, name: str, result: Result, n_chains: int,
@@ -170,6 +261,13 @@ def _fmt(g: float) -> str:
     return f"{g / 1e6:.2f}M" if g >= 1e6 else f"{g / 1e3:.1f}k" if g >= 1e3 else f"{g:.0f}"
 
 
+def _ratio(ours: float, theirs: float) -> str:
+    """``ours / theirs``; ``-`` where neither reached the threshold (both ``inf``)."""
+    if not (np.isfinite(ours) or np.isfinite(theirs)):
+        return "-"
+    return f"{ours / theirs:.2f}" if theirs else "nan"
+
+
 SIDE = {"torchlangevin": "ours", "blackjax": "bj"}
 
 
@@ -187,9 +285,8 @@ def table(rows: list[dict]) -> str:
                 f"{_fmt(r['tuning_grads']):>8s} {r['us_per_grad']:8.1f}")
         peer = by_key.get((r["target"], "blackjax", SAME_ALGORITHM.get(r["sampler"], "")))
         if r["side"] == "torchlangevin" and peer is not None:
-            ratios = [r[k] / peer[k] if peer[k] else float("nan")
-                      for k in ("grads_to_avg", "grads_to_max", "us_per_grad")]
-            line += "  " + ", ".join(f"{x:.2f}" for x in ratios)
+            line += "  " + ", ".join(_ratio(r[k], peer[k])
+                                     for k in ("grads_to_avg", "grads_to_max", "us_per_grad"))
         lines.append(line)
     return "\n".join(lines)
 
@@ -207,12 +304,30 @@ def _args() -> argparse.Namespace:
     p.add_argument("--no-blackjax", action="store_true")
     p.add_argument("--check", action="store_true", help="torch vs JAX densities, then exit")
     p.add_argument("--out", help="JSON file for every result (curves included)")
+    p.add_argument("--merge", nargs="+", metavar="JSON",
+                   help="join earlier --out files (one per target), print the table, exit")
     return p.parse_args()
+
+
+def merge(paths: list[str], out: str | None) -> None:
+    """Join ``--out`` files of runs made target by target; print their table; write the
+    joined file (the first file's meta, the targets and each file's steps added)."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [r for run in runs for r in run["results"]]
+    meta = dict(runs[0]["meta"], targets=list(dict.fromkeys(r["target"] for r in rows)),
+                steps={r["target"]: r["n_draws"] for r in rows if r["side"] == "blackjax"},
+                parts=[Path(p).name for p in paths])
+    print(table(rows))
+    if out:
+        Path(out).write_text(json.dumps({"meta": meta, "results": rows}))
 
 
 def main() -> None:
     a = _args()
     torch.set_num_threads(1)  # one CPU thread, as BlackJAX's side
+    if a.merge:
+        merge(a.merge, a.out)
+        return
     if a.check:
         gaps = check_densities()
         print("\n".join(f"{k:22s} relative spread of log p + E: {v:.1e}"
