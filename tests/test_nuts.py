@@ -7,6 +7,7 @@ import torch
 
 import torchlangevin as tl
 from torchlangevin import diagnostics
+from torchlangevin.kernels.base import slice_params
 from torchlangevin.kernels.nuts import checkpoints
 from torchlangevin.mass import DenseMass
 
@@ -80,18 +81,25 @@ def test_correlated_gaussian_moments(mass):
         assert float(chains.stats["tree_depth"].double().mean()) < 3.0
 
 
-def test_lockstep_chains_equal_chains_run_alone():
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_lockstep_chains_equal_chains_run_alone(per_chain):
     energy, cov = correlated()
+    n = cov.shape[0]
+    g = torch.Generator().manual_seed(4)
     kernel = tl.NUTS(energy, step_size=0.3, max_tree_depth=6)
-    x = torch.randn(6, cov.shape[0], generator=torch.Generator().manual_seed(4),
-                    dtype=torch.float64)
+    if per_chain:  # per-chain step sizes, masses and temperatures slice with the chains
+        kernel = kernel.replace(
+            step_size=0.2 + 0.2 * torch.rand(6, generator=g, dtype=torch.float64),
+            inv_mass=0.5 + torch.rand(6, n, generator=g, dtype=torch.float64),
+            noise_scale=0.8 + 0.4 * torch.rand(6, generator=g, dtype=torch.float64))
+    x = torch.randn(6, n, generator=g, dtype=torch.float64)
     state = kernel.init(x, kernel.params)
     noise = torch.randn(6, kernel.noise_size(state), generator=torch.Generator().manual_seed(5),
                         dtype=torch.float64)
     together, info = kernel.step(state, noise, kernel.params)
     for i in range(6):
-        alone, info_i = kernel.step(kernel.init(x[i:i + 1], kernel.params), noise[i:i + 1],
-                                    kernel.params)
+        params = slice_params(kernel.params, slice(i, i + 1), x.ndim)
+        alone, info_i = kernel.step(kernel.init(x[i:i + 1], params), noise[i:i + 1], params)
         torch.testing.assert_close(alone.x, together.x[i:i + 1])
         assert int(info_i.n_grads) == int(info.n_grads[i])
         assert int(info_i.tree_depth) == int(info.tree_depth[i])

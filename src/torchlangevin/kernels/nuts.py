@@ -85,6 +85,14 @@ def _turning(v_left: Tensor, v_right: Tensor, p_left: Tensor, p_right: Tensor,
     return (event_sum(v_left * rho) <= 0) | (event_sum(v_right * rho) <= 0)
 
 
+def _stacked_velocity(p: Tensor, inv_mass: Mass) -> Tensor:
+    """``M^{-1} p`` for a stack ``(k, C, *event)`` of momenta: a matrix mass acts on rows,
+    a scalar or (per-chain) diagonal one broadcasts."""
+    if isinstance(inv_mass, tuple):  # DenseMass, LowRankMass
+        return velocity(p.reshape(-1, *p.shape[2:]), inv_mass).view(p.shape)
+    return velocity(p, inv_mass)
+
+
 def checkpoints(leaf: int) -> tuple[int, int]:
     """The checkpoints ``[lo, hi]`` leaf ``leaf`` of a subtree is checked against: ``hi`` is
     the number of set bits of ``leaf >> 1``, ``hi - lo + 1`` the trailing ones of ``leaf``
@@ -301,10 +309,13 @@ class _Subtree:
             k, shape = hi - lo + 1, (-1, *leaf.p.shape[1:])  # checkpoints as extra chains
             p_i = traj.p_ckpt[lo:hi + 1]
             rho = (self.rho - traj.rho_ckpt[lo:hi + 1] + p_i).reshape(shape)
-            p_i = p_i.reshape(shape)
-            p_end = leaf.p.expand(k, *leaf.p.shape).reshape(shape)
-            stop |= _turning(velocity(p_i, traj.inv_mass), velocity(p_end, traj.inv_mass),
-                             p_i, p_end, rho).view(k, -1).any(0)
+            v_i = _stacked_velocity(p_i, traj.inv_mass).reshape(shape)
+
+            def rows(t: Tensor) -> Tensor:
+                return t.expand(k, *t.shape).reshape(shape)
+
+            stop |= _turning(v_i, rows(velocity(leaf.p, traj.inv_mass)), p_i.reshape(shape),
+                             rows(leaf.p), rho).view(k, -1).any(0)
         if outside is not None:
             stop |= outside
         self.active = active & ~stop
