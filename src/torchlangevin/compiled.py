@@ -42,8 +42,10 @@ class CompiledBlocks:
     def __call__(self, kernel: Any, state: Any, params: Any, noise: Tensor,
                  batches: Any = None) -> tuple[Any, Trace]:
         k = noise.shape[0]
+        # the trace's layout per kind of kernel and state: one instance may run several
+        # (the MCLMC tuning's stages do)
         key = (type(kernel), getattr(kernel, "has_accept_step", None), flatten(state)[1])
-        self.layout = self.layout or _LAYOUTS.get(key)
+        self.layout = _LAYOUTS.get(key)
         if self.layout is None:
             first, head = run_block(kernel, state, params, noise[:1],
                                     None if batches is None else index_tree(batches, slice(0, 1)))

@@ -142,9 +142,10 @@ class EnergyTuneState(NamedTuple):
     @classmethod
     def start(cls, chains: MCLMCState, eps: float) -> EnergyTuneState:
         x = chains.x
-        zero = x.new_zeros(())
-        return cls(chains, x.new_full((x.shape[0],), eps), x.new_full((), math.inf), zero,
-                   zero, zero, torch.zeros_like(x[0]), torch.zeros_like(x[0]))
+        # one tensor each: a compiled scan refuses a carry whose parts alias each other
+        return cls(chains, x.new_full((x.shape[0],), eps), x.new_full((), math.inf),
+                   x.new_zeros(()), x.new_zeros(()), x.new_zeros(()), torch.zeros_like(x[0]),
+                   torch.zeros_like(x[0]))
 
 
 class EnergyTuneInfo(NamedTuple):
@@ -193,8 +194,9 @@ class EnergyVarianceTuner:
         # no usable step yet (all weights 0): keep the step size
         predicted = torch.where(sum_weight > 0, (sum_pred / sum_weight.clamp_min(1e-300))
                                 ** (-1.0 / 6.0), eps[0])
-        eps_new = torch.minimum(predicted, eps_max).expand_as(eps)
-        w_x, sum_x, sum_x2 = state.w_x, state.sum_x, state.sum_x2
+        eps_new = torch.minimum(predicted, eps_max).expand_as(eps).clone()  # a real (C,)
+        # copies, not the inputs: a compiled scan refuses outputs that alias its inputs
+        w_x, sum_x, sum_x2 = state.w_x.clone(), state.sum_x.clone(), state.sum_x2.clone()
         if self.collect:
             weight = (eps * ok).view(-1, *[1] * (x.ndim - 1))
             w_x = w_x + (eps * ok).sum()
@@ -202,7 +204,7 @@ class EnergyVarianceTuner:
             sum_x2 = sum_x2 + (weight * chains.x * chains.x).sum(0)
         tuned = EnergyTuneState(chains, eps_new, eps_max, sum_pred, sum_weight, w_x, sum_x,
                                 sum_x2)
-        return tuned, EnergyTuneInfo(eps, info.n_grads)
+        return tuned, EnergyTuneInfo(eps.clone(), info.n_grads)
 
 
 def _variances(state: EnergyTuneState) -> Tensor:
