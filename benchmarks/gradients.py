@@ -97,15 +97,22 @@ def run_hmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_ste
     t0 = time.perf_counter()
     adapted = tl.adapt(kernel, x0, n_warmup, seed=seed, compile=True)
     t_tune = time.perf_counter() - t0
-    # compiled blocks of BLOCK steps: one block first compiles the graph the timed run
-    # then reuses (blocks of another length would compile again inside the timing)
-    tl.sample(adapted.kernel, adapted.x, BLOCK, compile=BLOCK, seed=seed + 1, progress=False)
-    t0 = time.perf_counter()
-    chains = tl.sample(adapted.kernel, adapted.x, n_steps, compile=BLOCK, seed=seed,
-                       progress=False)
-    seconds = time.perf_counter() - t0
+    chains, seconds = _timed_sample(adapted.kernel, adapted.x, n_steps, seed, compiled=True)
     return Result(chains.samples.numpy(), float(n_leapfrog), float(n_warmup * n_leapfrog),
                   seconds, t_tune)
+
+
+def _timed_sample(kernel, x: torch.Tensor, n_steps: int, seed: int, compiled: bool
+                  ) -> tuple[tl.Chains, float]:
+    """``tl.sample`` timed; compiled in blocks of ``BLOCK`` steps, after one untimed block
+    that compiles the graph the timed run reuses (blocks of another length would compile
+    again inside the timing)."""
+    block = {"compile": BLOCK} if compiled else {}
+    if compiled:
+        tl.sample(kernel, x, BLOCK, seed=seed + 1, progress=False, **block)
+    t0 = time.perf_counter()
+    chains = tl.sample(kernel, x, n_steps, seed=seed, progress=False, **block)
+    return chains, time.perf_counter() - t0
 
 
 def _grads(chains: tl.Chains) -> np.ndarray:
@@ -113,11 +120,9 @@ def _grads(chains: tl.Chains) -> np.ndarray:
     return chains.stats["n_grads"].cpu().numpy().astype(np.float64)
 
 
-def _tuning_per_chain(n_grads: torch.Tensor | int, n_chains: int) -> float:
-    """Mean tuning gradients per chain from a ``(C,)`` count, or from a total over chains
-    (``ChEESAdapted.n_grads`` was one before it became per chain)."""
-    n = torch.as_tensor(n_grads).double()
-    return float(n.mean()) if n.ndim else float(n) / n_chains
+def _tuning_per_chain(n_grads: torch.Tensor) -> float:
+    """Mean tuning gradients per chain from the ``(C,)`` count every tuner returns."""
+    return float(n_grads.double().mean())
 
 
 def run_nuts(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
@@ -130,11 +135,9 @@ def run_nuts(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_st
     t0 = time.perf_counter()
     adapted = tl.adapt(tl.NUTS(energy, step_size=0.1), x0, n_warmup, seed=seed)
     t_tune = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    chains = tl.sample(adapted.kernel, adapted.x, n_steps, seed=seed, progress=False)
-    seconds = time.perf_counter() - t0
-    return Result(chains.samples.numpy(), _grads(chains),
-                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+    chains, seconds = _timed_sample(adapted.kernel, adapted.x, n_steps, seed, compiled=False)
+    return Result(chains.samples.numpy(), _grads(chains), _tuning_per_chain(adapted.n_grads),
+                  seconds, t_tune)
 
 
 def run_chees(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
@@ -148,14 +151,9 @@ def run_chees(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_s
     adapted = tl.chees_adapt(tl.ChEESHMC(energy, step_size=0.1), x0, n_warmup,
                              adapt_mass=True, seed=seed, compile=True)
     t_tune = time.perf_counter() - t0
-    # as run_hmc: one block compiles the graph the timed run reuses
-    tl.sample(adapted.kernel, adapted.x, BLOCK, compile=BLOCK, seed=seed + 1, progress=False)
-    t0 = time.perf_counter()
-    chains = tl.sample(adapted.kernel, adapted.x, n_steps, compile=BLOCK, seed=seed,
-                       progress=False)
-    seconds = time.perf_counter() - t0
-    return Result(chains.samples.numpy(), _grads(chains),
-                  _tuning_per_chain(adapted.n_grads, n_chains), seconds, t_tune)
+    chains, seconds = _timed_sample(adapted.kernel, adapted.x, n_steps, seed, compiled=True)
+    return Result(chains.samples.numpy(), _grads(chains), _tuning_per_chain(adapted.n_grads),
+                  seconds, t_tune)
 
 
 def _microcanonical(kernel: tl.MCLMC | tl.MAMS, tune: Callable[..., tl.Tuned],
@@ -163,18 +161,12 @@ def _microcanonical(kernel: tl.MCLMC | tl.MAMS, tune: Callable[..., tl.Tuned],
                     compiled: bool) -> Result:
     """Tune (``n_warmup`` steps: the three stages' fractions of ``n_warmup / 0.3``, as
     BlackJAX's runner), then sample; gradients per draw from ``chains.stats``."""
-    extra: dict = {}  # compile=True tuning fails in dynamo (carry metadata): eager
     t0 = time.perf_counter()
-    tuned = tune(kernel, x0, round(n_warmup / 0.3), seed=seed, **extra)
+    tuned = tune(kernel, x0, round(n_warmup / 0.3), seed=seed)  # eager, as measured so far
     t_tune = time.perf_counter() - t0
-    block = {"compile": BLOCK} if compiled else {}
-    if compiled:  # as run_hmc: one block compiles the graph the timed run reuses
-        tl.sample(tuned.kernel, tuned.x, BLOCK, seed=seed + 1, progress=False, **block)
-    t0 = time.perf_counter()
-    chains = tl.sample(tuned.kernel, tuned.x, n_steps, seed=seed, progress=False, **block)
-    seconds = time.perf_counter() - t0
-    return Result(chains.samples.numpy(), _grads(chains),
-                  _tuning_per_chain(tuned.n_grads, n_chains=x0.shape[0]), seconds, t_tune)
+    chains, seconds = _timed_sample(tuned.kernel, tuned.x, n_steps, seed, compiled)
+    return Result(chains.samples.numpy(), _grads(chains), _tuning_per_chain(tuned.n_grads),
+                  seconds, t_tune)
 
 
 def run_mclmc(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_steps: int,
