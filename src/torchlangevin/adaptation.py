@@ -23,7 +23,6 @@ average over 64 chains), MALA's does not (a factor of 4 low on the widest coordi
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -34,7 +33,7 @@ from .blocks import NoiseStream, block_length, run_block
 from .kernels.base import Kernel, State
 from .mass import DenseMass, LowRankMass
 from .schedules import Schedule
-from .util import integer
+from .util import integer, seeded_generator
 
 __all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows", "reasonable_step_size"]
 
@@ -245,8 +244,7 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     """
     target = _check(kernel, n_steps, target_accept, adapt_mass, per_chain_mass)
     params = kernel.params
-    gen = torch.Generator(device=x0.device).manual_seed(
-        integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
+    gen = seeded_generator(seed, x0.device)
     with torch.no_grad():
         state = kernel.init(x0, params)
         x = state.x

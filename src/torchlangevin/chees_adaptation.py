@@ -40,7 +40,6 @@ jitter averages ``t`` over ``(0, 2T)``.
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -52,7 +51,7 @@ from .blocks import NoiseStream, block_length, run_block
 from .kernels.base import State
 from .kernels.chees import ChEESHMC, Proposal
 from .schedules import Schedule
-from .util import in_range, integer, positive
+from .util import in_range, integer, positive, seeded_generator
 
 __all__ = ["chees_adapt", "ChEESAdapted", "ChEESWarmup", "chees_gradient",
            "harmonic_mean", "OPTIMAL_ACCEPTANCE"]
@@ -262,8 +261,7 @@ def chees_adapt(kernel: ChEESHMC, x0: Tensor, n_steps: int = 1000, *,
     start = float(kernel.params.step_size) if initial_trajectory_length is None else \
         positive("initial_trajectory_length", initial_trajectory_length)
     params = kernel.params
-    gen = torch.Generator(device=x0.device).manual_seed(
-        integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
+    gen = seeded_generator(seed, x0.device)
     with torch.no_grad():
         chains = kernel.init(x0, params)
         x = chains.x

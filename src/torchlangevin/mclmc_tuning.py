@@ -34,7 +34,6 @@ chains at once; the step-size estimates are shared by the chains.
 from __future__ import annotations
 
 import math
-import secrets
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -46,7 +45,7 @@ from .blocks import NoiseStream, block_length, run_block
 from .diagnostics import ess
 from .kernels.base import State
 from .kernels.mclmc import MAMS, MCLMC, MCLMCState
-from .util import in_range, integer, positive
+from .util import in_range, integer, positive, seeded_generator
 
 __all__ = ["Tuned", "tune_mclmc", "tune_mams"]
 
@@ -234,11 +233,6 @@ def _check_common(kernel: Any, cls: type, x0: Any, n_steps: int, fractions: tupl
     return n_steps
 
 
-def _generator(x0: Tensor, seed: int | None) -> torch.Generator:
-    return torch.Generator(device=x0.device).manual_seed(
-        integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
-
-
 def tune_mclmc(kernel: MCLMC, x0: Tensor, n_steps: int, *, frac_tune1: float = 0.1,
                frac_tune2: float = 0.1, frac_tune3: float = 0.1,
                diagonal_preconditioning: bool = True, desired_energy_var: float = 5e-4,
@@ -273,7 +267,7 @@ def tune_mclmc(kernel: MCLMC, x0: Tensor, n_steps: int, *, frac_tune1: float = 0
     positive("trust_in_estimate", trust_in_estimate)
     positive("l_factor", l_factor)
     integer("num_effective_samples", num_effective_samples, 2)
-    runner = _Runner(_generator(x0, seed), compile)
+    runner = _Runner(seeded_generator(seed, x0.device), compile)
     n1, n2, n3 = (int(f * n_steps) for f in (frac_tune1, frac_tune2, frac_tune3))
     with torch.no_grad():
         state = kernel.init(x0)
@@ -412,7 +406,7 @@ def tune_mams(kernel: MAMS, x0: Tensor, n_steps: int, *, frac_tune1: float = 0.1
     if not target > 0:
         raise ValueError(f"target_accept must be in (0, 1); got {target_accept!r}")
     positive("l_factor", l_factor)
-    runner = _Runner(_generator(x0, seed), False)
+    runner = _Runner(seeded_generator(seed, x0.device), False)
     n1, n2, n3 = (int(f * n_steps) for f in (frac_tune1, frac_tune2, frac_tune3))
     with torch.no_grad():
         state = kernel.init(x0)

@@ -47,7 +47,7 @@ from .chains import Chains, Summary
 from .driver import sample as run_kernel
 from .energy import check_finite
 from .kernels import NUTS
-from .util import integer, positive
+from .util import integer, positive, seeded_generator
 
 __all__ = ["Param", "Model", "Values", "ModelChains", "ModelEnergy", "DivergenceWarning",
            "LowerCholeskyVector", "PositiveDefiniteVector", "sample"]
@@ -377,8 +377,7 @@ class Model:
             x = self.unconstrain(point, "init").expand(n_chains, self.dim).clone()
             self._check_init(x, "init")
             return x
-        gen = torch.Generator(device=self.device).manual_seed(
-            integer("seed", seed, 0) if seed is not None else secrets.randbits(62))
+        gen = seeded_generator(seed, self.device)
 
         def draw(n: int) -> Tensor:
             u = torch.rand(n, self.dim, generator=gen, dtype=self.dtype, device=self.device)

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import math
 import os
+import secrets
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 __all__ = ["integer", "positive", "non_negative", "in_range", "progress_bar", "atomic_write",
-           "atomic_save"]
+           "atomic_save", "seeded_generator"]
+
+
+def seeded_generator(seed: int | None, device: Any = "cpu") -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (checked: an integer >= 0),
+    or from fresh entropy when ``seed`` is ``None``."""
+    value = integer("seed", seed, 0) if seed is not None else secrets.randbits(62)
+    return torch.Generator(device=device).manual_seed(value)
 
 
 def integer(name: str, value: Any, minimum: int = 0) -> int:
