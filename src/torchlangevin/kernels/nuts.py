@@ -200,15 +200,15 @@ class _Trajectory:
         e, g = energy_and_grad(self.kernel.energy, x)
         return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
 
-    def _step_active(self, sub: _Subtree, signed_eps: Tensor, half: Tensor, c: int
+    def _step_active(self, sub: _Subtree, signed_eps: Tensor, half: Tensor, compact: bool
                      ) -> _Point:
         """The next leaf of every chain still building. When at most half of them are,
         only those chains' gradients are computed (the energy sees a smaller batch) and
         the others keep their last point: what a masked chain computes is discarded, so
         this saves the lockstep's wasted gradients without changing any result."""
-        idx = sub.active.nonzero().squeeze(1) if 2 * int(sub.active.sum()) <= c else None
+        idx = sub.active.nonzero().squeeze(1) if compact else None
         inv_mass = self.inv_mass
-        if idx is None or idx.numel() == 0:
+        if idx is None:
             return self._leaf(sub.edge, signed_eps, half, inv_mass)
         if isinstance(inv_mass, Tensor) and inv_mass.ndim == sub.edge.x.ndim:  # per chain
             inv_mass = inv_mass[idx]
@@ -227,10 +227,11 @@ class _Trajectory:
         sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
         offset = n + 2 * depth_max + 2**d - 1
         log_u = torch.log(uniforms(noise[:, offset:offset + 2**d])).unbind(1)
-        c = self.h0.shape[0]
+        c, n_active = self.h0.shape[0], int(self.building.sum())
         for j in range(2**d):
-            sub.add(j, self._step_active(sub, signed_eps, half, c), log_u[j])
-            if not bool(sub.active.any()):
+            sub.add(j, self._step_active(sub, signed_eps, half, 2 * n_active <= c), log_u[j])
+            n_active = int(sub.active.sum())  # one host sync a leaf: stop, or compact next
+            if not n_active:
                 break
         # merge: the subtree's proposal replaces the trajectory's with min(1, W_sub / W);
         # a subtree still active at its end neither turned nor diverged
