@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import diagnostics
-from .util import atomic_save
+from . import diagnostics, persist
 
 
 @dataclass
@@ -58,6 +57,9 @@ class Summary:
 
         return pd.DataFrame(self.rows(), columns=["name", "mean", "sd", "ess_bulk", "ess_tail",
                                                   "r_hat"]).set_index("name")
+
+
+_KIND = "Chains file"
 
 
 def _names(event_shape: tuple[int, ...]) -> list[str]:
@@ -221,17 +223,27 @@ class Chains:
             chains_used=int(ok.sum()), names=_names(self.event_shape))
 
     def save(self, path: str | Path) -> None:
-        """Write to ``path`` with ``torch.save`` (tensors moved to CPU)."""
+        """Write to ``path``: the draws and statistics as CPU tensors, numbers and strings
+        with their checksums, crash-safely (:func:`torchlangevin.persist.save`); the kernel
+        state and the energy function are not saved."""
         self.energy  # noqa: B018 - make sure the trace is there to save
-        data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in asdict(self).items()
-                if k not in ("final_state", "_energy_fn")}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("final_state", "_energy_fn", "stats")}
+        data = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in data.items()}
         data["stats"] = {k: v.cpu() for k, v in self.stats.items()}
-        atomic_save(data, Path(path))  # a crash mid-write leaves the old file, not a part
+        persist.save(path, _KIND, data)
 
     @classmethod
     def load(cls, path: str | Path) -> Chains:
-        """Read what :meth:`save` wrote."""
-        return cls(**torch.load(Path(path), weights_only=True))
+        """Read what :meth:`save` wrote (``torch.load(weights_only=True)``, every checksum
+        verified; a file that fails is a :class:`~torchlangevin.persist.PersistError`)."""
+        data = persist.load(path, _KIND)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise persist.PersistError(f"{_KIND} {str(path)!r}: has fields {unknown} that "
+                                       f"Chains does not know: written by another version")
+        return cls(**data)
 
     def __repr__(self) -> str:
         acc = ("" if self.acceptance_rate is None

@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import distributed
+from . import distributed, persist
 from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
-from .util import atomic_save, integer, progress_bar
+from .util import integer, progress_bar
 
 __all__ = ["sample"]
 
@@ -70,9 +70,15 @@ def sample(
         progress: a tqdm bar on long runs when stderr is a terminal.
         return_trajectory: also keep every state, burn-in included, in ``Chains.trajectory``.
         callback: ``callback(step, state, info)`` after every step (``step`` counts from 1).
-        checkpoint: file to save the run to every ``checkpoint_every`` steps and on
-            interruption; if it exists, the run resumes from it and gives the same result
-            as an uninterrupted run.
+        checkpoint: file to save the run to every ``checkpoint_every`` steps, on
+            interruption and at the end; if it exists, the run resumes from it and gives the
+            same result as an uninterrupted run. The file records the call (kernel class and
+            parameters, energy name and values at ``x0``, ``x0``, chains, seed, ``n_steps``,
+            ``burn_in``, ``thin``, outputs): a call that differs is refused with the fields
+            that differ; a finished run is returned only to the identical call (with a
+            ``callback``, the last periodic checkpoint is kept instead, so a re-run replays
+            the callback). It holds only what is filled, plain tensors with checksums
+            (:mod:`torchlangevin.persist`): a corrupted file is refused, never run.
         chain_blocks: split the chains into this many contiguous blocks, each with its own
             generator seeded from ``(seed, block)`` (and its own checkpoint file,
             ``checkpoint.block<b>``). Under ``torchrun`` the blocks are shared out over the
@@ -221,7 +227,13 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             blocks = CompiledBlocks(state.x.device, state.x.numel())
         length = compiled_len if compiled_len > 0 else \
             block_length(state.x.numel(), state.x.shape[0] * kernel.noise_size(state))
+        finished = run.buffers["step"] >= run.total
         state = run.loop(kernel, state, params, blocks, length, callback, progress)
+        if run.path is not None and callback is None and not finished:
+            # the finished run: returned to the same call, refused (by name) to any other.
+            # With a callback the last periodic checkpoint stays, so a re-run replays the
+            # callback over the steps after it.
+            run.save(state, run._rng_state())
         return run.finish(kernel, state)
 
 
@@ -242,9 +254,10 @@ class _Run:
                                  burn_in + n_steps)
         self.path = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every = checkpoint_every
-        self.config = {"kernel": type(kernel).__name__, "n_steps": n_steps, "burn_in": burn_in,
-                       "thin": thin, "shape": (c, *event), "seed": seeds if len(seeds) > 1
-                       else seeds[0], "params": _describe(params)}
+        self.seed = seeds if len(seeds) > 1 else seeds[0]
+        self.config = None if self.path is None else _run_config(
+            kernel, params, x, self.seed, n_steps=n_steps, burn_in=burn_in, thin=thin,
+            keep_draws=keep_draws, return_trajectory=return_trajectory)
         n_draws = n_steps // thin if keep_draws else 0
         per_draw = getattr(kernel, "has_accept_step", True) and keep_draws
         counts = dict(dtype=torch.long, device=x.device)
@@ -422,26 +435,75 @@ class _Run:
         return self.noise.get_state(), batch_state
 
     def save(self, state, rng) -> None:
+        """Write the run as it stands at ``buffers["step"]``: the configuration, the state,
+        the generators' and batch source's states and the buffers as far as they are
+        filled (:func:`torchlangevin.persist.save`: checksummed, crash-safe)."""
         noise, batch_state = rng
         leaves, _ = flatten(state)
-        atomic_save({"config": self.config, "state": leaves, "noise": noise,
-                     "batches": batch_state, "run": dict(self.buffers)}, self.path)
+        persist.save(self.path, _KIND, {"config": self.config, "state": leaves,
+                                        "noise": noise, "batches": batch_state,
+                                        "run": self._filled()})
+
+    def _filled(self) -> dict[str, Any]:
+        """The buffers cut to what is written at step ``t``: ``(t - burn_in) // thin`` draws
+        and ``t`` trajectory rows (views; :func:`persist.save` writes just those)."""
+        run, t = dict(self.buffers), self.buffers["step"]
+        d = max(0, t - self.burn_in) // self.thin if self.keep_draws else 0
+        for name in _DRAW_BUFFERS:
+            if run[name] is not None:
+                run[name] = run[name][:d]
+        if run["trajectory"] is not None:
+            run["trajectory"] = run["trajectory"][:t]
+        if "stats" in run:
+            run["stats"] = {k: v[:d] for k, v in run["stats"].items()}
+        return run
 
     def resume(self, state):
-        data = torch.load(self.path, weights_only=True, map_location=state.x.device)
+        """Continue from the checkpoint: refused, naming each field, if it was written by a
+        call with other arguments; a finished run's comes back as it ended."""
+        data = persist.load(self.path, _KIND, label="checkpoint")
+        self._check_config(data)
+        self.seed = data["config"]["seed"]
+        self.config["seed"] = self.seed
+        self.noise.set_state(data["noise"])  # generator states stay on the CPU
+        if self.batches is not None:
+            self.batches.set_state(data["batches"])
+        device = state.x.device
+        self._restore(data["run"], device)
+        leaves = [v.to(device) if isinstance(v, Tensor) else v for v in data["state"]]
+        return unflatten(flatten(state)[1], leaves)
+
+    def _check_config(self, data: dict[str, Any]) -> None:
         saved, wanted = dict(data["config"]), dict(self.config)
         if not self.seed_given:  # no seed asked for: continue with the saved run's
             saved.pop("seed", None)
             wanted.pop("seed")
-        if saved != wanted:
-            raise ValueError(f"checkpoint {str(self.path)!r} was written by a different run: "
-                             f"it has {data['config']}, this run is {self.config}")
-        self.config["seed"] = data["config"]["seed"]
-        self.noise.set_state(data["noise"])
-        if self.batches is not None:
-            self.batches.set_state(data["batches"])
-        self.buffers = data["run"]
-        return unflatten(flatten(state)[1], data["state"])
+        diffs = persist.differences(saved, wanted, {"energy_probe": _PROBE_TOLERANCE})
+        if not diffs:
+            return
+        step = data["run"]["step"]
+        total = saved.get("burn_in", 0) + saved.get("n_steps", 0)
+        where = f"checkpoint {str(self.path)!r}"
+        if step >= total:
+            raise ValueError(f"{where} holds a finished run of {total} steps, and this call "
+                             f"differs from it: {'; '.join(diffs)}. A finished run is returned "
+                             f"only to the call that made it: pass another checkpoint path, or "
+                             f"delete the file to run anew")
+        raise ValueError(f"{where} was written by a different run (stopped at step {step} of "
+                         f"{total}): {'; '.join(diffs)}. Pass the same arguments to resume "
+                         f"it, or another checkpoint path (or delete the file) to start anew")
+
+    def _restore(self, run: dict[str, Any], device) -> None:
+        """The saved buffers back: each filled part copied into this run's full buffer."""
+        for name, value in run.items():
+            if name == "stats":
+                n_draws = self.buffers["samples"].shape[0]
+                self.buffers["stats"] = {k: _prefix_into(v.new_zeros(
+                    (n_draws, *v.shape[1:]), device=device), v, k) for k, v in value.items()}
+            elif name in _PREFIX_BUFFERS and value is not None:
+                _prefix_into(self.buffers[name], value, name)
+            else:
+                self.buffers[name] = value.to(device) if isinstance(value, Tensor) else value
 
     # -- the result --------------------------------------------------------------------------
     def finish(self, kernel, state) -> Chains:
@@ -456,7 +518,7 @@ class _Run:
             acceptance_rate=accepted_share if run["has_accept"] else None,
             divergences=run["divergent"], nonfinite_step=nonfinite_step,
             trajectory=_chain_first(run["trajectory"]), final_state=state,
-            seed=self.config["seed"], n_steps=self.n_steps, burn_in=self.burn_in,
+            seed=self.seed, n_steps=self.n_steps, burn_in=self.burn_in,
             thin=self.thin, kernel=getattr(kernel, "name", ""), _energy=energy,
             _energy_fn=kernel.energy,
             _accepted_at_draw=_chain_first(run["accepted_at_draw"]),
@@ -465,21 +527,55 @@ class _Run:
             stats={k: _chain_first(v) for k, v in run.get("stats", {}).items()})
 
 
-def _describe(params) -> dict:
-    """Parameters as plain values a checkpoint can compare: floats as they are, a tensor by
-    its shape and sum, a schedule by its repr."""
-    out = {}
-    for name, v in params._asdict().items():
-        if isinstance(v, Tensor):
-            out[name] = ("tensor", tuple(v.shape), float(v.double().sum()))
-        elif isinstance(v, tuple) and all(isinstance(t, Tensor) for t in v):  # a mass
-            out[name] = (type(v).__name__, *((tuple(t.shape), float(t.double().sum()))
-                                               for t in v))
-        elif isinstance(v, (bool, int, float, str)) or v is None:
-            out[name] = v
-        else:
-            out[name] = repr(v)
-    return out
+_KIND = "tl.sample checkpoint"
+#: draw-major buffers, ``(n_draws, C, ...)``; with the trajectory ``(burn_in + n_steps, C,
+#: ...)``, the buffers a checkpoint writes only the filled part of
+_DRAW_BUFFERS = ("samples", "energy", "accepted_at_draw", "divergent_at_draw")
+_PREFIX_BUFFERS = (*_DRAW_BUFFERS, "trajectory")
+#: relative difference of the energy at the start beyond which a resume's energy is another
+#: (float32 energies on another device or thread count differ by ~1e-7)
+_PROBE_TOLERANCE = 1e-5
+
+
+def _run_config(kernel, params, x: Tensor, seed, **options: Any) -> dict[str, Any]:
+    """What a checkpoint records of the call, so that a resume with other arguments is
+    refused by name: the kernel (class, each parameter, its other attributes), the energy
+    (qualified name and its values at the start ``x``), the chains, the seed and the run's
+    length, thinning and outputs."""
+    config: dict[str, Any] = {
+        "kernel": persist.qualified_name(kernel),
+        "kernel_attributes": persist.fingerprint(
+            {k: v for k, v in vars(kernel).items() if k not in ("energy", "params")}),
+        "energy": persist.qualified_name(kernel.energy),
+        "energy_probe": _energy_probe(kernel, x),
+        "n_chains": x.shape[0], "event_shape": tuple(x.shape[1:]),
+        "dtype": str(x.dtype).removeprefix("torch."), "x0": persist.fingerprint(x),
+        "seed": seed, **options}
+    for name, value in params._asdict().items():  # step_size, noise_scale, inv_mass, ...
+        config[name if name not in config else f"params.{name}"] = persist.fingerprint(value)
+    return config
+
+
+def _energy_probe(kernel, x: Tensor) -> Any:
+    """The energy's fingerprint: its values at the start ``x`` (the first, middle and last
+    chain and the mean over chains); for a minibatch kernel's potential, which needs a
+    batch, the fingerprint of its reference weights ``w0``."""
+    energy = kernel.energy
+    if getattr(kernel, "needs_batch", False):
+        return persist.fingerprint(getattr(energy, "w0", None))
+    with torch.no_grad():
+        e = energy(x).detach().double().reshape(-1).cpu()
+    c = e.numel()
+    return [float(e[0]), float(e[c // 2]), float(e[-1]), float(e.mean())]
+
+
+def _prefix_into(full: Tensor, part: Tensor, name: str) -> Tensor:
+    """``full`` with its first ``len(part)`` rows set to the saved ``part``."""
+    if part.shape[1:] != full.shape[1:] or part.shape[0] > full.shape[0]:
+        raise persist.PersistError(f"checkpoint buffer {name!r} has shape "
+                                   f"{tuple(part.shape)}; this run's is {tuple(full.shape)}")
+    full[:part.shape[0]].copy_(part)
+    return full
 
 
 #: the Info fields the driver counts itself; any other (C,) field is a per-draw statistic

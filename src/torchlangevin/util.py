@@ -84,12 +84,26 @@ def progress_bar(enabled: bool, total: int, desc: str, unit: str = "step",
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temporary file beside ``path``, then rename it over ``path``:
-    a reader (or a run killed half-way) sees the old file or the new one, never a part."""
+    """``write(tmp)`` to a temporary file beside ``path``, fsync it, rename it over ``path``
+    and fsync the directory: a reader, or a run killed at any instant (even the machine
+    losing power), sees the old file or the new one, never a part. A failed write removes
+    the temporary file and leaves ``path`` as it was."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if os.name == "posix":  # the rename itself made durable (Windows cannot open a folder)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

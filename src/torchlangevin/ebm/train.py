@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,10 +13,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .. import persist
 from ..energy import check_states
 from ..kernels.base import Kernel
 from ..schedules import Schedule
-from ..util import atomic_save, integer, progress_bar
+from ..util import integer, progress_bar
 from .losses import ContrastiveDivergence, InitFn, denoising_score_matching, uniform_init
 
 
@@ -52,7 +54,15 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     ``Geometric(1e-3, 1e-4, epochs)``), applied to the optimizer at each epoch's start;
     ``clip_grad`` clips the global gradient norm. A non-finite loss or gradient stops
     training with ``FloatingPointError`` naming the epoch and step. With ``checkpoint``
-    the run is saved after every epoch and resumed from the file if it exists.
+    the run is saved after every epoch (plain tensors with checksums, crash-safely:
+    :mod:`torchlangevin.persist`) and resumed from the file if it exists. The file records
+    the call (seed, lr, batch size, a SHA-256 of the data, objective, ``k_steps``,
+    ``persistent``, buffer size, ``reinit_prob``, ``energy_reg``, ``init``, ``sigma``,
+    ``clip_grad``, the kernel, the optimiser's class and settings, the model's class and
+    parameter shapes); a call that differs is refused, naming the fields. ``epochs`` may
+    grow: a 3-epoch checkpoint resumed with ``epochs=5`` runs epochs 4 and 5, exactly as an
+    uninterrupted 5-epoch run (the learning rate, if a schedule, must be the same
+    schedule); ``epochs=3`` returns the finished run; ``epochs=2`` is refused.
     ``callback(epoch, history)`` runs after each epoch.
     """
     data, epochs, batch_size = _check_run(data, objective, epochs, batch_size)
@@ -67,7 +77,12 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     trainer = _Trainer(energy_model, optimizer, cd, sigma, clip_grad,
                        torch.Generator().manual_seed(seed + 1))
     path = Path(checkpoint) if checkpoint is not None else None
-    history, start_epoch = trainer.resume(path)
+    config = None if path is None else _fit_config(
+        trainer, data, kernel, seed=seed, lr=lr, batch_size=batch_size, objective=objective,
+        k_steps=k_steps, persistent=persistent, buffer_size=buffer_size,
+        reinit_prob=reinit_prob, energy_reg=energy_reg, init=init, sigma=sigma,
+        clip_grad=clip_grad)
+    history, start_epoch = trainer.resume(path, config, epochs)
     n_batches = math.ceil(data.shape[0] / batch_size)
     bar = progress_bar(progress, (epochs - start_epoch) * n_batches, f"fit ({objective})",
                        min_total=1)
@@ -76,7 +91,7 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
         _set_lr(optimizer, lr_at, epoch)
         trainer.run_epoch(data, batch_size, epoch, history, bar)
         if path is not None:
-            atomic_save(trainer.checkpoint(history, epoch + 1), path)
+            persist.save(path, _KIND, trainer.checkpoint(history, epoch + 1, epochs, config))
         if callback is not None:
             callback(epoch, history)
     trainer.finish(history, bar)
@@ -123,6 +138,54 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr_at: Schedule | None, epoch: int
     if lr_at is not None:
         for group in optimizer.param_groups:
             group["lr"] = float(lr_at(epoch))
+
+
+_KIND = "ebm.fit checkpoint"
+
+
+def _fit_config(trainer: _Trainer, data: Tensor, kernel: Kernel | None, *, objective: str,
+                **args: Any) -> dict[str, Any]:
+    """What a checkpoint records of the call (only the arguments the objective uses), so a
+    resume with others is refused by name."""
+    cd_only = ("k_steps", "persistent", "energy_reg")
+    buffer_only = ("buffer_size", "reinit_prob", "init")
+    used = {k: v for k, v in args.items()
+            if not (objective != "cd" and k in cd_only + buffer_only)
+            and not (objective == "cd" and k == "sigma")
+            and not (k in buffer_only and not args["persistent"])}
+    if "init" in used and used["init"] is None:
+        used["init"] = "uniform over the data's range"
+    config = {"objective": objective, **{k: persist.fingerprint(v) for k, v in used.items()},
+              "data": persist.fingerprint(data)}
+    if kernel is not None and objective == "cd":
+        config["kernel"] = persist.qualified_name(kernel)
+        config.update({f"kernel.{k}": persist.fingerprint(v)
+                       for k, v in kernel.params._asdict().items()})
+    groups = [{k: v for k, v in g.items() if k != "params"}
+              for g in trainer.optimizer.param_groups]
+    config["optimizer"] = (persist.qualified_name(trainer.optimizer), persist.fingerprint(groups))
+    config["model"] = (persist.qualified_name(trainer.model),
+                       {k: tuple(v.shape) for k, v in trainer.model.state_dict().items()})
+    return config
+
+
+def _check_resume(path: Path, saved: dict[str, Any], config: dict[str, Any] | None,
+                  epochs: int) -> None:
+    """Refuse a checkpoint written by another call (naming the fields) or holding more
+    epochs than asked for."""
+    done, planned = saved["epoch"], saved["epochs"]
+    where = f"checkpoint {str(path)!r}"
+    state = f"a finished run of {planned} epochs" if done >= planned else \
+        f"a run stopped after epoch {done} of {planned}"
+    diffs = persist.differences(saved["config"], config or {})
+    if diffs:
+        raise ValueError(f"{where} holds {state}, written by a call that differs from this "
+                         f"one: {'; '.join(diffs)}. Pass the same arguments to resume it, or "
+                         f"another checkpoint path (or delete the file) to start anew")
+    if done > epochs:
+        raise ValueError(f"{where} holds {state} with {done} epochs done; this call asks for "
+                         f"epochs={epochs}. Pass epochs >= {done} (a longer run continues it "
+                         f"exactly), or another checkpoint path")
 
 
 @dataclass
@@ -175,28 +238,43 @@ class _Trainer:
                 bar.update()
         history.epoch_loss.append(sum(losses) / len(losses))
 
-    def checkpoint(self, history: History, epoch: int) -> dict[str, Any]:
-        """Everything :meth:`resume` needs to continue after ``epoch`` epochs."""
-        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "generator": self.gen.get_state(), "history": history, "epoch": epoch}
+    def checkpoint(self, history: History, epoch: int, epochs: int,
+                   config: dict[str, Any]) -> dict[str, Any]:
+        """Everything :meth:`resume` needs to continue after ``epoch`` of ``epochs`` epochs,
+        as plain data: tensors, numbers, strings and containers of them."""
+        model = self.model.state_dict()
+        metadata = getattr(model, "_metadata", None)
+        state = {"config": config, "epoch": epoch, "epochs": epochs, "model": dict(model),
+                 "model_metadata": None if metadata is None else
+                 {k: dict(v) for k, v in metadata.items()},
+                 "optimizer": self.optimizer.state_dict(), "generator": self.gen.get_state(),
+                 "history": {"loss": list(history.loss),
+                             "energy_gap": list(history.energy_gap),
+                             "epoch_loss": list(history.epoch_loss)}}
         if self.cd is not None:
             state["cd_generator"] = self.cd.generator.get_state()
             state["buffer"] = self.cd.buffer.data if self.cd.buffer is not None else None
         return state
 
-    def resume(self, path: Path | None) -> tuple[History, int]:
-        """The history and first epoch to run: restored from ``path`` if it exists."""
+    def resume(self, path: Path | None, config: dict[str, Any] | None,
+               epochs: int) -> tuple[History, int]:
+        """The history and first epoch to run: restored from ``path`` if it exists, after
+        checking that it was written by the same call (:func:`_check_resume`)."""
         if path is None or not path.exists():
             return History(), 0
-        saved = torch.load(path, weights_only=False)
-        self.model.load_state_dict(saved["model"])
+        saved = persist.load(path, _KIND, label="checkpoint")
+        _check_resume(path, saved, config, epochs)
+        model = OrderedDict(saved["model"])
+        if saved["model_metadata"] is not None:
+            model._metadata = OrderedDict(saved["model_metadata"])  # type: ignore[attr-defined]
+        self.model.load_state_dict(model)
         self.optimizer.load_state_dict(saved["optimizer"])
         self.gen.set_state(saved["generator"])
         if self.cd is not None:
             self.cd.generator.set_state(saved["cd_generator"])
             if self.cd.buffer is not None:
-                self.cd.buffer.data = saved["buffer"]
-        return saved["history"], saved["epoch"]
+                self.cd.buffer.data = saved["buffer"].to(self.cd.buffer.data.device)
+        return History(**saved["history"]), saved["epoch"]
 
     def finish(self, history: History, bar: Any) -> None:
         """Close the bar, keep the replay buffer's chains, leave the model in eval mode."""
