@@ -322,33 +322,37 @@ def _finished(status):
     return os.WIFEXITED(status)
 
 
-def _run_killed(work, rng, max_delay, max_starts=300):
+def _run_killed(work, rng, max_delay, max_kills):
     """Start ``work`` and ``SIGKILL`` it after a random delay, again and again (each start
-    resumes from what the last left) until a start finishes; returns the kills that landed."""
-    for kills in range(max_starts):
+    resumes from what the last left) until a start finishes; after ``max_kills`` kills the
+    last start runs to the end. Returns the kills that landed."""
+    kills = 0
+    while kills < max_kills:
         pid = _start(work)
         time.sleep(rng.uniform(0.0, max_delay))
         os.kill(pid, signal.SIGKILL)
         if _finished(os.waitpid(pid, 0)[1]):
             return kills
-    raise AssertionError(f"{max_starts} starts and the run never finished")
+        kills += 1
+    assert _finished(os.waitpid(_start(work), 0)[1])
+    return kills
 
 
-def _kill_rounds(tmp_path, name, work, check, seed, share=1 / 3, min_kills=20):
-    """Rounds of killed runs, each from a fresh file and checked once finished, until at
-    least ``min_kills`` kills landed. The delays are uniform up to ``share`` of an
+def _kill_rounds(tmp_path, name, work, check, seed, share=1 / 3, kills=20):
+    """``kills`` kills at random moments over rounds of runs, each round from a fresh file
+    and checked once a start finished it. The delays are uniform up to ``share`` of an
     uninterrupted run's time, measured first, so they fall anywhere in the run however
     fast the machine is (a killed start runs ``share / 2`` of the run on average)."""
     t = time.perf_counter()
     assert _finished(os.waitpid(_start(lambda: work(tmp_path / f"{name}.pt")), 0)[1])
     max_delay = (time.perf_counter() - t) * share
-    rng, kills, rounds = random.Random(seed), 0, 0
-    while kills < min_kills:
+    rng, left, rounds = random.Random(seed), kills, 0
+    while left > 0:
         path = tmp_path / f"{name}{rounds}.pt"
-        kills += _run_killed(lambda p=path: work(p), rng, max_delay)
+        left -= _run_killed(lambda p=path: work(p), rng, max_delay, left)
         check(path)
         rounds += 1
-    return kills, rounds
+    return rounds
 
 
 def test_kill_9_at_random_moments_then_rerun_equals_an_uninterrupted_run(tmp_path):
