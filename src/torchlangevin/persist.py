@@ -209,15 +209,11 @@ def _tensor_print(t: Tensor) -> str:
             f"sha256:{digest(t)[:16]}")
 
 
-def fingerprint(value: Any, depth: int = 3) -> Any:
-    """A plain, comparable description of ``value`` for a checkpoint's configuration.
+_NOT_A_LEAF = object()
 
-    Numbers and strings as they are; a tensor (or array) as ``"tensor float32 [2]
-    sha256:..."``; containers element by element; a function or class by its qualified
-    name; any other object by its type's qualified name and its public attributes (to
-    ``depth`` levels; ``energy`` attributes are left to the caller, which records the
-    energy's identity itself).
-    """
+
+def _leaf_fingerprint(value: Any) -> Any:
+    """A number, string, tensor, array, dtype or device described; others not."""
     if isinstance(value, _PLAIN):
         return value
     if isinstance(value, (np.integer, np.floating, np.bool_)):
@@ -228,12 +224,32 @@ def fingerprint(value: Any, depth: int = 3) -> Any:
         return _tensor_print(value)
     if isinstance(value, (torch.dtype, torch.device)):
         return str(value)
-    if isinstance(value, tuple) and hasattr(value, "_asdict"):  # a NamedTuple: by field
+    return _NOT_A_LEAF
+
+
+def fingerprint(value: Any, depth: int = 3) -> Any:
+    """A plain, comparable description of ``value`` for a checkpoint's configuration.
+
+    Numbers and strings as they are; a tensor (or array) as ``"tensor float32 [2]
+    sha256:..."``; containers element by element (a NamedTuple by field); a function or
+    class by its qualified name; any other object by its type's qualified name and its
+    public attributes (to ``depth`` levels; ``energy`` attributes are left to the caller,
+    which records the energy's identity itself).
+    """
+    leaf = _leaf_fingerprint(value)
+    if leaf is not _NOT_A_LEAF:
+        return leaf
+    if isinstance(value, tuple) and hasattr(value, "_asdict"):
         return (qualified_name(value), fingerprint(value._asdict(), depth))
     if isinstance(value, (list, tuple)):
         return tuple(fingerprint(v, depth) for v in value)
     if isinstance(value, dict):
         return {str(k): fingerprint(v, depth) for k, v in value.items()}
+    return _object_fingerprint(value, depth)
+
+
+def _object_fingerprint(value: Any, depth: int) -> Any:
+    """A function or class by name; another object by its type and public attributes."""
     if isinstance(value, type) or callable(value) and hasattr(value, "__qualname__"):
         return qualified_name(value)
     attrs = {k: v for k, v in getattr(value, "__dict__", {}).items()

@@ -143,19 +143,21 @@ def _set_lr(optimizer: torch.optim.Optimizer, lr_at: Schedule | None, epoch: int
 _KIND = "ebm.fit checkpoint"
 
 
+#: the arguments each objective uses (and, with a replay buffer, those of the buffer)
+_USED = {"cd": ("k_steps", "persistent", "energy_reg"), "dsm": ("sigma",)}
+_BUFFER_ARGS = ("buffer_size", "reinit_prob", "init")
+
+
 def _fit_config(trainer: _Trainer, data: Tensor, kernel: Kernel | None, *, objective: str,
                 **args: Any) -> dict[str, Any]:
     """What a checkpoint records of the call (only the arguments the objective uses), so a
     resume with others is refused by name."""
-    cd_only = ("k_steps", "persistent", "energy_reg")
-    buffer_only = ("buffer_size", "reinit_prob", "init")
-    used = {k: v for k, v in args.items()
-            if not (objective != "cd" and k in cd_only + buffer_only)
-            and not (objective == "cd" and k == "sigma")
-            and not (k in buffer_only and not args["persistent"])}
-    if "init" in used and used["init"] is None:
-        used["init"] = "uniform over the data's range"
-    config = {"objective": objective, **{k: persist.fingerprint(v) for k, v in used.items()},
+    names = ["seed", "lr", "batch_size", "clip_grad", *_USED[objective]]
+    if objective == "cd" and args["persistent"]:
+        names += _BUFFER_ARGS
+        if args["init"] is None:
+            args["init"] = "uniform over the data's range"
+    config = {"objective": objective, **{k: persist.fingerprint(args[k]) for k in names},
               "data": persist.fingerprint(data)}
     if kernel is not None and objective == "cd":
         config["kernel"] = persist.qualified_name(kernel)
