@@ -259,8 +259,8 @@ def test_fit_refuses_another_configuration_by_name_and_returns_a_finished_run(tm
     path = tmp_path / "fit.pt"
     ref = _fit(path, epochs=3)
     _same_fit(_fit(path, epochs=3), ref)  # finished: the same call gets the run back
-    _refused(lambda: _fit(path, epochs=2), "finished run of 3 epochs with 3 epochs done",
-             "epochs=2", "Pass epochs >= 3")
+    _refused(lambda: _fit(path, epochs=2), "holds a finished run of 3 epochs",
+             "asks for epochs=2, fewer than the 3 done", "Pass epochs >= 3")
     for kwargs, field in [(dict(seed=4), "seed: was 3, now 4"),
                           (dict(lr=0.01), "lr: was 0.05, now 0.01"),
                           (dict(batch_size=16), "batch_size: was 32, now 16"),
@@ -405,3 +405,13 @@ def _kill_saves(path, seed, min_kills=20):
         assert after is new if finished else (after is before or after is new)
         before = after
     return kills, starts
+
+
+def test_a_file_without_checksums_or_of_another_kind_is_refused_by_name(tmp_path):
+    path = tmp_path / "old.pt"
+    torch.save({"samples": torch.zeros(2, 3, 1)}, path)  # how Chains.save wrote before
+    with pytest.raises(PersistError, match="has no torchlangevin checksums.*weights_only=True"):
+        tl.Chains.load(path)
+    _sample(n_steps=5).save(path)
+    with pytest.raises(PersistError, match="holds a 'Chains file', not a 'tl.sample checkpoint'"):
+        _sample(path)

@@ -149,9 +149,10 @@ def _read(path: Path, label: str) -> Any:
 def _check_envelope(envelope: Any, path: Path, label: str, kind: str) -> dict[str, Any]:
     where = f"{label} {str(path)!r}"
     if not isinstance(envelope, dict) or envelope.get("format") != FORMAT:
-        raise PersistError(f"{where}: has no torchlangevin checksums: it was written by an "
-                           f"older torchlangevin or by another program. Delete it (or pass "
-                           f"another path) to start anew")
+        raise PersistError(f"{where}: has no torchlangevin checksums, so it cannot be "
+                           f"verified: it was written by an older torchlangevin or by another "
+                           f"program. If you trust it, torch.load(path, weights_only=True) "
+                           f"reads its plain data; otherwise delete it or pass another path")
     if not isinstance(envelope.get("version"), int) or envelope["version"] > VERSION:
         raise PersistError(f"{where}: was written by a newer torchlangevin (format version "
                            f"{envelope.get('version')!r}; this one reads {VERSION})")

@@ -185,9 +185,9 @@ def _check_resume(path: Path, saved: dict[str, Any], config: dict[str, Any] | No
                          f"one: {'; '.join(diffs)}. Pass the same arguments to resume it, or "
                          f"another checkpoint path (or delete the file) to start anew")
     if done > epochs:
-        raise ValueError(f"{where} holds {state} with {done} epochs done; this call asks for "
-                         f"epochs={epochs}. Pass epochs >= {done} (a longer run continues it "
-                         f"exactly), or another checkpoint path")
+        raise ValueError(f"{where} holds {state}; this call asks for epochs={epochs}, fewer "
+                         f"than the {done} done. Pass epochs >= {done} (a longer run continues "
+                         f"it exactly), or another checkpoint path")
 
 
 @dataclass
