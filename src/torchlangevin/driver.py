@@ -26,9 +26,9 @@ from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
-from .util import atomic_save, integer, progress_bar
+from .util import atomic_save, check_fits, integer, progress_bar
 
-__all__ = ["sample"]
+__all__ = ["sample", "check_memory"]
 
 Callback = Callable[[int, Any, Any], None]
 Seed = int | Sequence[int] | None
@@ -99,7 +99,14 @@ def sample(
         :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
         ``Chains.nonfinite_step``; its draws are kept as they are.
     """
+    if chain_blocks is not None:
+        chain_blocks = integer("chain_blocks", chain_blocks, 1)
     rank, size = distributed.world() if distribute and distributed.init() else (0, 1)
+    if isinstance(x0, Tensor) and x0.ndim >= 1:  # the kernel checks x0 itself
+        check_memory(x0.shape[0], x0.shape[1:], n_steps, burn_in=burn_in, thin=thin,
+                     return_trajectory=return_trajectory, keep_draws=keep_draws,
+                     dtype=x0.dtype, device=x0.device,
+                     copies=2 if max(chain_blocks or 1, size) > 1 else 1)
     options = dict(burn_in=burn_in, thin=thin, progress=progress,
                    return_trajectory=return_trajectory, callback=callback,
                    checkpoint_every=checkpoint_every, compile=compile, params=params,
@@ -111,6 +118,38 @@ def sample(
 
 
 register_runner(sample)
+
+
+def check_memory(n_chains: int, event_shape: Sequence[int], n_steps: int, *,
+                 burn_in: int = 0, thin: int = 1, return_trajectory: bool = False,
+                 keep_draws: bool = True, dtype: torch.dtype = torch.float32,
+                 device: Any = "cpu", copies: int = 1, extra: dict[str, int] | None = None
+                 ) -> None:
+    """Refuse, before anything is allocated, a run whose kept draws or trajectory would not
+    fit in the memory available on ``device`` (:func:`~torchlangevin.util.available_memory`).
+
+    With ``D = n_steps // thin`` draws, ``C`` chains and ``K`` numbers an event, a run keeps
+    ``D C K`` numbers of draws, ``D C`` energies and two ``D C`` int64 counters (acceptances
+    and divergences at each draw), and with ``return_trajectory`` ``(burn_in + n_steps) C K``
+    numbers more; ``copies`` counts them again where blocks of chains are joined at the end
+    (``chain_blocks``, ``torchrun``). ``extra`` adds other parts (what -> bytes).
+    """
+    n_steps = integer("n_steps", n_steps, 1)
+    burn_in, thin = integer("burn_in", burn_in, 0), integer("thin", thin, 1)
+    numel = int(np.prod(tuple(event_shape), dtype=np.int64)) if len(event_shape) else 1
+    size = torch.empty((), dtype=dtype).element_size()
+    draws = n_steps // thin if keep_draws else 0
+    parts = dict(extra or {})
+    parts["draws"] = copies * n_chains * draws * (numel * size + size + 2 * 8)
+    if return_trajectory:
+        parts["trajectory"] = copies * n_chains * (burn_in + n_steps) * numel * size
+    shape = f"{n_chains} chains x {draws} draws x {numel} numbers"
+    check_fits(parts, device,
+               f"{shape} are kept: keep fewer draws with a larger thin (each chain keeps "
+               f"n_steps // thin), or run fewer steps or chains, or pass keep_draws=False and "
+               f"record what you need in a callback"
+               + ("; return_trajectory=True keeps every step of every chain: leave it off"
+                  if return_trajectory else ""))
 
 
 def _block_seed(seed: int, block: int) -> int:
