@@ -180,9 +180,12 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
         block_seed = list(seed)[part] if per_chain_seeds else _block_seed(seed, b)
         path = None if checkpoint is None else f"{os.fspath(checkpoint)}.block{b}"
         parts.append(_sample(kernel, x0[part], n_steps, seed=block_seed, checkpoint=path,
-                             params=slice_params(params, part, x0.ndim), **kwargs))
+                             params=slice_params(params, part, x0.ndim), warn=False,
+                             **kwargs))
     local = Chains.concat(parts)
     out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
+    if kwargs.get("keep_draws", True) and rank == 0:  # chains by their global index
+        _warn_nonfinite(out.nonfinite_step)
     return dataclasses.replace(out, seed=seed)
 
 
@@ -231,7 +234,8 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             seed: Seed = None, progress: bool = True, return_trajectory: bool = False,
             callback: Callback | None = None, checkpoint=None,
             checkpoint_every: int = 1000, compile: bool | int = False,  # noqa: A002
-            params: Any = None, batches: Any = None, keep_draws: bool = True) -> Chains:
+            params: Any = None, batches: Any = None, keep_draws: bool = True,
+            warn: bool = True) -> Chains:
     n_steps = integer("n_steps", n_steps, 1)
     burn_in = integer("burn_in", burn_in, 0)
     thin = integer("thin", thin, 1)
@@ -261,7 +265,7 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
         length = compiled_len if compiled_len > 0 else \
             block_length(state.x.numel(), state.x.shape[0] * kernel.noise_size(state))
         state = run.loop(kernel, state, params, blocks, length, callback, progress)
-        return run.finish(kernel, state)
+        return run.finish(kernel, state, warn)
 
 
 class _Run:
@@ -483,11 +487,11 @@ class _Run:
         return unflatten(flatten(state)[1], data["state"])
 
     # -- the result --------------------------------------------------------------------------
-    def finish(self, kernel, state) -> Chains:
+    def finish(self, kernel, state, warn: bool = True) -> Chains:
         run = self.buffers
         samples, energy = _chain_first(run["samples"]), _chain_first(run["energy"])
-        nonfinite_step = _nonfinite_step(samples, energy, state.x, self)
-        if self.keep_draws:  # without draws the caller's callback saw every step: it reports
+        nonfinite_step = _nonfinite_step(samples, energy, state, self)
+        if self.keep_draws and warn:  # without draws the caller's callback saw every step
             _warn_nonfinite(nonfinite_step)
         accepted_share = (run["accepted"].double() / self.n_steps).to(samples.dtype)
         return Chains(
@@ -541,23 +545,34 @@ def _warn_nonfinite(nonfinite_step: Tensor) -> None:
     steps = nonfinite_step[bad].tolist()
     listing = ", ".join(f"chain {i} by step {s}" for i, s in zip(bad[:10], steps[:10],
                                                                  strict=True))
-    warnings.warn(f"{len(bad)} of {nonfinite_step.numel()} chains turned non-finite (NaN/Inf): "
-                  f"{listing}{' ...' if len(bad) > 10 else ''}. Their draws are kept as they "
-                  f"are and Chains.summary() leaves them out; reduce the step size.",
-                  RuntimeWarning, stacklevel=5)
+    warnings.warn(f"{len(bad)} of {nonfinite_step.numel()} chains turned non-finite (a NaN/Inf "
+                  f"position, energy or gradient): {listing}{' ...' if len(bad) > 10 else ''}."
+                  f" A chain whose energy or gradient is not finite is frozen (MALA and HMC "
+                  f"reject every move from it). Their draws are kept as they are and "
+                  f"Chains.summary() leaves them out; reduce the step size, or look at the "
+                  f"energy where they stopped (Chains.final).", RuntimeWarning, stacklevel=5)
 
 
-def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, run: _Run) -> Tensor:
+def _nonfinite_step(samples: Tensor, energy: Tensor | None, state: Any, run: _Run) -> Tensor:
     """Per chain, the step of the first kept draw that is not finite (-1 if none).
 
     A non-finite position is absorbing (``x + anything`` stays non-finite; MALA and HMC
-    reject such proposals), so the final state says which chains failed and only their
-    draws are scanned for when.
+    reject such proposals), and so is a non-finite energy or gradient for MALA and HMC
+    (every proposal from there is NaN and rejected: the chain is frozen where it is), so the
+    final state says which chains failed and only their draws are scanned for when: the
+    first non-finite draw or energy, or for a chain frozen by its gradient the first draw
+    of the run of draws equal to its final position.
     """
+    final = state.x
     c = final.shape[0]
     bad = ~torch.isfinite(final.reshape(c, -1)).all(1)
     if energy is not None and energy.numel():
         bad |= ~torch.isfinite(energy).all(1)
+    grad = getattr(state, "grad", None)
+    frozen = torch.zeros_like(bad)
+    if isinstance(grad, Tensor) and grad.shape[:1] == (c,):
+        frozen = ~torch.isfinite(grad.reshape(c, -1)).all(1) & ~bad
+        bad |= frozen
     step = torch.full((c,), -1, dtype=torch.long, device=final.device)
     chains = bad.nonzero().flatten()
     if chains.numel() and samples.shape[1]:
@@ -565,11 +580,18 @@ def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, run: 
         bad_draw = ~torch.isfinite(draws).all(-1)
         if energy is not None:
             bad_draw |= ~torch.isfinite(energy[chains])
+        bad_draw |= _stuck_from(draws, final[chains]) & frozen[chains].unsqueeze(1)
         first = run.burn_in + (bad_draw.int().argmax(1) + 1) * run.thin
         step[chains] = torch.where(bad_draw.any(1), first, run.total)
     elif chains.numel():
         step[chains] = run.total
     return step
+
+
+def _stuck_from(draws: Tensor, final: Tensor) -> Tensor:
+    """``(chains, draws)``: the draw and every later one equal the final position."""
+    same = (draws == final.reshape(final.shape[0], 1, -1)).all(-1)
+    return same.flip(1).int().cumprod(1).flip(1).bool()
 
 
 def _chain_first(t: Tensor | None) -> Tensor | None:
