@@ -23,6 +23,7 @@ from torch import Tensor
 from torch._higher_order_ops.scan import scan as _torch_scan
 
 from .blocks import Trace, flatten, index_tree, map_tree, present, run_block, unflatten
+from .energy import autograd_compile_message, check_compilable_gradient
 
 __all__ = ["CompiledBlocks", "compile_steps", "check_traceable"]
 
@@ -69,15 +70,6 @@ class CompiledBlocks:
         return new, trace
 
 
-def _autograd_message(energy: Any) -> str:
-    name = getattr(energy, "__qualname__", None) or type(energy).__name__
-    return (f"compile=True cannot compile the gradient of the energy {name}: it would come "
-            f"from torch.autograd.grad, which torch.compile's scan does not capture (torch "
-            f"{torch.__version__}); give the energy a grad(x) method (an analytic gradient, or "
-            f"torch.func.grad(lambda x: E(x).sum()), which compiles), or run with "
-            f"compile=False")
-
-
 def _energy_of(kernel: Any) -> Any:
     """The energy a kernel differentiates (through wrappers such as adapt's warm-up)."""
     while not hasattr(kernel, "energy") and hasattr(kernel, "kernel"):
@@ -86,14 +78,11 @@ def _energy_of(kernel: Any) -> Any:
 
 
 def check_traceable(kernel: Any) -> None:
-    """Fail before compiling a kernel whose energy has no gradient of its own (no ``grad``,
-    ``energy_and_grad`` or ``loss_and_grad``): its gradient would be ``torch.autograd.grad``,
-    which a compiled scan cannot hold."""
+    """Fail before compiling a kernel whose energy's gradient would be
+    ``torch.autograd.grad`` (:func:`~torchlangevin.energy.check_compilable_gradient`)."""
     energy = _energy_of(kernel)
-    if energy is None or any(hasattr(energy, name) for name in
-                             ("grad", "energy_and_grad", "loss_and_grad")):
-        return
-    raise ValueError(_autograd_message(energy))
+    if energy is not None:
+        check_compilable_gradient(energy)
 
 
 def _compiled_block(kernel, state, params, noise, batches, layout):
@@ -224,7 +213,7 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
                 if "autograd" not in str(err):
                     raise
                 # a grad(x) of the energy's own that calls torch.autograd.grad
-                raise ValueError(_autograd_message(_energy_of(args[0]))) from None
+                raise ValueError(autograd_compile_message(_energy_of(args[0]))) from None
         if device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
             out = map_tree(lambda v: v.clone() if isinstance(v, Tensor) else v, out)
         return out

@@ -24,6 +24,7 @@ from torch import Tensor
 from . import distributed
 from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
+from .energy import check_compilable_gradient
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
 from .util import atomic_save, check_fits, integer, progress_bar
@@ -227,6 +228,7 @@ def _block_len(kernel, params, compile: bool | int, callback) -> int:  # noqa: A
         if isinstance(value, Schedule):
             raise ValueError(f"compile=True needs a float or per-chain {name}; got the "
                              f"schedule {value!r}: run it eagerly")
+    check_compilable_gradient(kernel.energy)  # before torch's compiler is even imported
     return length
 
 
