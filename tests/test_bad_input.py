@@ -238,3 +238,20 @@ def test_summary_in_chunks_equals_summary_in_one_piece(monkeypatch):
         # the same numbers; a reduction over fewer columns may round the last bit differently
         assert a.shape == (3, 4) and np.allclose(a, b, rtol=1e-12, atol=0), name
     assert whole.chains_used == pieces.chains_used == 5
+
+
+# -- the calls users of the peers type --------------------------------------------------------
+
+def test_llc_result_converts_to_xarray_under_devinterp_names():
+    pytest.importorskip("xarray")
+    from torchlangevin.slt import LLC
+
+    trace = np.arange(12.0).reshape(3, 4)
+    r = LLC(mean=5.5, sd=4.0, se=1.0, per_chain=trace.mean(1), trace=trace, ess=9.0, rhat=1.01,
+            init_loss=0.3, n_beta=10.0, excluded={2: 7})
+    ds = r.to_xarray()
+    assert float(ds["llc_mean"]) == r["llc_mean"] == 5.5 and float(ds["llc_std"]) == 4.0
+    assert ds["llc_per_chain"].dims == ("chain",)
+    assert np.array_equal(ds["llc_per_chain"].values, r["llc_per_chain"])
+    assert ds["loss_trace"].dims == ("chain", "draw") and ds.attrs["rhat"] == 1.01
+    assert ds.attrs["excluded_chains"] == '{"2": 7}'
