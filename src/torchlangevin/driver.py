@@ -160,14 +160,7 @@ def _block_seed(seed: int, block: int) -> int:
 def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, size: int,
                    seed: Seed, checkpoint, params=None, **kwargs) -> Chains:
     """Blocks of chains, each its own run and generator; this rank's share, then gathered."""
-    blocks = integer("chain_blocks", blocks, 1)
-    c = x0.shape[0] if isinstance(x0, Tensor) and x0.ndim else 0
-    if blocks > max(c, 1) or blocks % size:
-        raise ValueError(f"chain_blocks must be a multiple of the number of processes "
-                         f"({size}) and at most the number of chains ({c}); got {blocks}")
-    if getattr(kernel, "couples_chains", False):
-        raise TypeError(f"{type(kernel).__name__} couples chains: it cannot be split into "
-                        f"chain blocks; run it in one process")
+    c = _check_blocks(kernel, x0, blocks, size)
     per_chain_seeds = seed is not None and not isinstance(seed, int)
     if seed is None:  # one seed for the whole run, chosen once and shared
         seed = distributed.all_gather(secrets.randbits(62))[0]
@@ -188,6 +181,20 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
     if kwargs.get("keep_draws", True) and rank == 0:  # chains by their global index
         _warn_nonfinite(out.nonfinite_step)
     return dataclasses.replace(out, seed=seed)
+
+
+def _check_blocks(kernel, x0: Tensor, blocks: int, size: int) -> int:
+    """Fail unless ``x0``'s chains can be split in ``blocks`` over ``size`` processes;
+    returns the number of chains."""
+    blocks = integer("chain_blocks", blocks, 1)
+    c = x0.shape[0] if isinstance(x0, Tensor) and x0.ndim else 0
+    if blocks > max(c, 1) or blocks % size:
+        raise ValueError(f"chain_blocks must be a multiple of the number of processes "
+                         f"({size}) and at most the number of chains ({c}); got {blocks}")
+    if getattr(kernel, "couples_chains", False):
+        raise TypeError(f"{type(kernel).__name__} couples chains: it cannot be split into "
+                        f"chain blocks; run it in one process")
+    return c
 
 
 def _check_kernel(kernel) -> None:
