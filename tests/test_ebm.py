@@ -116,8 +116,6 @@ def test_fit_argument_errors():
         ebm.fit(model, DATA, kernel=tl.Langevin(model, 0.01), objective="ml")
     with pytest.raises(ValueError, match=r"data has non-finite entries \(NaN or Inf\) in rows \[0"):
         ebm.fit(model, torch.full((10, 1), math.nan), kernel=tl.Langevin(model, 0.01))
-    with pytest.raises(ValueError, match="persistent=True needs init"):
-        ebm.ContrastiveDivergence(model, tl.Langevin(model, 0.01), persistent=True)
 
 
 def test_two_sample_metrics():

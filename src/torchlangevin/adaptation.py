@@ -247,6 +247,7 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     gen = seeded_generator(seed, x0.device)
     with torch.no_grad():
         state = kernel.init(x0, params)
+        _check_finite_somewhere(state)
         x = state.x
         c = x.shape[0]
         eps = torch.as_tensor(params.step_size, dtype=x.dtype, device=x.device).expand(c).clone()
@@ -286,13 +287,33 @@ def reasonable_step_size(kernel: Any, state: Any, params: Any, generator: torch.
         _, info = kernel.step(state, noise, probe._replace(step_size=eps))
         return float(info.acceptance_prob.nan_to_num(0.0).median())
 
-    eps = float(torch.as_tensor(params.step_size, dtype=torch.float64).mean())
+    eps = start = float(torch.as_tensor(params.step_size, dtype=torch.float64).mean())
     up = accept(eps) > 0.5
     for _ in range(max_halvings):
         eps = eps * 2.0 if up else eps / 2.0
         if (accept(eps) > 0.5) != up:
-            break
+            return eps
+    if not up:  # no move is ever accepted: the energy or its gradient is not finite there
+        raise ValueError(f"adapt: no step size down to {eps:.3g} (from {start:g}, halved "
+                         f"{max_halvings} times) has one short move accepted for half the "
+                         f"chains: the energy or its gradient is NaN/Inf, or jumps, wherever "
+                         f"the chains step; check the energy near the starting points")
     return eps
+
+
+def _check_finite_somewhere(state: Any) -> None:
+    """Fail if the energy (or its gradient) is NaN/Inf at every starting point: there is
+    nothing to tune on (dual averaging would drive the step size to 0)."""
+    energy, grad = getattr(state, "energy", None), getattr(state, "grad", None)
+    if energy is None:
+        return
+    ok = torch.isfinite(energy)
+    if grad is not None:
+        ok &= torch.isfinite(grad.reshape(grad.shape[0], -1)).all(1)
+    if not bool(ok.any()):
+        raise ValueError(f"adapt: the energy or its gradient is NaN/Inf at all "
+                         f"{energy.shape[0]} starting points (energy of chain 0: "
+                         f"{float(energy[0])}); start the chains where the target is defined")
 
 
 class _WarmupRun:

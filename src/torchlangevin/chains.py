@@ -78,6 +78,23 @@ def energy_of_draws(energy: Callable[[Tensor], Tensor], samples: Tensor) -> Tens
                          ).reshape(c, d)
 
 
+#: float64 working memory a summary needs per draw number of a chunk (rank normalisation:
+#: the split copy, a sort's values and indices, tie bounds, ranks, normal scores; ESS: the
+#: FFT of twice the length), measured; it sets the chunk size of :meth:`Chains.summary`
+SUMMARY_BYTES_PER_NUMBER = 128
+_MIN_CHUNK = 1 << 16  # numbers: smaller runs are summarised in one piece
+
+
+def _summarise(part: Tensor) -> tuple[np.ndarray, ...]:
+    """Mean, sd, bulk ESS, tail ESS and R-hat of ``(chain, draw, k)`` draws, as flat arrays."""
+    x = part.to(torch.float64)
+    k = x.shape[2]
+    flat = x.reshape(-1, k)
+    out = (flat.mean(0), flat.std(0), diagnostics.ess_bulk(x), diagnostics.ess_tail(x),
+           diagnostics.rhat(x))
+    return tuple(v.reshape(k).cpu().numpy() for v in out)
+
+
 @dataclass
 class Chains:
     """Draws and statistics of a run.
@@ -208,19 +225,31 @@ class Chains:
         return (self.nonfinite_step >= 0).nonzero().flatten().tolist()
 
     def summary(self) -> Summary:
-        """Mean, sd, bulk and tail ESS and rank-normalised split R-hat per coordinate."""
+        """Mean, sd, bulk and tail ESS and rank-normalised split R-hat per coordinate.
+
+        Computed in float64 over chunks of coordinates, each of at most
+        ``max(2^16, draws' bytes / SUMMARY_BYTES_PER_NUMBER)`` numbers (never under one
+        coordinate), so it needs about the draws' memory again beyond the draws, not a
+        float64 copy of them all."""
         ok = self.nonfinite_step < 0
         if not bool(ok.any()):
             raise ValueError("every chain turned non-finite; nothing to summarise "
                              f"(first bad steps: {self.nonfinite_step.tolist()[:10]})")
-        draws = self.samples[ok.to(self.samples.device)].to(torch.float64)
-        flat = draws.reshape(-1, *self.event_shape)
-        return Summary(
-            mean=flat.mean(0).cpu().numpy(), sd=flat.std(0).cpu().numpy(),
-            ess_bulk=diagnostics.ess_bulk(draws).cpu().numpy(),
-            ess_tail=diagnostics.ess_tail(draws).cpu().numpy(),
-            r_hat=diagnostics.rhat(draws).cpu().numpy(),
-            chains_used=int(ok.sum()), names=_names(self.event_shape))
+        c, d = self.samples.shape[:2]
+        flat = self.samples.reshape(c, d, -1)  # a view: the event is innermost
+        rows = None if bool(ok.all()) else ok.nonzero().flatten().to(flat.device)
+        used = c if rows is None else rows.numel()
+        k = flat.shape[2]
+        per_chunk = max(_MIN_CHUNK, flat.numel() * flat.element_size()
+                        // SUMMARY_BYTES_PER_NUMBER)
+        width = min(k, max(1, per_chunk // max(1, used * d)))
+        stats = [_summarise(flat[:, :, j:j + width] if rows is None
+                            else flat[rows, :, j:j + width]) for j in range(0, k, width)]
+        event = self.event_shape
+        mean, sd, bulk, tail, r_hat = (np.concatenate(col).reshape(event) for col in zip(*stats,
+                                                                                    strict=True))
+        return Summary(mean=mean, sd=sd, ess_bulk=bulk, ess_tail=tail, r_hat=r_hat,
+                       chains_used=int(used), names=_names(event))
 
     def save(self, path: str | Path) -> None:
         """Write to ``path``: the draws and statistics as CPU tensors, numbers and strings

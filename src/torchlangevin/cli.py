@@ -1,10 +1,117 @@
-"""Command line: ``torchlangevin demo | sample``."""
+"""Command line: ``torchlangevin demo | sample | ebm-demo | llc-demo | synth``.
+
+Errors: a problem with what was asked (an argument, a file, the data in it) prints one line,
+``torchlangevin <command>: error: <what is wrong>``, on stderr and exits with code 2; it is
+found before any fitting or sampling where it can be. Anything else is a bug: a traceback and
+exit code 1. ``--traceback`` shows the traceback of a reported error too.
+"""
 
 from __future__ import annotations
 
 import argparse
+import codecs
+import math
+import os
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A problem with the user's request (an argument, a file, its data): reported in one
+    line on stderr with exit code 2, never as a traceback."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors as one line (no usage block) and exit code 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}; got {text!r}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a finite number ``> 0``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0; got {text!r}")
+    return value
+
+
+def _input_file(text: str) -> str:
+    """An argparse type: an existing, readable regular file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a directory, not a file")
+    if not os.access(path, os.R_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot be read (permission denied)")
+    return text
+
+
+def _writable_dir(path: Path, text: str) -> None:
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(path)!r} is not a directory")
+    if not os.access(path, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text!r}: cannot write in {str(path)!r} "
+                                         f"(permission denied)")
+
+
+def _output_file(text: str) -> str:
+    """An argparse type: a file to write, in a directory that exists and can be written."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: is a directory; expected a file name")
+    parent = path.parent
+    if not parent.exists():
+        raise argparse.ArgumentTypeError(f"{text!r}: the directory {str(parent)!r} does not "
+                                         f"exist")
+    _writable_dir(parent, text)
+    return text
+
+
+def _output_dir(text: str) -> str:
+    """An argparse type: a directory to write in, existing or made (with its parents)
+    below the nearest directory that exists."""
+    path = Path(text)
+    if path.exists():
+        _writable_dir(path, text)
+        return text
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    _writable_dir(ancestor, text)
+    return text
+
+
+def _encoding(text: str) -> str:
+    """An argparse type: a text encoding Python knows."""
+    try:
+        codecs.lookup(text)
+    except LookupError:
+        raise argparse.ArgumentTypeError(f"unknown text encoding {text!r}") from None
+    return text
+
+
+_POSITIVE, _NON_NEGATIVE = _int_at_least(1), _int_at_least(0)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -32,7 +139,15 @@ def _sample(args: argparse.Namespace) -> int:
 
     import torchlangevin as tl
 
+    from .driver import check_memory
+
+    if args.thin > args.steps:
+        raise UserError(f"--thin {args.thin}: must be at most --steps ({args.steps}) to keep "
+                        f"a draw")
     target = TARGETS[args.target](args.dim)
+    numel = math.prod(target.event_shape)
+    check_memory(args.chains, target.event_shape, args.steps, burn_in=args.burn_in,
+                 thin=args.thin, extra={"starting points": 4 * args.chains * numel})
     kernels = {"ula": lambda: tl.Langevin(target, args.step_size),
                "mala": lambda: tl.MALA(target, args.step_size),
                "hmc": lambda: tl.HMC(target, args.step_size, args.leapfrog)}
@@ -95,8 +210,6 @@ def _synth(args: argparse.Namespace) -> int:
     from .tabular import TabularGenerator
 
     df = _read_table(args)
-    if args.n < 1:
-        raise ValueError(f"-n {args.n}: expected a positive number of rows")
     train, holdout = _split_for_report(df, args) if args.report else (df, None)
     t0 = time.perf_counter()
     gen = TabularGenerator(n_steps=args.steps, seed=args.seed, progress=True)
@@ -109,22 +222,67 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+#: rows a generator needs to fit (one row has no spread to fit a density to); with
+#: ``--report`` the 80% it fits on must have that many and the 20% held out at least one
+_MIN_ROWS, _MIN_ROWS_REPORT = 2, 3
+
+
 def _read_table(args: argparse.Namespace):
-    """The CSV ``args.data``, with at least one row and the ``--target`` column if given."""
+    """The CSV ``args.data`` as a DataFrame, checked: text, well-formed, enough rows, no
+    empty column, and a ``--target`` column (if given) with at least two values."""
     import pandas as pd
 
+    path = args.data
+    with open(path, "rb") as fh:
+        if b"\0" in fh.read(1 << 16):
+            raise UserError(f"{path}: holds NUL bytes: a binary file, not a CSV text file")
     try:
-        df = pd.read_csv(args.data)
-    except FileNotFoundError:
-        raise ValueError(f"{args.data}: no such file") from None
+        df = pd.read_csv(path, encoding=args.encoding)
     except pd.errors.EmptyDataError:
-        raise ValueError(f"{args.data}: is empty (no header, no rows)") from None
-    if len(df) == 0:
-        raise ValueError(f"{args.data}: has a header but no rows")
-    if args.target is not None and args.target not in df.columns:
-        raise ValueError(f"--target {args.target!r}: not a column of {args.data}; columns are "
-                         f"{list(df.columns)[:10]}")
+        raise UserError(f"{path}: is empty (no header, no rows)") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: is not {args.encoding} text ({_bad_byte(path, args.encoding)});"
+                        f" give its encoding, e.g. --encoding latin-1") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"{path}: is not a well-formed CSV: {_one_line(err)}") from None
+    _check_table(df, args)
     return df
+
+
+def _bad_byte(path: str, encoding: str) -> str:
+    """Where the file stops being ``encoding`` text: the byte and its line."""
+    raw = Path(path).read_bytes()
+    try:
+        raw.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        return f"byte 0x{raw[err.start]:02x} on line {line}"
+    return "a decoding error"
+
+
+def _check_table(df, args: argparse.Namespace) -> None:
+    path, least = args.data, _MIN_ROWS_REPORT if args.report else _MIN_ROWS
+    if len(df) == 0:
+        raise UserError(f"{path}: has a header but no rows")
+    if len(df) < least:
+        raise UserError(f"{path}: has {len(df)} data row{'s' * (len(df) != 1)}; at least "
+                        f"{least} are needed{' with --report' if args.report else ''}")
+    empty = [str(c) for c in df.columns if df[c].isna().all()]
+    if empty:
+        raise UserError(f"{path}: column{'s' * (len(empty) > 1)} {', '.join(map(repr, empty))}"
+                        f" ha{'ve' if len(empty) > 1 else 's'} no values in any row; drop "
+                        f"{'them' if len(empty) > 1 else 'it'}")
+    if args.target is None:
+        return
+    if args.target not in df.columns:
+        raise UserError(f"--target {args.target!r}: not a column of {path}; columns are "
+                        f"{list(df.columns)[:10]}")
+    values = df[args.target].dropna().unique()
+    if len(values) < 2:
+        one = values[0].item() if hasattr(values[0], "item") else values[0]
+        raise UserError(f"--target {args.target!r}: has the one value {one!r} in every "
+                        f"row; a target needs at least 2 values (leave --target out to model "
+                        f"the table without one)")
 
 
 def _split_for_report(df, args: argparse.Namespace):
@@ -134,7 +292,12 @@ def _split_for_report(df, args: argparse.Namespace):
     strat = None
     if args.target is not None and df[args.target].nunique() <= 20:
         strat = df[args.target]
-    return train_test_split(df, test_size=0.2, random_state=args.seed, stratify=strat)
+    try:
+        return train_test_split(df, test_size=0.2, random_state=args.seed, stratify=strat)
+    except ValueError as err:
+        raise UserError(f"--report: cannot hold out 20% of the {len(df)} rows of {args.data}"
+                        f"{' stratified by --target' if strat is not None else ''}: "
+                        f"{_one_line(err)}") from None
 
 
 def _write_report(args: argparse.Namespace, train, holdout, synth) -> None:
@@ -160,69 +323,100 @@ def _has_tabulate() -> bool:
     return True
 
 
+def _one_line(err: BaseException) -> str:
+    """An error's message on one line."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="torchlangevin", description=__doc__)
+    """Run a command; an error in what was asked: one line on stderr and exit code 2."""
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (UserError, ValueError, OSError) as err:
+        if args.traceback or (isinstance(err, OSError) and err.filename is None):
+            raise  # an OSError naming no file is not about a path the user gave
+        print(f"torchlangevin {args.command}: error: {_one_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="torchlangevin", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_demo, _add_sample, _add_ebm_demo, _add_llc_demo, _add_synth):
+        add(sub)
+    return parser
+
+
+def _add_demo(sub) -> None:
     demo = sub.add_parser("demo", help="seed 001: annealed Langevin on Quartic1D, GIF + TV")
-    demo.add_argument("--out", default="demo_out", help="output folder (default ./demo_out)")
-    demo.add_argument("--particles", type=int, default=5000)
-    demo.add_argument("--steps", type=int, default=3000)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--out", type=_output_dir, default="demo_out",
+                      help="output folder (default ./demo_out)")
+    demo.add_argument("--particles", type=_POSITIVE, default=5000)
+    demo.add_argument("--steps", type=_POSITIVE, default=3000)
+    demo.add_argument("--seed", type=_NON_NEGATIVE, default=0)
     demo.add_argument("--no-gif", action="store_true", help="skip the animation")
     demo.set_defaults(func=_demo)
 
+
+def _add_sample(sub) -> None:
     smp = sub.add_parser("sample", help="sample a built-in target and print a summary")
     smp.add_argument("target", choices=sorted(TARGETS))
     smp.add_argument("--kernel", choices=["ula", "mala", "hmc"], default="mala")
-    smp.add_argument("--dim", type=int, default=2)
-    smp.add_argument("--chains", type=int, default=1000)
-    smp.add_argument("--steps", type=int, default=1000)
-    smp.add_argument("--burn-in", type=int, default=500)
-    smp.add_argument("--thin", type=int, default=1)
-    smp.add_argument("--step-size", type=float, default=0.1)
-    smp.add_argument("--leapfrog", type=int, default=10)
-    smp.add_argument("--seed", type=int, default=0)
+    smp.add_argument("--dim", type=_POSITIVE, default=2)
+    smp.add_argument("--chains", type=_POSITIVE, default=1000)
+    smp.add_argument("--steps", type=_POSITIVE, default=1000)
+    smp.add_argument("--burn-in", type=_NON_NEGATIVE, default=500)
+    smp.add_argument("--thin", type=_POSITIVE, default=1)
+    smp.add_argument("--step-size", type=_positive_float, default=0.1)
+    smp.add_argument("--leapfrog", type=_POSITIVE, default=10)
+    smp.add_argument("--seed", type=_NON_NEGATIVE, default=0)
     smp.add_argument("--exact-start", action="store_true",
                      help="start from exact draws (always on a bounded support)")
-    smp.add_argument("--out", help="save the Chains to this file")
+    smp.add_argument("--out", type=_output_file, help="save the Chains to this file")
     smp.set_defaults(func=_sample)
 
+
+def _add_ebm_demo(sub) -> None:
     toy = sub.add_parser("ebm-demo", help="train an energy by persistent CD on a toy set or digits")
     toy.add_argument("--data", choices=["moons", "rings", "8gaussians", "digits"],
                      default="moons")
-    toy.add_argument("--out", default="ebm_out")
-    toy.add_argument("--epochs", type=int, help="default 100 (toys) or 30 (digits)")
-    toy.add_argument("--sample-steps", type=int, default=3000,
+    toy.add_argument("--out", type=_output_dir, default="ebm_out")
+    toy.add_argument("--epochs", type=_POSITIVE, help="default 100 (toys) or 30 (digits)")
+    toy.add_argument("--sample-steps", type=_POSITIVE, default=3000,
                      help="MALA steps of the fresh chains (from uniform starts) for toys")
-    toy.add_argument("--seed", type=int, default=0)
+    toy.add_argument("--seed", type=_NON_NEGATIVE, default=0)
     toy.set_defaults(func=_ebm_demo)
 
+
+def _add_llc_demo(sub) -> None:
     llc = sub.add_parser("llc-demo", help="train a small MLP and print its LLC with diagnostics")
-    llc.add_argument("--chains", type=int, default=4)
-    llc.add_argument("--draws", type=int, default=200)
-    llc.add_argument("--epochs", type=int, default=2000, help="Adam epochs before sampling")
-    llc.add_argument("--seed", type=int, default=0)
-    llc.add_argument("--store", help="a Zarr directory to write (and resume) the draws in")
+    llc.add_argument("--chains", type=_POSITIVE, default=4)
+    llc.add_argument("--draws", type=_POSITIVE, default=200)
+    llc.add_argument("--epochs", type=_NON_NEGATIVE, default=2000,
+                     help="Adam epochs before sampling")
+    llc.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    llc.add_argument("--store", type=_output_dir,
+                     help="a Zarr directory to write (and resume) the draws in")
     llc.set_defaults(func=_llc_demo)
 
-    syn = sub.add_parser("synth", help="synthetic rows like a CSV's, by Langevin sampling")
-    syn.add_argument("data", help="a CSV file with a header row")
-    syn.add_argument("--target", help="the label or target column")
-    syn.add_argument("-n", type=int, default=1000, help="rows to generate (default 1000)")
-    syn.add_argument("-o", "--out", default="synth.csv")
-    syn.add_argument("--report", help="also fit on 80%%, score on 20%%, write this .md (+ .png)")
-    syn.add_argument("--steps", type=int, default=200, help="Langevin steps per row")
-    syn.add_argument("--seed", type=int, default=0)
-    syn.set_defaults(func=_synth)
 
-    args = parser.parse_args(argv)
-    if args.func is _synth:
-        try:
-            return args.func(args)
-        except ValueError as err:
-            print(f"torchlangevin synth: error: {err}", file=sys.stderr)
-            return 2
-    return args.func(args)
+def _add_synth(sub) -> None:
+    syn = sub.add_parser("synth", help="synthetic rows like a CSV's, by Langevin sampling")
+    syn.add_argument("data", type=_input_file, help="a CSV file with a header row")
+    syn.add_argument("--target", help="the label or target column")
+    syn.add_argument("-n", type=_POSITIVE, default=1000, help="rows to generate (default 1000)")
+    syn.add_argument("-o", "--out", type=_output_file, default="synth.csv")
+    syn.add_argument("--report", type=_output_file,
+                     help="also fit on 80%%, score on 20%%, write this .md (+ .png)")
+    syn.add_argument("--steps", type=_POSITIVE, default=200, help="Langevin steps per row")
+    syn.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    syn.add_argument("--encoding", type=_encoding, default="utf-8",
+                     help="the CSV's text encoding (default utf-8)")
+    syn.set_defaults(func=_synth)
 
 
 if __name__ == "__main__":

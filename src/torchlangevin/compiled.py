@@ -23,8 +23,9 @@ from torch import Tensor
 from torch._higher_order_ops.scan import scan as _torch_scan
 
 from .blocks import Trace, flatten, index_tree, map_tree, present, run_block, unflatten
+from .energy import autograd_compile_message, check_compilable_gradient
 
-__all__ = ["CompiledBlocks", "compile_steps"]
+__all__ = ["CompiledBlocks", "compile_steps", "check_traceable"]
 
 
 class CompiledBlocks:
@@ -41,6 +42,7 @@ class CompiledBlocks:
 
     def __call__(self, kernel: Any, state: Any, params: Any, noise: Tensor,
                  batches: Any = None) -> tuple[Any, Trace]:
+        check_traceable(kernel)
         k = noise.shape[0]
         # the trace's layout per kind of kernel and state: one instance may run several
         # (the MCLMC tuning's stages do)
@@ -66,6 +68,21 @@ class CompiledBlocks:
         new = unflatten(layout, [counters[i] + k if i in counters else v
                                  for i, v in enumerate(leaves)])
         return new, trace
+
+
+def _energy_of(kernel: Any) -> Any:
+    """The energy a kernel differentiates (through wrappers such as adapt's warm-up)."""
+    while not hasattr(kernel, "energy") and hasattr(kernel, "kernel"):
+        kernel = kernel.kernel
+    return getattr(kernel, "energy", None)
+
+
+def check_traceable(kernel: Any) -> None:
+    """Fail before compiling a kernel whose energy's gradient would be
+    ``torch.autograd.grad`` (:func:`~torchlangevin.energy.check_compilable_gradient`)."""
+    energy = _energy_of(kernel)
+    if energy is not None:
+        check_compilable_gradient(energy)
 
 
 def _compiled_block(kernel, state, params, noise, batches, layout):
@@ -192,6 +209,11 @@ def compile_steps(fn: Callable, device: torch.device, state_numel: int) -> Calla
                 _CODE[fn.__code__] = fn.__code__.replace()  # a new code object: empty cache
                 compiled = build()
                 out = compiled(*args)
+            except torch._dynamo.exc.UncapturedHigherOrderOpError as err:
+                if "autograd" not in str(err):
+                    raise
+                # a grad(x) of the energy's own that calls torch.autograd.grad
+                raise ValueError(autograd_compile_message(_energy_of(args[0]))) from None
         if device.type == "cuda":  # a CUDA graph's outputs are overwritten by its next replay
             out = map_tree(lambda v: v.clone() if isinstance(v, Tensor) else v, out)
         return out

@@ -115,6 +115,19 @@ def _rank_normalise(x: Tensor) -> Tensor:
     return z.T.reshape(m, n, k)
 
 
+def _quantile(flat: Tensor, q: float) -> Tensor:
+    """The ``q`` quantile of each column of ``(S, K)``, interpolated linearly between order
+    statistics as ``torch.quantile`` does, ``v_(i) + f (v_(i+1) - v_(i))`` at
+    ``q (S - 1) = i + f``; by ``kthvalue``, which has no limit on ``S`` (``torch.quantile``
+    refuses more than 2^24 numbers)."""
+    pos = q * (flat.shape[0] - 1)
+    i = math.floor(pos)
+    low = flat.kthvalue(i + 1, dim=0).values
+    if pos == i:
+        return low
+    return torch.lerp(low, flat.kthvalue(i + 2, dim=0).values, pos - i)
+
+
 def _rhat(x: Tensor) -> Tensor:
     n = x.shape[1]
     w = x.var(1, unbiased=True).mean(0)
@@ -141,10 +154,9 @@ def ess_tail(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Tail ESS: min of the ESS of ``1{x <= q05}`` and ``1{x <= q95}`` on split chains."""
     draws = _as_draws(x, chain_axis, draw_axis)
     t = _split(draws)
-    q = torch.quantile(draws.reshape(-1, draws.shape[2]),
-                       torch.tensor([0.05, 0.95], dtype=torch.float64, device=t.device), dim=0)
-    low = _ess((t <= q[0]).to(torch.float64))
-    high = _ess((t <= q[1]).to(torch.float64))
+    flat = draws.reshape(-1, draws.shape[2])
+    low = _ess((t <= _quantile(flat, 0.05)).to(torch.float64))
+    high = _ess((t <= _quantile(flat, 0.95)).to(torch.float64))
     return _reshape(torch.minimum(low, high), x, chain_axis, draw_axis)
 
 
@@ -156,7 +168,7 @@ def split_rhat(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
 def rhat(x: Any, chain_axis: int = 0, draw_axis: int = 1) -> Tensor:
     """Rank-normalised split R-hat: ``max(Rhat(z(x)), Rhat(z(|x - median|)))``."""
     t = _split(_as_draws(x, chain_axis, draw_axis))
-    median = torch.quantile(t.reshape(-1, t.shape[2]), 0.5, dim=0)
+    median = _quantile(t.reshape(-1, t.shape[2]), 0.5)
     bulk = _rhat(_rank_normalise(t))
     tail = _rhat(_rank_normalise((t - median).abs()))
     return _reshape(torch.maximum(bulk, tail), x, chain_axis, draw_axis)

@@ -24,11 +24,12 @@ from torch import Tensor
 from . import distributed, persist
 from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
+from .energy import check_compilable_gradient
 from .kernels.base import register_runner, slice_params
 from .schedules import Schedule
-from .util import integer, progress_bar
+from .util import check_fits, integer, progress_bar
 
-__all__ = ["sample"]
+__all__ = ["sample", "check_memory"]
 
 Callback = Callable[[int, Any, Any], None]
 Seed = int | Sequence[int] | None
@@ -105,7 +106,14 @@ def sample(
         :class:`Chains`. A chain that turned NaN/Inf is reported in a warning and in
         ``Chains.nonfinite_step``; its draws are kept as they are.
     """
+    if chain_blocks is not None:
+        chain_blocks = integer("chain_blocks", chain_blocks, 1)
     rank, size = distributed.world() if distribute and distributed.init() else (0, 1)
+    if isinstance(x0, Tensor) and x0.ndim >= 1:  # the kernel checks x0 itself
+        check_memory(x0.shape[0], x0.shape[1:], n_steps, burn_in=burn_in, thin=thin,
+                     return_trajectory=return_trajectory, keep_draws=keep_draws,
+                     dtype=x0.dtype, device=x0.device,
+                     copies=2 if max(chain_blocks or 1, size) > 1 else 1)
     options = dict(burn_in=burn_in, thin=thin, progress=progress,
                    return_trajectory=return_trajectory, callback=callback,
                    checkpoint_every=checkpoint_every, compile=compile, params=params,
@@ -119,6 +127,38 @@ def sample(
 register_runner(sample)
 
 
+def check_memory(n_chains: int, event_shape: Sequence[int], n_steps: int, *,
+                 burn_in: int = 0, thin: int = 1, return_trajectory: bool = False,
+                 keep_draws: bool = True, dtype: torch.dtype = torch.float32,
+                 device: Any = "cpu", copies: int = 1, extra: dict[str, int] | None = None
+                 ) -> None:
+    """Refuse, before anything is allocated, a run whose kept draws or trajectory would not
+    fit in the memory available on ``device`` (:func:`~torchlangevin.util.available_memory`).
+
+    With ``D = n_steps // thin`` draws, ``C`` chains and ``K`` numbers an event, a run keeps
+    ``D C K`` numbers of draws, ``D C`` energies and two ``D C`` int64 counters (acceptances
+    and divergences at each draw), and with ``return_trajectory`` ``(burn_in + n_steps) C K``
+    numbers more; ``copies`` counts them again where blocks of chains are joined at the end
+    (``chain_blocks``, ``torchrun``). ``extra`` adds other parts (what -> bytes).
+    """
+    n_steps = integer("n_steps", n_steps, 1)
+    burn_in, thin = integer("burn_in", burn_in, 0), integer("thin", thin, 1)
+    numel = int(np.prod(tuple(event_shape), dtype=np.int64)) if len(event_shape) else 1
+    size = torch.empty((), dtype=dtype).element_size()
+    draws = n_steps // thin if keep_draws else 0
+    parts = dict(extra or {})
+    parts["draws"] = copies * n_chains * draws * (numel * size + size + 2 * 8)
+    if return_trajectory:
+        parts["trajectory"] = copies * n_chains * (burn_in + n_steps) * numel * size
+    shape = f"{n_chains} chains x {draws} draws x {numel} numbers"
+    check_fits(parts, device,
+               f"{shape} are kept: keep fewer draws with a larger thin (each chain keeps "
+               f"n_steps // thin), or run fewer steps or chains, or pass keep_draws=False and "
+               f"record what you need in a callback"
+               + ("; return_trajectory=True keeps every step of every chain: leave it off"
+                  if return_trajectory else ""))
+
+
 def _block_seed(seed: int, block: int) -> int:
     return int(np.random.SeedSequence([seed, block]).generate_state(1, np.uint64)[0] >> 2)
 
@@ -126,14 +166,7 @@ def _block_seed(seed: int, block: int) -> int:
 def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, size: int,
                    seed: Seed, checkpoint, params=None, **kwargs) -> Chains:
     """Blocks of chains, each its own run and generator; this rank's share, then gathered."""
-    blocks = integer("chain_blocks", blocks, 1)
-    c = x0.shape[0] if isinstance(x0, Tensor) and x0.ndim else 0
-    if blocks > max(c, 1) or blocks % size:
-        raise ValueError(f"chain_blocks must be a multiple of the number of processes "
-                         f"({size}) and at most the number of chains ({c}); got {blocks}")
-    if getattr(kernel, "couples_chains", False):
-        raise TypeError(f"{type(kernel).__name__} couples chains: it cannot be split into "
-                        f"chain blocks; run it in one process")
+    c = _check_blocks(kernel, x0, blocks, size)
     per_chain_seeds = seed is not None and not isinstance(seed, int)
     if seed is None:  # one seed for the whole run, chosen once and shared
         seed = distributed.all_gather(secrets.randbits(62))[0]
@@ -147,10 +180,27 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
         block_seed = list(seed)[part] if per_chain_seeds else _block_seed(seed, b)
         path = None if checkpoint is None else f"{os.fspath(checkpoint)}.block{b}"
         parts.append(_sample(kernel, x0[part], n_steps, seed=block_seed, checkpoint=path,
-                             params=slice_params(params, part, x0.ndim), **kwargs))
+                             params=slice_params(params, part, x0.ndim), warn=False,
+                             **kwargs))
     local = Chains.concat(parts)
     out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
+    if kwargs.get("keep_draws", True) and rank == 0:  # chains by their global index
+        _warn_nonfinite(out.nonfinite_step)
     return dataclasses.replace(out, seed=seed)
+
+
+def _check_blocks(kernel, x0: Tensor, blocks: int, size: int) -> int:
+    """Fail unless ``x0``'s chains can be split in ``blocks`` over ``size`` processes;
+    returns the number of chains."""
+    blocks = integer("chain_blocks", blocks, 1)
+    c = x0.shape[0] if isinstance(x0, Tensor) and x0.ndim else 0
+    if blocks > max(c, 1) or blocks % size:
+        raise ValueError(f"chain_blocks must be a multiple of the number of processes "
+                         f"({size}) and at most the number of chains ({c}); got {blocks}")
+    if getattr(kernel, "couples_chains", False):
+        raise TypeError(f"{type(kernel).__name__} couples chains: it cannot be split into "
+                        f"chain blocks; run it in one process")
+    return c
 
 
 def _check_kernel(kernel) -> None:
@@ -191,6 +241,7 @@ def _block_len(kernel, params, compile: bool | int, callback) -> int:  # noqa: A
         if isinstance(value, Schedule):
             raise ValueError(f"compile=True needs a float or per-chain {name}; got the "
                              f"schedule {value!r}: run it eagerly")
+    check_compilable_gradient(kernel.energy)  # before torch's compiler is even imported
     return length
 
 
@@ -198,7 +249,8 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             seed: Seed = None, progress: bool = True, return_trajectory: bool = False,
             callback: Callback | None = None, checkpoint=None,
             checkpoint_every: int = 1000, compile: bool | int = False,  # noqa: A002
-            params: Any = None, batches: Any = None, keep_draws: bool = True) -> Chains:
+            params: Any = None, batches: Any = None, keep_draws: bool = True,
+            warn: bool = True) -> Chains:
     n_steps = integer("n_steps", n_steps, 1)
     burn_in = integer("burn_in", burn_in, 0)
     thin = integer("thin", thin, 1)
@@ -234,7 +286,7 @@ def _sample(kernel, x0: Tensor, n_steps: int, *, burn_in: int = 0, thin: int = 1
             # With a callback the last periodic checkpoint stays, so a re-run replays the
             # callback over the steps after it.
             run.save(state, run._rng_state())
-        return run.finish(kernel, state)
+        return run.finish(kernel, state, warn)
 
 
 class _Run:
@@ -506,11 +558,11 @@ class _Run:
                 self.buffers[name] = value.to(device) if isinstance(value, Tensor) else value
 
     # -- the result --------------------------------------------------------------------------
-    def finish(self, kernel, state) -> Chains:
+    def finish(self, kernel, state, warn: bool = True) -> Chains:
         run = self.buffers
         samples, energy = _chain_first(run["samples"]), _chain_first(run["energy"])
-        nonfinite_step = _nonfinite_step(samples, energy, state.x, self)
-        if self.keep_draws:  # without draws the caller's callback saw every step: it reports
+        nonfinite_step = _nonfinite_step(samples, energy, state, self)
+        if self.keep_draws and warn:  # without draws the caller's callback saw every step
             _warn_nonfinite(nonfinite_step)
         accepted_share = (run["accepted"].double() / self.n_steps).to(samples.dtype)
         return Chains(
@@ -598,23 +650,34 @@ def _warn_nonfinite(nonfinite_step: Tensor) -> None:
     steps = nonfinite_step[bad].tolist()
     listing = ", ".join(f"chain {i} by step {s}" for i, s in zip(bad[:10], steps[:10],
                                                                  strict=True))
-    warnings.warn(f"{len(bad)} of {nonfinite_step.numel()} chains turned non-finite (NaN/Inf): "
-                  f"{listing}{' ...' if len(bad) > 10 else ''}. Their draws are kept as they "
-                  f"are and Chains.summary() leaves them out; reduce the step size.",
-                  RuntimeWarning, stacklevel=5)
+    warnings.warn(f"{len(bad)} of {nonfinite_step.numel()} chains turned non-finite (a NaN/Inf "
+                  f"position, energy or gradient): {listing}{' ...' if len(bad) > 10 else ''}."
+                  f" A chain whose energy or gradient is not finite is frozen (MALA and HMC "
+                  f"reject every move from it). Their draws are kept as they are and "
+                  f"Chains.summary() leaves them out; reduce the step size, or look at the "
+                  f"energy where they stopped (Chains.final).", RuntimeWarning, stacklevel=5)
 
 
-def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, run: _Run) -> Tensor:
+def _nonfinite_step(samples: Tensor, energy: Tensor | None, state: Any, run: _Run) -> Tensor:
     """Per chain, the step of the first kept draw that is not finite (-1 if none).
 
     A non-finite position is absorbing (``x + anything`` stays non-finite; MALA and HMC
-    reject such proposals), so the final state says which chains failed and only their
-    draws are scanned for when.
+    reject such proposals), and so is a non-finite energy or gradient for MALA and HMC
+    (every proposal from there is NaN and rejected: the chain is frozen where it is), so the
+    final state says which chains failed and only their draws are scanned for when: the
+    first non-finite draw or energy, or for a chain frozen by its gradient the first draw
+    of the run of draws equal to its final position.
     """
+    final = state.x
     c = final.shape[0]
     bad = ~torch.isfinite(final.reshape(c, -1)).all(1)
     if energy is not None and energy.numel():
         bad |= ~torch.isfinite(energy).all(1)
+    grad = getattr(state, "grad", None)
+    frozen = torch.zeros_like(bad)
+    if isinstance(grad, Tensor) and grad.shape[:1] == (c,):
+        frozen = ~torch.isfinite(grad.reshape(c, -1)).all(1) & ~bad
+        bad |= frozen
     step = torch.full((c,), -1, dtype=torch.long, device=final.device)
     chains = bad.nonzero().flatten()
     if chains.numel() and samples.shape[1]:
@@ -622,11 +685,18 @@ def _nonfinite_step(samples: Tensor, energy: Tensor | None, final: Tensor, run: 
         bad_draw = ~torch.isfinite(draws).all(-1)
         if energy is not None:
             bad_draw |= ~torch.isfinite(energy[chains])
+        bad_draw |= _stuck_from(draws, final[chains]) & frozen[chains].unsqueeze(1)
         first = run.burn_in + (bad_draw.int().argmax(1) + 1) * run.thin
         step[chains] = torch.where(bad_draw.any(1), first, run.total)
     elif chains.numel():
         step[chains] = run.total
     return step
+
+
+def _stuck_from(draws: Tensor, final: Tensor) -> Tensor:
+    """``(chains, draws)``: the draw and every later one equal the final position."""
+    same = (draws == final.reshape(final.shape[0], 1, -1)).all(-1)
+    return same.flip(1).int().cumprod(1).flip(1).bool()
 
 
 def _chain_first(t: Tensor | None) -> Tensor | None:

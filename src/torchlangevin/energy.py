@@ -14,7 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-__all__ = ["Energy", "Box", "energy_and_grad", "check_energy", "check_finite", "check_states"]
+__all__ = ["Energy", "Box", "energy_and_grad", "check_energy", "check_finite", "check_states",
+           "check_compilable_gradient"]
 
 
 @runtime_checkable
@@ -45,6 +46,24 @@ def energy_and_grad(
         e = energy(xg)
         (g,) = torch.autograd.grad(e.sum(), xg)
     return e.detach(), g
+
+
+def autograd_compile_message(energy: Any) -> str:
+    """Why ``compile=True`` cannot run ``energy``, and what to do instead."""
+    name = getattr(energy, "__name__", None) or type(energy).__name__
+    return (f"compile=True cannot compile the gradient of the energy {name}: it would come "
+            f"from torch.autograd.grad, which torch.compile's scan does not capture (torch "
+            f"{torch.__version__}); give the energy a grad(x) method (an analytic gradient, or "
+            f"torch.func.grad(lambda x: E(x).sum()), which compiles), or run with "
+            f"compile=False")
+
+
+def check_compilable_gradient(energy: Any) -> None:
+    """Fail unless ``energy`` has a gradient of its own (``grad``, ``energy_and_grad`` or
+    ``loss_and_grad``): :func:`energy_and_grad` would otherwise call
+    ``torch.autograd.grad``, which a compiled scan of steps cannot hold."""
+    if not any(hasattr(energy, name) for name in ("grad", "energy_and_grad", "loss_and_grad")):
+        raise ValueError(autograd_compile_message(energy))
 
 
 def check_energy(energy: Callable[[Tensor], Tensor], x: Tensor, e: Tensor | None = None) -> None:

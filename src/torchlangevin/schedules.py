@@ -18,6 +18,8 @@ __all__ = ["Schedule", "Constant", "Linear", "Cosine", "Exponential", "Geometric
 
 
 def _number(name: str, value: float, positive: bool = False) -> float:
+    if isinstance(value, (str, bytes, bool)):  # float("0.1") and float(True) would pass
+        raise TypeError(f"{name} must be a number; got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

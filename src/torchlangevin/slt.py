@@ -68,6 +68,20 @@ class LLC:
                            f"(devinterp's names) and the attributes mean, sd, se, ...")
         return getattr(self, self._DEVINTERP_KEYS[key])
 
+    def to_xarray(self) -> Any:
+        """An ``xarray.Dataset`` under devinterp's names: ``llc_mean``, ``llc_std``,
+        ``llc_per_chain (chain)``, ``loss_trace (chain, draw)``; ``se``, ``ess``, ``rhat``,
+        ``init_loss`` and ``n_beta`` as attributes. Needs xarray."""
+        import xarray as xr
+
+        return xr.Dataset(
+            {"llc_mean": self.mean, "llc_std": self.sd,
+             "llc_per_chain": ("chain", np.asarray(self.per_chain)),
+             "loss_trace": (("chain", "draw"), np.asarray(self.trace))},
+            attrs={"se": self.se, "ess": self.ess, "rhat": self.rhat,
+                   "init_loss": self.init_loss, "n_beta": self.n_beta,
+                   "excluded_chains": json.dumps({str(k): v for k, v in self.excluded.items()})})
+
     def __repr__(self) -> str:
         return (f"LLC(mean={self.mean:.4g}, sd={self.sd:.3g}, se={self.se:.3g}, "
                 f"ess={self.ess:.0f}, rhat={self.rhat:.3f}, chains={len(self.per_chain)}, "

@@ -1,4 +1,5 @@
-"""What every module shares: argument checks, progress bars and atomic file writes.
+"""What every module shares: argument checks, progress bars, atomic file writes and the
+memory a request may use.
 
 Each check returns the value it accepted and otherwise raises ``ValueError`` (``TypeError``
 for the wrong kind of value) with one message format: ``"{name} must be {expected}; got
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 __all__ = ["integer", "positive", "non_negative", "in_range", "progress_bar", "atomic_write",
-           "atomic_save", "seeded_generator"]
+           "atomic_save", "seeded_generator", "available_memory", "check_fits"]
 
 
 def seeded_generator(seed: int | None, device: Any = "cpu") -> torch.Generator:
@@ -111,3 +112,38 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 
     atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def available_memory(device: Any = "cpu") -> int | None:
+    """Bytes that can still be allocated on ``device``: on CUDA the free memory
+    (``torch.cuda.mem_get_info``), on the CPU ``MemAvailable`` of ``/proc/meminfo`` (else
+    the free physical pages, ``os.sysconf``); ``None`` where the device does not say."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(parts: dict[str, int], device: Any, advice: str) -> None:
+    """Fail before allocating unless ``parts`` (what -> bytes) fit in the memory available
+    on ``device``; the message gives each part's size in GB and ``advice``."""
+    need = sum(parts.values())
+    have = available_memory(device)
+    if have is None or need <= have:
+        return
+    listing = " + ".join(f"{what} {n / 1e9:.3g} GB" for what, n in parts.items() if n)
+    raise ValueError(f"this request needs {need / 1e9:.3g} GB ({listing}) but "
+                     f"{have / 1e9:.3g} GB of memory is available on {torch.device(device)}; "
+                     f"{advice}")

@@ -5,6 +5,7 @@ from .data import TOYS, digits, eight_gaussians, rings, two_moons
 from .losses import (
     ContrastiveDivergence,
     ReplayBuffer,
+    batch_range_init,
     denoising_score_matching,
     gaussian_init,
     uniform_init,
@@ -13,5 +14,5 @@ from .metrics import energy_distance, mmd
 from .train import History, fit
 
 __all__ = ["ContrastiveDivergence", "ReplayBuffer", "denoising_score_matching", "fit",
-           "History", "uniform_init", "gaussian_init", "mmd", "energy_distance", "TOYS",
-           "eight_gaussians", "two_moons", "rings", "digits"]
+           "History", "uniform_init", "gaussian_init", "batch_range_init", "mmd",
+           "energy_distance", "TOYS", "eight_gaussians", "two_moons", "rings", "digits"]

@@ -19,7 +19,7 @@ from ..kernels.base import Kernel
 from ..util import integer, non_negative
 
 __all__ = ["ReplayBuffer", "ContrastiveDivergence", "denoising_score_matching", "uniform_init",
-           "gaussian_init"]
+           "gaussian_init", "batch_range_init"]
 
 InitFn = Callable[[int, torch.Generator], Tensor]
 
@@ -39,6 +39,17 @@ def gaussian_init(mean: Tensor, std: Tensor) -> InitFn:
                         dtype=mean.dtype)
         return mean + std * z
     return init
+
+
+def batch_range_init(batch: Tensor, margin: float = 0.1) -> InitFn:
+    """Fresh chains uniform over the batch's range widened by ``margin`` of it on each side:
+    ``U[lo - m (hi - lo), hi + m (hi - lo)]`` per coordinate, ``lo, hi`` the batch's min and
+    max (a coordinate with no spread gets ``[lo - 1, lo + 1]``). What a persistent
+    :class:`ContrastiveDivergence` starts from when no ``init`` is given."""
+    low, high = batch.detach().amin(0), batch.detach().amax(0)
+    span = high - low
+    pad = torch.where(span > 0, margin * span, torch.ones_like(span))
+    return uniform_init(low - pad, high + pad)
 
 
 class ReplayBuffer:
@@ -91,7 +102,9 @@ class ContrastiveDivergence(nn.Module):
         k_steps: kernel steps per batch.
         persistent: use a replay buffer of ``buffer_size`` chains.
         reinit_prob: share of buffer chains restarted from ``init`` each batch.
-        init: ``init(n, generator)`` for fresh chains; required when ``persistent``.
+        init: ``init(n, generator)`` for fresh chains; by default
+            :func:`batch_range_init` of the first batch (uniform over its range widened by
+            10% on each side), the buffer then filled on that batch.
         energy_reg: weight of the energy-magnitude regulariser.
         seed: seeds the generator for buffer draws and kernel noise.
     """
@@ -102,19 +115,25 @@ class ContrastiveDivergence(nn.Module):
                  init: InitFn | None = None, seed: int = 0) -> None:
         super().__init__()
         k_steps = integer("k_steps", k_steps, 1)
+        buffer_size = integer("buffer_size", buffer_size, 1)
         energy_reg = non_negative("energy_reg", energy_reg)
-        if persistent and init is None:
-            raise ValueError("persistent=True needs init(n, generator) for fresh chains, e.g. "
-                             "torchlangevin.ebm.uniform_init(data.min(0), data.max(0))")
+        if not 0.0 <= reinit_prob <= 1.0:
+            raise ValueError(f"reinit_prob must be in [0, 1]; got {reinit_prob!r}")
         self.energy_model, self.kernel, self.k_steps = energy_model, kernel, k_steps
         self.persistent, self.energy_reg = persistent, float(energy_reg)
         self.generator = torch.Generator().manual_seed(seed)
+        self._buffer_args = (buffer_size, reinit_prob)
+        #: the replay buffer (persistent only); without ``init`` made on the first batch
         self.buffer = ReplayBuffer(buffer_size, init, reinit_prob, self.generator) \
-            if persistent else None
+            if persistent and init is not None else None
 
     def negatives(self, batch: Tensor) -> tuple[Tensor, Tensor | None]:
         """Run the kernel from the buffer (or the batch); returns chains and buffer slots."""
         idx = None
+        if self.persistent and self.buffer is None:
+            size, reinit_prob = self._buffer_args
+            self.buffer = ReplayBuffer(size, batch_range_init(batch), reinit_prob,
+                                       self.generator)
         if self.buffer is not None:
             start, idx = self.buffer.sample(batch.shape[0], self.generator)
         else:

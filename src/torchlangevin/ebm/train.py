@@ -47,7 +47,8 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     """Train ``energy_model`` on ``data (N, *event)``.
 
     ``objective="cd"`` uses :class:`ContrastiveDivergence` with ``kernel`` (whose energy
-    must be ``energy_model``), ``k_steps``, a replay buffer if ``persistent`` (fresh chains
+    must be ``energy_model``), ``k_steps``, a replay buffer of ``max(buffer_size, batch_size)``
+    chains if ``persistent`` (fresh chains
     uniform over the data's range unless ``init`` is given); ``objective="dsm"`` uses
     denoising score matching at noise ``sigma``. Adam unless ``optimizer`` is given; ``lr``
     is a float or a :mod:`~torchlangevin.schedules` schedule of the epoch (e.g.
@@ -69,7 +70,8 @@ def fit(energy_model: nn.Module, data: Tensor, *, kernel: Kernel | None = None,
     cd = None
     if objective == "cd":
         cd = _contrastive_divergence(energy_model, data, kernel, k_steps, persistent,
-                                     max(buffer_size, batch_size), reinit_prob, energy_reg,
+                                     max(integer("buffer_size", buffer_size, 1), batch_size),
+                                     reinit_prob, energy_reg,
                                      init, seed)
     lr_at = _lr_schedule(lr)
     optimizer = optimizer or torch.optim.Adam(energy_model.parameters(),

@@ -176,14 +176,13 @@ class TabularGenerator:
         if not hasattr(self, "energies_"):
             raise RuntimeError("sample: call fit first")
         n = integer("n", n, 1)
-        counts = counts or _split_counts(n, self.class_counts_, balance_classes)
+        counts = _split_counts(n, self.class_counts_, balance_classes) if counts is None \
+            else _check_counts(counts, n, self.classes_)
         gen = torch.Generator().manual_seed(self.seed + 1)
         frames, labels, accept = [], [], {}
         for c, m in _progress(counts.items(), self.progress, "sample"):
             if m == 0:
                 continue
-            if c not in self.energies_:
-                raise ValueError(f"counts: unknown class {c!r}; classes are {self.classes_}")
             x, accept[c] = self._langevin(self.energies_[c], m, gen)
             frames.append(self.encoder_.decode(x))
             labels.extend(self._labels(x, c))
@@ -369,6 +368,20 @@ def _default_sigma(x: Tensor, gen: torch.Generator) -> float:
     d.fill_diagonal_(math.inf)
     nn_dist = d.min(1).values
     return max(0.5 * float(nn_dist.median()) / math.sqrt(x.shape[1]), 0.02)
+
+
+def _check_counts(counts: Any, n: int, classes: list) -> dict:
+    """``counts`` checked: a dict of known classes to rows (integers >= 0) adding up to ``n``."""
+    if not isinstance(counts, dict):
+        raise TypeError(f"counts must be a dict {{class: rows}}; got {type(counts).__name__}")
+    unknown = [c for c in counts if c not in classes]
+    if unknown:
+        raise ValueError(f"counts: unknown class {unknown[0]!r}; classes are {classes}")
+    checked = {c: integer(f"counts[{c!r}]", m, 0) for c, m in counts.items()}
+    if sum(checked.values()) != n:
+        raise ValueError(f"counts must add up to n={n}; got {counts} (sum "
+                         f"{sum(checked.values())})")
+    return checked
 
 
 def _split_counts(n: int, class_counts: dict, balance: bool) -> dict:
