@@ -6,7 +6,7 @@ taken from a row, and ``torch.func.vmap`` runs all rows together. With ``param_m
 parameters a restriction touches are in the vector (``P`` is the restricted count); the others
 are shared by every chain, as constants. Models that vmap cannot take (data-dependent control
 flow, in-place buffer updates, ``.item()``) fall back to a loop over chains, chosen at the first
-call and reported; operators vmap runs through its own per-chain loop are reported too.
+call and reported; an operator vmap runs through its own per-chain loop is reported too.
 
 Attention runs on its differentiable path: PyTorch's inference-only fast path for
 ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` is picked whenever the weights do
@@ -18,6 +18,7 @@ fast path is switched off and SDPA uses its math backend around every model call
 from __future__ import annotations
 
 import contextlib
+import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
@@ -190,25 +191,29 @@ class FlatModel:
         return torch.stack(rows)
 
     def _first_call(self, fn, W: Tensor, batch: Sequence[Tensor]) -> Tensor:
-        """The first vmapped call, noting operators functorch runs chain by chain (it warns
-        "There is a performance drop ..."): the run is then only partly vectorised."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            out = fn(W, tuple(batch))
-        for w in caught:
-            text = str(w.message)
-            if "performance drop" in text:
-                op = text.split("batching rule for ")[-1].split(".")[0]
-                if op not in self.looped_ops:
-                    self.looped_ops.append(op[:120])
-            else:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return out
+        """The first vmapped call, with functorch's per-chain fallback switched off: an
+        operator without a batching rule then raises instead of quietly looping over chains
+        inside vmap; it is noted in ``looped_ops`` and the call is made again with the fallback
+        on (the run is then only partly vectorised)."""
+        functorch = getattr(torch._C, "_functorch", None)
+        if functorch is None or not hasattr(functorch, "_set_vmap_fallback_enabled"):
+            return fn(W, tuple(batch))
+        functorch._set_vmap_fallback_enabled(False)
+        try:
+            return fn(W, tuple(batch))
+        except RuntimeError as err:
+            found = re.match(r"\s*(\S+) hit the vmap fallback", str(err))
+            if found is None:
+                raise
+            self.looped_ops.append(found[1][:120])
+        finally:
+            functorch._set_vmap_fallback_enabled(True)
+        return fn(W, tuple(batch))
 
     @property
     def vectorized_label(self) -> str:
         """``"True"``, ``"False"`` (chains looped in Python) or ``"partial"`` (vmap ran, but
-        looped over chains inside the operators in ``looped_ops``)."""
+        looped over chains inside an operator: the first found is in ``looped_ops``)."""
         if self.vectorized and self.looped_ops:
             return "partial"
         return str(bool(self.vectorized))

@@ -15,7 +15,8 @@ with ``n_heads``), and any other module whose layers are an ``nn.ModuleList`` of
 ``nn.MultiheadAttention`` (``nn.TransformerEncoderLayer`` included): there attention is the
 ``nn.MultiheadAttention`` (or a submodule named ``*attn*``), the MLP the block's other
 ``Linear`` layers, the embedding the first ``nn.Embedding`` outside the layers, and the
-readout the last ``nn.Linear`` after them.
+readout the last ``nn.Linear`` outside them that maps to the vocabulary (the last one at all
+when there is no embedding).
 
 devinterp differs in one place: a tied GPT-2 has no ``lm_head.weight`` among its (deduplicated)
 parameters, so devinterp's ``"unembed"`` selects nothing there; here it selects the shared
@@ -189,13 +190,13 @@ def _torch_spec(model: nn.Module) -> Spec:
     n_heads = int(getattr(attn, "num_heads", 0))
     outside = [(n, m) for n, m in model.named_modules()
                if n and not (n == prefix or n.startswith(prefix + "."))]
-    names = [n for n, _ in model.named_modules()]
-    after = names.index(prefix)
-    embed = tuple(f"{n}.weight" for n, m in outside if isinstance(m, nn.Embedding)
-                  and "pos" not in n.lower())[:1]
-    readout = [n for n, m in outside if isinstance(m, nn.Linear) and names.index(n) > after]
-    unembed = tuple(f"{readout[-1]}.{p}" for p, _ in
-                    dict(outside)[readout[-1]].named_parameters()) if readout else ()
+    tokens = [(n, m) for n, m in outside if isinstance(m, nn.Embedding)
+              and "pos" not in n.lower()][:1]
+    embed = tuple(f"{n}.weight" for n, _ in tokens)
+    linears = [(n, m) for n, m in outside if isinstance(m, nn.Linear)]
+    vocab = [(n, m) for n, m in linears if tokens and m.out_features == tokens[0][1].num_embeddings]
+    readout = (vocab or linears)[-1:]
+    unembed = tuple(f"{n}.{p}" for n, m in readout for p, _ in m.named_parameters())
     return Spec(layers=prefix, attn=attn_params, mlp=mlp, embed=embed, unembed=unembed,
                 heads=heads, n_heads=n_heads, n_kv_heads=n_heads)
 

@@ -529,14 +529,15 @@ class _Observer:
             data[f"loss_{k}"] = (("chain", "draw", f"batch_{k}", *tok), _np(v))
         for k, v in self.metrics.items():
             data[f"metrics_{k}"] = (("chain", "step"), _np(v))
+        lambda_max = self.lambda_max  # first: a failure there is recorded just below
         attrs = {
             "config": json.dumps(self.config, sort_keys=True),
             "vectorized": self.flat.vectorized_label,
             "vmap_fallback_reason": self.flat.fallback_reason,
             "vmap_looped_ops": ",".join(self.flat.looped_ops),
             "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True),
-            "lambda_max": self.lambda_max,
-            "eps_nbeta_lambda_max": self.hyper.lr * self.lambda_max,
+            "lambda_max": lambda_max,
+            "eps_nbeta_lambda_max": self.hyper.lr * lambda_max,
             "num_burnin_steps": self.config["num_burnin_steps"],
         }
         return xr.Dataset(data, coords=coords, attrs=attrs)
