@@ -115,8 +115,9 @@ def test_looped_operators_are_reported_and_a_failing_diagnostic_keeps_the_draws(
         with pytest.warns(RuntimeWarning, match="power iteration failed"):
             ds = posterior.sample(FusedKernel(), tokens(), store=store,
                                   **{**KW, "mala_checks": 1}).dataset
-        assert ds.attrs["vectorized"] == "partial"
-        assert "flash_attention" in ds.attrs["vmap_looped_ops"]
+        if store is None:  # a store's attrs are written when it is laid out, before any call
+            assert ds.attrs["vectorized"] == "partial"
+            assert "flash_attention" in ds.attrs["vmap_looped_ops"]
         assert math.isnan(ds.attrs["lambda_max"])
         assert "power iteration" in ds.attrs["diagnostic_errors"]
         assert np.isfinite(ds["sampling_loss"].values).all()  # the draws are all there
@@ -236,25 +237,27 @@ def test_singular_fluctuation_of_a_gaussian_mean_model_is_d():
 
         V_n = sum_i Var[l_i] = s^2 S + n d s^4 / 2,     S = sum_i |x_i - xbar|^2.
 
-    Exactly s^2 = 1/n this is d (n - 1)/n + d/(2n) -> d = 16. SGLD with step lr is the
-    autoregression mu' = mu - (h/2)(mu - xbar) + sqrt(lr) xi (h = lr n), stationary at
-    s^2 = 1 / (n (1 - h / 4)): 1% above 1/n at h = 0.04, so V_n = 1.010 d here. The estimate
-    must be within 5% of d and within 4 of its standard errors of the exact value. Its
-    relative sd is about sqrt(2 / (d * ESS)) = 1.6% (48 chains x 40 draws, lag-50 autocorrelation
-    0.98^50 = 0.36, so ESS ~ 0.47 per draw = 900).
+    The rows are scaled so that S = d (n - 1) exactly; at s^2 = 1/n this is
+    d (n - 1)/n + d/(2n) -> d = 32 (nu = V/2 -> d/2). SGLD with step lr is the autoregression
+    mu' = mu - (h/2)(mu - xbar) + sqrt(lr) xi (h = lr n), stationary at s^2 = 1/(n (1 - h/4)):
+    2.6% above 1/n at h = 0.1, so V_n = 1.021 d here. The estimate must be within 5% of d and
+    within 4 of its standard errors of the exact value. Its relative sd is about
+    sqrt(2 / (d * ESS)) = 1.0%: 32 chains x 40 draws, lag-20 autocorrelation 0.95^20 = 0.36,
+    so ESS ~ 0.47 per draw = 600.
     """
-    n, d, h = 1000, 16, 0.04
+    n, d, h = 100, 32, 0.1
     X = torch.randn(n, d, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    X = X - X.mean(0)
+    X = X * math.sqrt(d * (n - 1) / float(X.pow(2).sum()))
     model = Mean(X.mean(0)).double()
     tree = posterior.sample(
         model, X, lambda out, b: 0.5 * (b[0] - out).pow(2).sum(-1), lr=h / n, n_beta=float(n),
-        num_chains=48, num_draws=40, num_steps_bw_draws=50, num_burnin_steps=150,
+        num_chains=32, num_draws=40, num_steps_bw_draws=20, num_burnin_steps=60,
         batch_size=n, observables={"train": X}, mala_checks=0, progress=False)
     f = slt.singular_fluctuation(tree)
     s2 = 1.0 / (n * (1 - h / 4))
-    S = float((X - X.mean(0)).pow(2).sum())
-    exact = s2 * S + n * d * s2**2 / 2
-    assert abs(exact / d - 1) < 0.012
+    exact = s2 * d * (n - 1) + n * d * s2**2 / 2
+    assert abs(exact / d - 1.0206) < 1e-3
     assert abs(f.functional_variance - exact) < 4 * f.se
     assert abs(f.functional_variance - d) < 0.05 * d
     assert 4 * f.se < 0.05 * d  # precise enough for the 5% bar to mean something

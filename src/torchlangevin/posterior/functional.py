@@ -82,17 +82,8 @@ def restriction(model: nn.Module, param_masks: Mapping[str, Tensor | None] | Non
     named = list(model.named_parameters())
     if param_masks is None:
         return [n for n, _ in named], None
-    if not isinstance(param_masks, Mapping):
-        raise TypeError(f"param_masks: expected a dict {{name: mask or None}}; got "
-                        f"{type(param_masks).__name__}")
     shapes = dict((n, p.shape) for n, p in named)
-    canonical = {id(p): n for n, p in named}
-    aliases = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
-    param_masks = {aliases.get(k, k): v for k, v in param_masks.items()}
-    unknown = sorted(set(param_masks) - set(shapes))
-    if unknown:
-        raise ValueError(f"param_masks: unknown parameter names {unknown}; "
-                         f"the model has {list(shapes)}")
+    param_masks = _canonical_masks(model, param_masks)
     names, parts = [], []
     for name, shape in shapes.items():
         if name not in param_masks:
@@ -109,6 +100,22 @@ def restriction(model: nn.Module, param_masks: Mapping[str, Tensor | None] | Non
         raise ValueError("param_masks: selects no weights (every mask is empty)")
     mask = torch.cat(parts)
     return names, None if bool((mask == 1).all()) else mask
+
+
+def _canonical_masks(model: nn.Module, param_masks: Mapping) -> dict:
+    """``param_masks`` keyed by each parameter's first name (tied weights have several)."""
+    if not isinstance(param_masks, Mapping):
+        raise TypeError(f"param_masks: expected a dict {{name: mask or None}}; got "
+                        f"{type(param_masks).__name__}")
+    named = list(model.named_parameters())
+    canonical = {id(p): n for n, p in named}
+    aliases = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
+    out = {aliases.get(k, k): v for k, v in param_masks.items()}
+    unknown = sorted(set(out) - set(canonical.values()))
+    if unknown:
+        raise ValueError(f"param_masks: unknown parameter names {unknown}; "
+                         f"the model has {[n for n, _ in named]}")
+    return out
 
 
 class FlatModel:

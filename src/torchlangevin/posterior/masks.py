@@ -117,6 +117,10 @@ def create_param_masks(model: nn.Module, restriction: str | list[str]) -> ParamM
     if not isinstance(restriction, str):
         raise TypeError(f"restriction: expected a str or a list of str; got "
                         f"{type(restriction).__name__}")
+    return _one_restriction(model, restriction)
+
+
+def _one_restriction(model: nn.Module, restriction: str) -> ParamMasks:
     params = dict(model.named_parameters())
     r = restriction.strip().lower()
     if r == "full":
@@ -188,17 +192,26 @@ def _torch_spec(model: nn.Module) -> Spec:
                  f"{attn_name}.in_proj_bias": (0, "concat"),
                  f"{attn_name}.out_proj.weight": (1, "plain")}
     n_heads = int(getattr(attn, "num_heads", 0))
-    outside = [(n, m) for n, m in model.named_modules()
-               if n and not (n == prefix or n.startswith(prefix + "."))]
+    embed, unembed = _ends(model, prefix)
+    return Spec(layers=prefix, attn=attn_params, mlp=mlp, embed=embed, unembed=unembed,
+                heads=heads, n_heads=n_heads, n_kv_heads=n_heads)
+
+
+def _ends(model: nn.Module, prefix: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The token embedding and the readout: modules outside the layer list."""
+    outside = [(n, m) for n, m in model.named_modules() if _outside(n, prefix)]
     tokens = [(n, m) for n, m in outside if isinstance(m, nn.Embedding)
               and "pos" not in n.lower()][:1]
     embed = tuple(f"{n}.weight" for n, _ in tokens)
     linears = [(n, m) for n, m in outside if isinstance(m, nn.Linear)]
-    vocab = [(n, m) for n, m in linears if tokens and m.out_features == tokens[0][1].num_embeddings]
+    vocab = [(n, m) for n, m in linears
+             if tokens and m.out_features == tokens[0][1].num_embeddings]
     readout = (vocab or linears)[-1:]
-    unembed = tuple(f"{n}.{p}" for n, m in readout for p, _ in m.named_parameters())
-    return Spec(layers=prefix, attn=attn_params, mlp=mlp, embed=embed, unembed=unembed,
-                heads=heads, n_heads=n_heads, n_kv_heads=n_heads)
+    return embed, tuple(f"{n}.{p}" for n, m in readout for p, _ in m.named_parameters())
+
+
+def _outside(name: str, prefix: str) -> bool:
+    return bool(name) and name != prefix and not name.startswith(prefix + ".")
 
 
 def _first_block(model: nn.Module) -> tuple[str, nn.Module]:

@@ -137,13 +137,7 @@ def sample(
               "checkpoint_every": (checkpoint_every, 1), "mala_checks": (mala_checks, 0)}
     for name, (value, minimum) in counts.items():
         integer(name, value, minimum)
-    integer("seed", seed, 0)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
-    if loss_fn is not None and not callable(loss_fn):
-        raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
-    if init_noise is not None and not init_noise >= 0:
-        raise ValueError(f"init_noise must be >= 0; got {init_noise!r}")
+    _check_args(model, loss_fn, init_noise, seed)
     shared = chains is None and distributed.init()  # under torchrun: this rank's chains
     chains = _chain_range(chains, num_chains)
 
@@ -186,6 +180,16 @@ def sample(
         return _sample_into(run, Path(store), key, shared, progress)
     finally:
         model.train(was_training)
+
+
+def _check_args(model: Any, loss_fn: Any, init_noise: float | None, seed: int) -> None:
+    integer("seed", seed, 0)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
+    if init_noise is not None and not init_noise >= 0:
+        raise ValueError(f"init_noise must be >= 0; got {init_noise!r}")
 
 
 def _default_loss(loss_fn: LossFn | None, inputs: Tensor) -> LossFn:
