@@ -156,7 +156,8 @@ def plot_llc_trajectory(table: Any, path: str | Path | None = None, loss: bool =
     bad = np.array([bool(f) for f in flags])
     if bad.any():
         ax.scatter(steps[bad], llc[bad], s=90, facecolors="none", edgecolors="C3", zorder=3,
-                   label="flagged: " + "; ".join(sorted({f for f in flags if f})))
+                   label="flagged: " + ", ".join(sorted({g for f in flags
+                                                          for g in f.split(",") if g})))
     ax.set_xlabel("training step")
     ax.set_ylabel("local learning coefficient", color="C0")
     if log_steps:
