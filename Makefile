@@ -5,7 +5,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-llc bench-tabular bench-gradients bench-venv-blackjax clean
+.PHONY: demo test lint bench bench-llc bench-llc-lm bench-tabular bench-gradients bench-venv-blackjax clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ bench-venv-blackjax: .bench/blackjax/.installed
 
 bench-llc: $(STAMP) .bench/devinterp/.installed
 	$(PY) benchmarks/llc.py
+
+# a small GPT-2-style LM at 3 checkpoints, devinterp 2.0.1 in its venv against ours
+bench-llc-lm: $(STAMP) .bench/devinterp/.installed
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[lm]"
+	OMP_NUM_THREADS=1 $(PY) benchmarks/llc_lm.py
 
 .bench/tabpfgen/.installed:
 	$(PYTHON) -m venv .bench/tabpfgen

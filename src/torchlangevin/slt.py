@@ -23,6 +23,7 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,8 @@ import torch
 from . import diagnostics
 from .posterior.sampler import sample
 
-__all__ = ["LLC", "llc", "estimate_llc", "diagnose", "susceptibilities", "bif", "calibrate"]
+__all__ = ["LLC", "llc", "estimate_llc", "diagnose", "susceptibilities", "bif", "calibrate",
+           "Fluctuation", "singular_fluctuation", "llc_trajectory"]
 
 RHAT_MAX = 1.1
 
@@ -189,7 +191,7 @@ def _flags(est: LLC, drift_z: float, mala_accept: float) -> list[str]:
     return flags
 
 
-def estimate_llc(model: Any, data: Any, loss_fn: Any, **kwargs: Any) -> LLC:
+def estimate_llc(model: Any, data: Any, loss_fn: Any = None, **kwargs: Any) -> LLC:
     """Sample with :func:`torchlangevin.posterior.sample` and estimate the LLC in one call.
 
     Keyword arguments go to ``posterior.sample`` (``lr`` is required). The result carries the
@@ -334,3 +336,184 @@ def _calibration_row(model, data, loss_fn, index: int, setting: Mapping,
         return {"setting": index, **setting, "n_beta": n_beta, "llc": math.nan,
                 "nonfinite_chains": n, "flags": "diverged"}
     return {"setting": index, **setting, "n_beta": n_beta, **diagnose(tree, est)}
+
+
+# ---- singular fluctuation -----------------------------------------------------------------
+
+@dataclass
+class Fluctuation:
+    """Watanabe's functional variance and singular fluctuation of one run.
+
+    ``functional_variance`` is ``V_n = sum_i Var_w[log p(x_i | w)]`` over the ``n`` rows,
+    ``singular_fluctuation`` is ``nu = beta V_n / 2`` with ``beta = n_beta / (n T)`` the
+    inverse temperature per row (``T`` the tokens a row's loss is averaged over), and
+    ``waic_penalty = V_n / n``, the term WAIC adds to the training loss. ``se`` is that of
+    ``V_n`` from the spread of the chains' contributions.
+    """
+
+    functional_variance: float
+    se: float
+    singular_fluctuation: float
+    waic_penalty: float
+    per_chain: np.ndarray
+    beta: float
+    n_rows: int
+    observed_rows: int
+
+
+def singular_fluctuation(tree: Any, observable: str | None = None,
+                         n_rows: int | None = None) -> Fluctuation:
+    """The functional variance (WAIC's penalty) from an observable's per-row losses.
+
+    With ``l_i(w) = -log p(x_i | w)`` the loss of row ``i`` (summed over its tokens), and the
+    observable holding ``m`` of the ``n`` training rows,
+
+        V_n = (n / m) sum_{i in obs} Var_w[l_i(w)],      nu = beta V_n / 2.
+
+    ``Var_w`` is over every (chain, draw) around the pooled mean (all chains sample one
+    posterior; pooling avoids the small-sample bias of within-chain variances); chain ``c``'s
+    share ``V_c = (n / m) sum_i mean_d (l_icd - mean l_i)^2`` gives ``se = sd(V_c) / sqrt(C)``.
+    For a regular model at temperature 1 (``n_beta = n``, no localization), ``V_n -> d``, the
+    number of parameters, and ``nu -> d / 2`` at any temperature (Watanabe 2010).
+
+    Args:
+        tree: a :func:`posterior.sample` result with ``observable`` recorded (pass the training
+            data, or a subset of its rows, as ``observables={"train": (data, m)}``).
+        observable: its name; the only observable by default.
+        n_rows: ``n``; the run's number of training rows by default.
+    """
+    ds = tree.dataset if hasattr(tree, "dataset") else tree
+    names = _observable_names(ds)
+    if observable is None:
+        if len(names) != 1:
+            raise ValueError(f"observable: name one of {names} (the run has {len(names)})")
+        observable = names[0]
+    if observable not in names:
+        raise KeyError(f"observable={observable!r}: the run recorded {names}")
+    losses = ds[f"loss_{observable}"].values.astype(np.float64)  # (chain, draw, row, [tok])
+    tokens = int(np.prod(losses.shape[3:])) if losses.ndim > 3 else 1
+    rows = losses.reshape(*losses.shape[:3], -1).sum(axis=3)  # l_i per (chain, draw)
+    healthy = ds["nonfinite_step"].values < 0
+    rows = rows[healthy & np.isfinite(rows).all(axis=(1, 2))]
+    if len(rows) == 0:
+        raise FloatingPointError("singular_fluctuation: no chain stayed finite")
+    n = int(_config(tree)["n_rows"]) if n_rows is None else int(n_rows)
+    m = rows.shape[2]
+    centred = rows - rows.mean(axis=(0, 1))
+    per_chain = (n / m) * (centred**2).mean(axis=1).sum(axis=1)
+    draws = rows.shape[0] * rows.shape[1]
+    V = float(per_chain.mean()) * draws / max(draws - 1, 1)
+    se = float(per_chain.std(ddof=1) / math.sqrt(len(per_chain))) if len(per_chain) > 1 \
+        else math.nan
+    beta = float(ds["n_beta"].values) / (n * tokens)
+    return Fluctuation(functional_variance=V, se=se, singular_fluctuation=beta * V / 2,
+                       waic_penalty=V / n, per_chain=per_chain, beta=beta, n_rows=n,
+                       observed_rows=m)
+
+
+# ---- the LLC along a training run ---------------------------------------------------------
+
+def llc_trajectory(checkpoints: Any, data: Any, loss_fn: Any = None, *, model: Any,
+                   steps: Sequence[int] | None = None, store: Any = None,
+                   progress: bool = False, **kwargs: Any) -> Any:
+    """The LLC at every checkpoint of a training run, as a tidy table.
+
+    Args:
+        checkpoints: a list of state dicts, of modules, or of paths to ``torch.save``d state
+            dicts, or a folder of such files (``*.pt`` / ``*.pth``, ordered by the step number
+            in their names).
+        data, loss_fn: as in :func:`estimate_llc`; the same hyperparameters (``kwargs``: one
+            calibration, e.g. a row of :func:`calibrate`) serve every checkpoint.
+        model: a module of the checkpoints' architecture; each state dict is loaded into a
+            copy of it (the module itself is not changed).
+        steps: each checkpoint's training step (default: the number in its file name, else its
+            index).
+        store: a folder. Each checkpoint samples into ``checkpoint_<i>.zarr`` there (an
+            interrupted checkpoint resumes from its last write) and its row is kept in
+            ``checkpoint_<i>.json``; a rerun skips every checkpoint whose row is there for the
+            same weights and settings.
+
+    Returns:
+        a pandas DataFrame, one row per checkpoint: ``checkpoint``, ``step``, ``llc``,
+        ``llc_se``, ``llc_sd``, ``rhat``, ``ess``, ``init_loss`` (the training loss at the
+        checkpoint), ``flags`` (see :func:`calibrate`) and ``reused`` (read from ``store``).
+    """
+    import pandas as pd
+
+    items, names = _checkpoint_items(checkpoints)
+    if steps is None:
+        steps = [_step_of(name, i) for i, name in enumerate(names)]
+    steps = list(steps)
+    if len(steps) != len(items):
+        raise ValueError(f"steps: {len(steps)} given for {len(items)} checkpoints")
+    folder = None if store is None else Path(store)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+    rows = [_trajectory_row(i, steps[i], item, model, data, loss_fn, folder,
+                            {**kwargs, "progress": progress})
+            for i, item in enumerate(items)]
+    return pd.DataFrame(rows)
+
+
+def _checkpoint_items(checkpoints: Any) -> tuple[list, list[str]]:
+    if isinstance(checkpoints, (str, Path)):
+        folder = Path(checkpoints)
+        if not folder.is_dir():
+            raise ValueError(f"checkpoints={str(checkpoints)!r}: not a folder")
+        files = sorted((p for p in folder.iterdir() if p.suffix in (".pt", ".pth")),
+                       key=lambda p: (_step_of(p.name, 0), p.name))
+        if not files:
+            raise ValueError(f"checkpoints={str(checkpoints)!r}: no *.pt or *.pth files")
+        return files, [p.name for p in files]
+    items = list(checkpoints)
+    if not items:
+        raise ValueError("checkpoints: empty")
+    return items, [p.name if isinstance(p, Path) else str(p) if isinstance(p, str) else ""
+                   for p in items]
+
+
+def _step_of(name: str, default: int) -> int:
+    import re
+
+    numbers = re.findall(r"\d+", name)
+    return int(numbers[-1]) if numbers else default
+
+
+def _state_of(item: Any) -> dict:
+    if isinstance(item, (str, Path)):
+        item = torch.load(item, map_location="cpu", weights_only=True)
+    if isinstance(item, torch.nn.Module):
+        item = item.state_dict()
+    if not isinstance(item, Mapping):
+        raise TypeError(f"checkpoints: expected state dicts, modules or paths; got "
+                        f"{type(item).__name__}")
+    return dict(item)
+
+
+def _trajectory_row(index: int, step: int, item: Any, model: Any, data: Any, loss_fn: Any,
+                    folder: Path | None, kwargs: dict) -> dict:
+    """One checkpoint's LLC, read from ``folder`` when a finished row of it is there."""
+    import copy
+
+    from .posterior.data import fingerprint
+
+    state = _state_of(item)
+    key = fingerprint(*[state[k] for k in sorted(state)], sorted(state),
+                      repr(sorted((k, v) for k, v in kwargs.items() if k != "progress")),
+                      getattr(loss_fn, "__qualname__", repr(loss_fn)))
+    row_path = None if folder is None else folder / f"checkpoint_{index}.json"
+    if row_path is not None and row_path.exists():
+        saved = json.loads(row_path.read_text())
+        if saved.get("key") == key:
+            return {**saved["row"], "reused": True}
+    net = copy.deepcopy(model)
+    net.load_state_dict(state)
+    store = None if folder is None else folder / f"checkpoint_{index}.zarr"
+    est = estimate_llc(net, data, loss_fn, store=store, **kwargs)
+    d = est.diagnostics
+    row = {"checkpoint": index, "step": int(step), "llc": est.mean, "llc_se": est.se,
+           "llc_sd": est.sd, "rhat": est.rhat, "ess": est.ess, "init_loss": est.init_loss,
+           "flags": d["flags"]}
+    if row_path is not None:
+        row_path.write_text(json.dumps({"key": key, "row": row}, allow_nan=True))
+    return {**row, "reused": False}

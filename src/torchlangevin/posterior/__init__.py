@@ -5,8 +5,9 @@ returns an ``xarray.DataTree`` in devinterp's layout; :mod:`torchlangevin.slt` t
 local learning coefficients, susceptibilities and influence functions.
 """
 
+from .masks import create_param_masks
 from .optim import SGHMC, SGLD, Hyper, RMSpropSGLD, sgmcmc_update_
 from .sampler import chain_seeds, default_n_beta, sample
 
 __all__ = ["sample", "SGLD", "RMSpropSGLD", "SGHMC", "Hyper", "sgmcmc_update_",
-           "default_n_beta", "chain_seeds"]
+           "default_n_beta", "chain_seeds", "create_param_masks"]

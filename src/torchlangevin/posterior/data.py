@@ -1,4 +1,5 @@
-"""Data for posterior sampling: tensors, a TensorDataset or a DataLoader, held as tensors.
+"""Data for posterior sampling: tensors, a TensorDataset, a DataLoader or a dataset of token
+dicts (a HuggingFace ``datasets.Dataset`` with ``input_ids``), held as tensors.
 
 Each chain draws its own minibatches without replacement: a fresh permutation of the rows per
 epoch from the chain's own generator (incomplete last batches are dropped, as with
@@ -9,7 +10,7 @@ serves them all.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,9 +18,11 @@ from torch import Tensor
 
 
 def as_tensors(data: Any, name: str = "data") -> tuple[Tensor, ...]:
-    """``X``, ``(X, y, ...)``, a ``TensorDataset`` or a ``DataLoader`` -> a tuple of tensors.
+    """``X``, ``(X, y, ...)``, a ``TensorDataset``, a ``DataLoader`` or a map-style dataset
+    of dicts with ``input_ids`` (a HuggingFace ``datasets.Dataset``) -> a tuple of tensors.
 
-    The first tensor is the model's input; ``loss_fn`` receives the whole tuple.
+    The first tensor is the model's input (``input_ids`` for token data); ``loss_fn``
+    receives the whole tuple.
     """
     tensors = _tensors_of(data, name)
     n = tensors[0].shape[0] if tensors[0].ndim else 0
@@ -43,15 +46,61 @@ def _tensors_of(data: Any, name: str) -> tuple[Tensor, ...]:
         return tuple(data.tensors)
     if isinstance(data, DataLoader):
         return _loader_tensors(data, name)
+    if _is_token_dataset(data):
+        return (_token_ids(data, name),)
     if isinstance(data, Dataset) and hasattr(data, "__len__"):
         from torch.utils.data import default_collate
 
         batch = default_collate([data[i] for i in range(len(data))])
         return tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
     raise TypeError(
-        f"{name}: expected a tensor, a tuple of tensors, a TensorDataset or a DataLoader; "
-        f"got {type(data).__name__}"
+        f"{name}: expected a tensor, a tuple of tensors, a TensorDataset, a DataLoader or a "
+        f"dataset of dicts with 'input_ids'; got {type(data).__name__}"
     )
+
+
+def _is_token_dataset(data: Any) -> bool:
+    """A HuggingFace ``datasets.Dataset`` or a map-style dataset whose items are dicts."""
+    if hasattr(data, "column_names") and hasattr(data, "with_format"):
+        return True
+    if not (hasattr(data, "__getitem__") and hasattr(data, "__len__")) or isinstance(data, Tensor):
+        return False
+    try:
+        return len(data) > 0 and isinstance(data[0], Mapping)
+    except (KeyError, IndexError, TypeError):
+        return False
+
+
+def _token_ids(data: Any, name: str) -> Tensor:
+    """``input_ids`` of every row as one ``(rows, T)`` integer tensor."""
+    columns = getattr(data, "column_names", None)
+    if columns is not None:  # HuggingFace: the column in one call, no per-row Python
+        if "input_ids" not in columns:
+            raise ValueError(f"{name}: the dataset has no 'input_ids' column; it has {columns}")
+        ids = data.with_format("torch", columns=["input_ids"])[:]["input_ids"]
+        return _as_ids(ids, name)
+    if len(data) == 0:
+        raise ValueError(f"{name}: has no rows")
+    rows = []
+    for i in range(len(data)):
+        item = data[i]
+        if "input_ids" not in item:
+            raise ValueError(f"{name}: row {i} has no 'input_ids'; its keys are {sorted(item)}")
+        rows.append(torch.as_tensor(item["input_ids"]))
+    return _as_ids(rows, name)
+
+
+def _as_ids(ids: Any, name: str) -> Tensor:
+    if isinstance(ids, (list, tuple)):
+        lengths = sorted({len(r) for r in ids})
+        if len(lengths) > 1:
+            raise ValueError(f"{name}: input_ids rows have different lengths {lengths[:5]}; "
+                             "pad or chunk them to one length")
+        ids = torch.stack([torch.as_tensor(r) for r in ids]) if ids else torch.empty(0, 0)
+    if ids.dtype.is_floating_point or ids.ndim != 2:
+        raise ValueError(f"{name}: input_ids must be integer token ids of shape (rows, T); got "
+                         f"{ids.dtype} of shape {tuple(ids.shape)}")
+    return ids.long()
 
 
 def _loader_tensors(loader: Any, name: str) -> tuple[Tensor, ...]:
@@ -59,10 +108,22 @@ def _loader_tensors(loader: Any, name: str) -> tuple[Tensor, ...]:
 
     if isinstance(loader.dataset, TensorDataset):
         return tuple(loader.dataset.tensors)
-    batches = [b if isinstance(b, (tuple, list)) else (b,) for b in loader]
+    batches = [_loader_batch(b, name) for b in loader]
     if not batches:
         raise ValueError(f"{name}: the DataLoader yields no batches")
     return tuple(torch.cat(parts) for parts in zip(*batches, strict=True))
+
+
+def _loader_batch(batch: Any, name: str) -> tuple[Tensor, ...]:
+    if isinstance(batch, Mapping):  # a DataLoader over a dataset of token dicts
+        if "input_ids" not in batch:
+            raise ValueError(f"{name}: the DataLoader yields dicts without 'input_ids'; "
+                             f"keys {sorted(batch)}")
+        ids = batch["input_ids"]
+        if isinstance(ids, (list, tuple)):  # default_collate of lists: one tensor a position
+            ids = torch.stack(list(ids), dim=1)
+        return (ids,)
+    return batch if isinstance(batch, (tuple, list)) else (batch,)
 
 
 def fingerprint(*parts: Any) -> str:

@@ -2,15 +2,25 @@
 
 Chains are the leading dimension, as everywhere in torchlangevin: the weights of ``C`` chains
 are one ``(C, P)`` matrix. ``torch.func.functional_call`` runs the user's module with weights
-taken from a row, and ``torch.func.vmap`` runs all rows together. Models that vmap cannot take
-(data-dependent control flow, in-place buffer updates, ``.item()``) fall back to a loop over
-chains, chosen at the first call and reported.
+taken from a row, and ``torch.func.vmap`` runs all rows together. With ``param_masks`` only the
+parameters a restriction touches are in the vector (``P`` is the restricted count); the others
+are shared by every chain, as constants. Models that vmap cannot take (data-dependent control
+flow, in-place buffer updates, ``.item()``) fall back to a loop over chains, chosen at the first
+call and reported; an operator vmap runs through its own per-chain loop is reported too.
+
+Attention runs on its differentiable path: PyTorch's inference-only fast path for
+``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` is picked whenever the weights do
+not require grad (inside vmap they report that they do not), and the fused CPU
+``scaled_dot_product_attention`` kernels have neither a vmap rule nor a double backward; the
+fast path is switched off and SDPA uses its math backend around every model call.
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -19,28 +29,128 @@ from torch.func import functional_call, vmap
 LossFn = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
 
 
+@contextlib.contextmanager
+def differentiable_attention() -> Iterator[None]:
+    """Attention on the paths vmap and double backward can take (see the module notes)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
+def logits_of(out) -> Tensor:
+    """The logits of a model's output: a tensor, a HuggingFace output with ``.logits``, or a
+    tuple whose first element is the logits."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"model: output of type {type(out).__name__} has no logits (expected a "
+                    "tensor, an object with .logits or a tuple starting with the logits)")
+
+
+def next_token_loss(out, batch: tuple[Tensor, ...]) -> Tensor:
+    """Per-token next-token cross-entropy, devinterp's default loss: ``(B, T - 1)`` with
+
+        loss[b, t] = -log softmax(logits[b, t])[input_ids[b, t + 1]]
+    """
+    logits, ids = logits_of(out), batch[0]
+    logp = torch.log_softmax(logits[..., :-1, :], dim=-1)
+    return -logp.gather(-1, ids[..., 1:, None]).squeeze(-1)
+
+
+def _model_kwargs(model: nn.Module) -> dict:
+    """HuggingFace models skip their key-value cache (no use for it, and it costs memory)."""
+    config = getattr(model, "config", None)
+    return {"use_cache": False} if hasattr(config, "use_cache") else {}
+
+
+def restriction(model: nn.Module, param_masks: Mapping[str, Tensor | None] | None
+                ) -> tuple[list[str], Tensor | None]:
+    """devinterp's ``param_masks`` -> the names of the sampled parameters (model order) and
+    the elementwise mask over their flattened concatenation (``None`` when all entries move).
+    Parameters not named, and those whose mask is all zero, are frozen; a tied weight may be
+    named by any of its names (``lm_head.weight`` for GPT-2's shared embedding)."""
+    named = list(model.named_parameters())
+    if param_masks is None:
+        return [n for n, _ in named], None
+    shapes = dict((n, p.shape) for n, p in named)
+    param_masks = _canonical_masks(model, param_masks)
+    names, parts = [], []
+    for name, shape in shapes.items():
+        if name not in param_masks:
+            continue
+        m = param_masks[name]
+        m = torch.ones(shape) if m is None else torch.as_tensor(m).float()
+        if m.shape != shape:
+            raise ValueError(f"param_masks[{name!r}]: shape {tuple(m.shape)} does not "
+                             f"match the parameter's {tuple(shape)}")
+        if bool(m.any()):
+            names.append(name)
+            parts.append(m.reshape(-1))
+    if not names:
+        raise ValueError("param_masks: selects no weights (every mask is empty)")
+    mask = torch.cat(parts)
+    return names, None if bool((mask == 1).all()) else mask
+
+
+def _canonical_masks(model: nn.Module, param_masks: Mapping) -> dict:
+    """``param_masks`` keyed by each parameter's first name (tied weights have several)."""
+    if not isinstance(param_masks, Mapping):
+        raise TypeError(f"param_masks: expected a dict {{name: mask or None}}; got "
+                        f"{type(param_masks).__name__}")
+    named = list(model.named_parameters())
+    canonical = {id(p): n for n, p in named}
+    aliases = {n: canonical[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
+    out = {aliases.get(k, k): v for k, v in param_masks.items()}
+    unknown = sorted(set(out) - set(canonical.values()))
+    if unknown:
+        raise ValueError(f"param_masks: unknown parameter names {unknown}; "
+                         f"the model has {[n for n, _ in named]}")
+    return out
+
+
 class FlatModel:
-    """``model`` with its trainable parameters packed into one flat vector.
+    """``model`` with its sampled parameters packed into one flat vector.
 
     ``per_sample(w, batch)`` returns ``loss_fn(model(batch[0]), batch)``: one loss per row,
-    shape ``(B,)``, or per token, ``(B, T)``.
+    shape ``(B,)``, or per token, ``(B, T)``. ``param_masks`` restricts the vector to the
+    parameters it names (see :func:`restriction`); ``mask`` is then the elementwise mask
+    over that vector, or ``None``.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+    def __init__(self, model: nn.Module, loss_fn: LossFn,
+                 param_masks: Mapping[str, Tensor | None] | None = None) -> None:
         self.model = model
         self.loss_fn = loss_fn
-        named = [(n, p) for n, p in model.named_parameters()]
+        named = list(model.named_parameters())
         if not named:
             raise ValueError("model: has no parameters to sample")
-        self.names = [n for n, _ in named]
-        self.shapes = [p.shape for _, p in named]
-        self.sizes = [p.numel() for _, p in named]
+        self.names, mask = restriction(model, param_masks)
+        params = dict(named)
+        sampled = [params[n] for n in self.names]
+        self.shapes = [p.shape for p in sampled]
+        self.sizes = [p.numel() for p in sampled]
+        self.n_model_params = sum(p.numel() for _, p in named)
+        sampled_names = set(self.names)
+        self.frozen = {n: p.detach() for n, p in named if n not in sampled_names}
         self.buffers = dict(model.named_buffers())
+        self.kwargs = _model_kwargs(model)
         # functional_call unties shared weights on every call unless told there are none
         self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(named)
-        self.w0 = torch.cat([p.detach().reshape(-1) for _, p in named])
+        self.w0 = torch.cat([p.detach().reshape(-1) for p in sampled])
+        self.mask = None if mask is None else mask.to(self.w0)
         self.vectorized: bool | None = None  # decided at the first batched call
         self.fallback_reason = ""
+        self.looped_ops: list[str] = []  # operators vmap ran chain by chain
         self._vmapped = vmap(self.per_sample)
         self._vmapped_shared = vmap(self.per_sample, in_dims=(0, None))
 
@@ -52,31 +162,11 @@ class FlatModel:
         parts = w.split(self.sizes)
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
 
-    def flatten_masks(self, param_masks: dict[str, Tensor | None] | None) -> Tensor | None:
-        """devinterp's ``param_masks``: parameters not named are frozen, ``None`` = all free."""
-        if param_masks is None:
-            return None
-        unknown = sorted(set(param_masks) - set(self.names))
-        if unknown:
-            raise ValueError(f"param_masks: unknown parameter names {unknown}; "
-                             f"the model has {self.names}")
-        parts = []
-        for name, shape in zip(self.names, self.shapes, strict=True):
-            if name not in param_masks:
-                parts.append(torch.zeros(shape))
-            elif param_masks[name] is None:
-                parts.append(torch.ones(shape))
-            else:
-                m = torch.as_tensor(param_masks[name])
-                if m.shape != shape:
-                    raise ValueError(f"param_masks[{name!r}]: shape {tuple(m.shape)} does not "
-                                     f"match the parameter's {tuple(shape)}")
-                parts.append(m.float())
-        return torch.cat([p.reshape(-1) for p in parts]).to(self.w0)
-
     def per_sample(self, w: Tensor, batch: Sequence[Tensor]) -> Tensor:
-        out = functional_call(self.model, {**self.unflatten(w), **self.buffers}, (batch[0],),
-                              tie_weights=self.tied)
+        weights = {**self.unflatten(w), **self.frozen, **self.buffers}
+        with differentiable_attention():
+            out = functional_call(self.model, weights, (batch[0],), self.kwargs,
+                                  tie_weights=self.tied)
         return self.loss_fn(out, tuple(batch))
 
     def batched(self, W: Tensor, batch: Sequence[Tensor], shared: bool = False) -> Tensor:
@@ -88,7 +178,7 @@ class FlatModel:
         if self.vectorized is not False:
             try:
                 fn = self._vmapped_shared if shared else self._vmapped
-                out = fn(W, tuple(batch))
+                out = fn(W, tuple(batch)) if self.vectorized else self._first_call(fn, W, batch)
                 self.vectorized = True
                 return out
             except Exception as err:  # noqa: BLE001 - any vmap failure means: loop instead
@@ -107,16 +197,58 @@ class FlatModel:
         ]
         return torch.stack(rows)
 
-    def loss_and_grad(self, W: Tensor, batch: Sequence[Tensor],
-                      rows: int | None = None) -> tuple[Tensor, Tensor]:
+    def _first_call(self, fn, W: Tensor, batch: Sequence[Tensor]) -> Tensor:
+        """The first vmapped call, with functorch's per-chain fallback switched off: an
+        operator without a batching rule then raises instead of quietly looping over chains
+        inside vmap; it is noted in ``looped_ops`` and the call is made again with the fallback
+        on (the run is then only partly vectorised)."""
+        functorch = getattr(torch._C, "_functorch", None)
+        if functorch is None or not hasattr(functorch, "_set_vmap_fallback_enabled"):
+            return fn(W, tuple(batch))
+        functorch._set_vmap_fallback_enabled(False)
+        try:
+            return fn(W, tuple(batch))
+        except RuntimeError as err:
+            found = re.match(r"\s*(\S+) hit the vmap fallback", str(err))
+            if found is None:
+                raise
+            self.looped_ops.append(found[1][:120])
+        finally:
+            functorch._set_vmap_fallback_enabled(True)
+        return fn(W, tuple(batch))
+
+    @property
+    def vectorized_label(self) -> str:
+        """``"True"``, ``"False"`` (chains looped in Python) or ``"partial"`` (vmap ran, but
+        looped over chains inside an operator: the first found is in ``looped_ops``)."""
+        if self.vectorized and self.looped_ops:
+            return "partial"
+        return str(bool(self.vectorized))
+
+    def loss_and_grad(self, W: Tensor, batch: Sequence[Tensor], rows: int | None = None,
+                      micro_batches: int = 1) -> tuple[Tensor, Tensor]:
         """Per-sample losses ``(C, B, ...)`` and the gradient of each chain's mean loss over
-        its first ``rows`` rows (all by default)."""
-        Wr = W.detach().requires_grad_(True)
-        with torch.enable_grad():
-            per = self.batched(Wr, batch)
-            used = per if rows is None else per[:, :rows]
-            (grad,) = torch.autograd.grad(used.flatten(1).mean(1).sum(), Wr)
-        return per.detach(), grad
+        its first ``rows`` rows (all by default), those rows taken in ``micro_batches``
+        backward passes (gradient accumulation: the same gradient, less activation memory)."""
+        n = batch[0].shape[1] if rows is None else rows
+        if micro_batches == 1:
+            Wr = W.detach().requires_grad_(True)
+            with torch.enable_grad():
+                per = self.batched(Wr, batch)
+                used = per if rows is None else per[:, :rows]
+                (grad,) = torch.autograd.grad(used.flatten(1).mean(1).sum(), Wr)
+            return per.detach(), grad
+        size = -(-n // micro_batches)
+        parts, grad = [], torch.zeros_like(W)
+        for start in range(0, n, size):
+            part = tuple(t[:, start:min(start + size, n)] for t in batch)
+            per, g = self.loss_and_grad(W, part)
+            grad.add_(g, alpha=per.shape[1] / n)
+            parts.append(per)
+        if batch[0].shape[1] > n:  # rows riding along after the gradient's: no backward
+            with torch.no_grad():
+                parts.append(self.batched(W, tuple(t[:, n:] for t in batch)))
+        return torch.cat(parts, 1), grad
 
     @torch.no_grad()
     def full_loss(self, w: Tensor, tensors: Sequence[Tensor], chunk: int = 4096) -> Tensor:
@@ -130,6 +262,8 @@ class FlatModel:
         """Largest eigenvalue of ``scale * Hessian`` of the mean loss, by power iteration
         (stopped once it changes by less than ``rtol`` relative)."""
         v = torch.randn(w.shape, generator=generator, dtype=w.dtype).to(w.device)
+        if self.mask is not None:  # the Hessian of the restricted weights only
+            v = v * self.mask
         v /= v.norm()
         lam = 0.0
         for _ in range(iters):
@@ -138,6 +272,8 @@ class FlatModel:
                 loss = self.per_sample(wr, batch).mean()
                 (g,) = torch.autograd.grad(loss, wr, create_graph=True)
                 (hv,) = torch.autograd.grad(g @ v, wr)
+            if self.mask is not None:
+                hv = hv * self.mask
             prev, lam = lam, float(v @ hv) * scale
             if abs(lam - prev) <= rtol * abs(lam):
                 break

@@ -35,7 +35,7 @@ from ..integrators import langevin_log_ratio, langevin_move
 from ..kernels.sgmcmc import SGMCMC, Hyper
 from ..util import integer
 from .data import Minibatches, as_tensors, fingerprint
-from .functional import FlatModel, LossFn, check_per_sample
+from .functional import FlatModel, LossFn, check_per_sample, next_token_loss
 
 STATE_GROUP = "state"
 
@@ -58,13 +58,15 @@ def chain_seeds(seed: int, chain: int, stream: int = 0) -> tuple[int, int]:
 def sample(
     model: nn.Module,
     data: Any,
-    loss_fn: LossFn,
+    loss_fn: LossFn | None = None,
     *,
     num_chains: int = 4,
     num_draws: int = 200,
     num_burnin_steps: int = 0,
     num_steps_bw_draws: int = 1,
     batch_size: int = 32,
+    gradient_accumulation_steps: int = 1,
+    same_batches: bool = False,
     lr: float,
     n_beta: float | None = None,
     localization: float = 0.0,
@@ -87,10 +89,20 @@ def sample(
 
     Args:
         model: any ``nn.Module``; its current weights are ``w0``, the centre of localization.
-        data: ``X``, ``(X, y, ...)``, a ``TensorDataset`` or a ``DataLoader``; the model sees
-            ``batch[0]``.
+        data: ``X``, ``(X, y, ...)``, a ``TensorDataset``, a ``DataLoader``, or a HuggingFace
+            ``datasets.Dataset`` (any map-style dataset of dicts) with ``input_ids``; the
+            model sees ``batch[0]``.
         loss_fn: ``loss_fn(model(batch[0]), batch) -> per-sample loss`` of shape ``(B,)``, or
-            ``(B, T)`` per token. The gradient is that of the mean.
+            ``(B, T)`` per token. The gradient is that of the mean. ``None`` (token data
+            only): the next-token cross-entropy per token ``(B, T - 1)``, as devinterp computes
+            it (:func:`~torchlangevin.posterior.functional.next_token_loss`).
+        batch_size, gradient_accumulation_steps: each step's minibatch is ``batch_size *
+            gradient_accumulation_steps`` rows, its gradient accumulated over
+            ``gradient_accumulation_steps`` backward passes of ``batch_size`` rows (devinterp's
+            meaning: the same step, less activation memory).
+        same_batches: every chain sees the same minibatches in the same order (devinterp's
+            ``match_sampling_input_ids_across_chains``); by default each chain shuffles on its
+            own.
         lr, n_beta, localization, noise_level, weight_decay, bounding_box_size: the SGLD
             hyperparameters, as in devinterp (see :mod:`torchlangevin.kernels.sgmcmc`).
             ``n_beta`` defaults to ``n / log n`` for ``n`` rows (WBIC); devinterp's default is
@@ -98,8 +110,9 @@ def sample(
         method: ``"sgld"``, ``"rmsprop_sgld"`` (``method_kwargs``: ``alpha``, ``eps``) or
             ``"sghmc"`` (``friction``).
         init_noise: if set, each chain starts at ``w0 + init_noise * N(0, I)``.
-        param_masks: devinterp's weight restriction: ``{name: mask or None}``; parameters not
-            named stay frozen.
+        param_masks: devinterp's weight restriction: ``{name: mask or None}`` (e.g. from
+            :func:`~torchlangevin.posterior.create_param_masks`); parameters not named stay
+            frozen, and only the named ones are stacked per chain.
         observables: ``{name: data}`` or ``{name: (data, n_rows)}``; losses on these rows
             (a fixed random subset of ``n_rows`` if given) are recorded at every draw.
         seed: chain ``c`` uses generators seeded from ``(seed, c)``.
@@ -120,21 +133,18 @@ def sample(
     counts = {"num_chains": (num_chains, 1), "num_draws": (num_draws, 1),
               "num_burnin_steps": (num_burnin_steps, 0),
               "num_steps_bw_draws": (num_steps_bw_draws, 1), "batch_size": (batch_size, 1),
+              "gradient_accumulation_steps": (gradient_accumulation_steps, 1),
               "checkpoint_every": (checkpoint_every, 1), "mala_checks": (mala_checks, 0)}
     for name, (value, minimum) in counts.items():
         integer(name, value, minimum)
-    integer("seed", seed, 0)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
-    if init_noise is not None and not init_noise >= 0:
-        raise ValueError(f"init_noise must be >= 0; got {init_noise!r}")
+    _check_args(model, loss_fn, init_noise, seed)
     shared = chains is None and distributed.init()  # under torchrun: this rank's chains
     chains = _chain_range(chains, num_chains)
 
     tensors = as_tensors(data)
+    loss_fn = _default_loss(loss_fn, tensors[0])
     n_rows = tensors[0].shape[0]
+    micro, batch_size = batch_size, batch_size * gradient_accumulation_steps
     n_beta = default_n_beta(n_rows) if n_beta is None else n_beta
     hyper = Hyper(lr=lr, n_beta=float(n_beta), localization=localization,
                   noise_level=noise_level, weight_decay=weight_decay,
@@ -142,13 +152,15 @@ def sample(
                   **dict(method_kwargs or {}))
     if batch_size > n_rows:
         raise ValueError(f"batch_size={batch_size}: larger than the data ({n_rows} rows)")
-    flat = FlatModel(model, loss_fn)
+    flat = FlatModel(model, loss_fn, param_masks)
     tensors = tuple(t.to(flat.w0.device) for t in tensors)
-    mask = flat.flatten_masks(param_masks)
+    mask = flat.mask
     obs = _observables(observables, seed, flat.w0.device)
     config = {
         "num_chains": num_chains, "num_draws": num_draws, "num_burnin_steps": num_burnin_steps,
         "num_steps_bw_draws": num_steps_bw_draws, "batch_size": batch_size, "lr": lr,
+        "gradient_accumulation_steps": gradient_accumulation_steps, "micro_batch_size": micro,
+        "same_batches": same_batches, "n_model_params": flat.n_model_params,
         "n_beta": float(n_beta), "localization": localization, "noise_level": noise_level,
         "weight_decay": weight_decay, "bounding_box_size": bounding_box_size,
         "init_noise": init_noise, "method": method, "method_kwargs": dict(method_kwargs or {}),
@@ -162,12 +174,35 @@ def sample(
         if store is None:
             run.sample(progress)
             return _gathered(run) if shared else run.tree()
-        key = fingerprint(flat.w0, mask, tensors, [obs[k] for k in sorted(obs)],
-                          json.dumps(config, sort_keys=True),
+        key = fingerprint(flat.w0, mask, tensors, *flat.frozen.values(),
+                          [obs[k] for k in sorted(obs)], json.dumps(config, sort_keys=True),
                           getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
         return _sample_into(run, Path(store), key, shared, progress)
     finally:
         model.train(was_training)
+
+
+def _check_args(model: Any, loss_fn: Any, init_noise: float | None, seed: int) -> None:
+    integer("seed", seed, 0)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model: expected a torch.nn.Module; got {type(model).__name__}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable; got {type(loss_fn).__name__}")
+    if init_noise is not None and not init_noise >= 0:
+        raise ValueError(f"init_noise must be >= 0; got {init_noise!r}")
+
+
+def _default_loss(loss_fn: LossFn | None, inputs: Tensor) -> LossFn:
+    """The user's loss, or for token ids with none given, the next-token cross-entropy."""
+    if loss_fn is not None:
+        return loss_fn
+    if inputs.dtype.is_floating_point or inputs.dtype == torch.bool or inputs.ndim != 2 \
+            or inputs.shape[1] < 2:
+        raise ValueError(
+            "loss_fn: required unless the data are token ids (integer input_ids of shape "
+            f"(rows, sequence length >= 2)); got {inputs.dtype} of shape {tuple(inputs.shape)}"
+        )
+    return next_token_loss
 
 
 def _chain_range(chains: range | None, num_chains: int) -> range:
@@ -278,12 +313,14 @@ class Potential:
     for the observer: the kernel's ``Info`` holds only what every step has the same shape of.
     """
 
-    def __init__(self, flat: FlatModel, obs: dict) -> None:
+    def __init__(self, flat: FlatModel, obs: dict, micro_batches: int = 1) -> None:
         self.flat, self.obs, self.w0 = flat, obs, flat.w0
+        self.micro_batches = micro_batches
         self.last: tuple | None = None
 
     def loss_and_grad(self, W: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
-        per, grad = self.flat.loss_and_grad(W, batch.tensors, rows=batch.rows)
+        per, grad = self.flat.loss_and_grad(W, batch.tensors, rows=batch.rows,
+                                            micro_batches=self.micro_batches)
         extra = None
         if batch.observe and per.shape[1] > batch.rows:
             extra = per[:, batch.rows:]
@@ -307,7 +344,9 @@ class _Observer:
         C, P, device = len(chains), flat.n_params, flat.w0.device
         seeds = [chain_seeds(config["seed"], c) for c in chains]
         self.noise_seeds = [b for _, b in seeds]
-        self.potential = Potential(flat, obs)
+        if config["same_batches"]:  # every chain shuffles as chain 0 does
+            seeds = [(chain_seeds(config["seed"], 0)[0], b) for _, b in seeds]
+        self.potential = Potential(flat, obs, config["gradient_accumulation_steps"])
         self.kernel = SGMCMC(self.potential, hyper, mask)
         self.batches = Batches(tensors, config["batch_size"],
                                [torch.Generator().manual_seed(a) for a, _ in seeds], device,
@@ -323,6 +362,7 @@ class _Observer:
         self.nonfinite = torch.full((C,), -1, dtype=torch.long, device=device)
         self._allocate(C, device)
         self._lambda_max: float | None = None
+        self.diagnostic_errors: dict[str, str] = {}
         self.store = None
 
     def _allocate(self, C: int, device) -> None:
@@ -335,7 +375,8 @@ class _Observer:
         probe = flat.per_sample(flat.w0, self.fixed)
         check_per_sample(probe, B)
         self.token_shape = tuple(probe.shape[1:])
-        init_rows = flat.full_loss(flat.w0, tensors)  # (n, [T]): L_i(w0) for every row
+        # (n, [T]): L_i(w0) for every row, in chunks of a step's rows (its activation memory)
+        init_rows = flat.full_loss(flat.w0, tensors, chunk=C * config["micro_batch_size"])
         self.init_loss = init_rows.mean(0)
         self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
         nan = dict(fill_value=math.nan, device=device)
@@ -352,11 +393,24 @@ class _Observer:
     def lambda_max(self) -> float:
         """Largest eigenvalue of ``n_beta`` times the Hessian at ``w0`` on the fixed batch."""
         if self._lambda_max is None:
-            self._lambda_max = self.flat.hvp_power(
-                self.flat.w0, self.fixed, self.hyper.n_beta,
-                torch.Generator().manual_seed(self.config["seed"])
-            ) if self.config["mala_checks"] else math.nan
+            self._lambda_max = math.nan
+            if self.config["mala_checks"]:
+                self._lambda_max = self._diagnostic(
+                    "the Hessian power iteration", lambda: self.flat.hvp_power(
+                        self.flat.w0, self.fixed, self.hyper.n_beta,
+                        torch.Generator().manual_seed(self.config["seed"])))
         return self._lambda_max
+
+    def _diagnostic(self, what: str, fn):
+        """Run a diagnostic; a failure is a warning and NaN, never the loss of the draws."""
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - diagnostics must not lose a run's draws
+            reason = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+            self.diagnostic_errors[what] = reason
+            warnings.warn(f"posterior.sample: {what} failed ({reason}); its diagnostic is NaN "
+                          "and the draws are kept", RuntimeWarning, stacklevel=4)
+            return math.nan
 
     def draw_of(self, step: int) -> int | None:
         d, r = divmod(step - self.config["num_burnin_steps"], self.config["num_steps_bw_draws"])
@@ -421,8 +475,9 @@ class _Observer:
                 n = rows[0].shape[0]
                 self.obs_loss[k][:, d] = extra[:, start:start + n]
                 start += n
-        if d in self.mala_draws:
-            self.mala[:, self.mala_draws.index(d)] = self._mala_accept(d, W)
+        if d in self.mala_draws and "the MALA check" not in self.diagnostic_errors:
+            self.mala[:, self.mala_draws.index(d)] = self._diagnostic(
+                "the MALA check", lambda: self._mala_accept(d, W))
 
     def _potential(self, W: Tensor) -> tuple[Tensor, Tensor]:
         """U = n_beta L_fixed + gamma/2 |w - w0|^2 + lambda/2 |w|^2 and its gradient, per chain."""
@@ -478,12 +533,15 @@ class _Observer:
             data[f"loss_{k}"] = (("chain", "draw", f"batch_{k}", *tok), _np(v))
         for k, v in self.metrics.items():
             data[f"metrics_{k}"] = (("chain", "step"), _np(v))
+        lambda_max = self.lambda_max  # first: a failure there is recorded just below
         attrs = {
             "config": json.dumps(self.config, sort_keys=True),
-            "vectorized": str(bool(self.flat.vectorized)),
+            "vectorized": self.flat.vectorized_label,
             "vmap_fallback_reason": self.flat.fallback_reason,
-            "lambda_max": self.lambda_max,
-            "eps_nbeta_lambda_max": self.hyper.lr * self.lambda_max,
+            "vmap_looped_ops": ",".join(self.flat.looped_ops),
+            "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True),
+            "lambda_max": lambda_max,
+            "eps_nbeta_lambda_max": self.hyper.lr * lambda_max,
             "num_burnin_steps": self.config["num_burnin_steps"],
         }
         return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -7,7 +7,9 @@ from .plots import (
     histogram_animation,
     histogram_figure,
     plot_energy_contours,
+    plot_llc_trajectory,
     plot_trace,
 )
 
-__all__ = ["histogram_animation", "histogram_figure", "plot_trace", "plot_energy_contours"]
+__all__ = ["histogram_animation", "histogram_figure", "plot_trace", "plot_energy_contours",
+           "plot_llc_trajectory"]

@@ -135,3 +135,42 @@ def plot_energy_contours(energy: Any, xlim: tuple[float, float] = (-3, 3),
     ax.set_ylim(*ylim)
     fig.tight_layout()
     return _save_or_return(fig, path)
+
+
+def plot_llc_trajectory(table: Any, path: str | Path | None = None, loss: bool = True,
+                        log_steps: bool = False) -> Any:
+    """The LLC along a training run: ``llc`` against ``step`` with error bars of 2 ``llc_se``
+    (an approximate 95% interval), over the training loss (``init_loss``, right axis).
+
+    ``table`` is :func:`torchlangevin.slt.llc_trajectory`'s DataFrame (or any mapping of those
+    columns). Checkpoints with flags are drawn as open markers and named in the legend.
+    """
+    plt = pyplot()
+    steps = np.asarray(table["step"], dtype=float)
+    llc = np.asarray(table["llc"], dtype=float)
+    se = np.asarray(table["llc_se"], dtype=float)
+    flags = [str(f) for f in table["flags"]] if "flags" in table else [""] * len(steps)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.errorbar(steps, llc, yerr=2 * se, color="C0", marker="o", capsize=3, lw=1.5,
+                label="LLC (± 2 se)")
+    bad = np.array([bool(f) for f in flags])
+    if bad.any():
+        ax.scatter(steps[bad], llc[bad], s=90, facecolors="none", edgecolors="C3", zorder=3,
+                   label="flagged: " + ", ".join(sorted({g for f in flags
+                                                          for g in f.split(",") if g})))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("local learning coefficient", color="C0")
+    if log_steps:
+        ax.set_xscale("log")
+    handles, labels = ax.get_legend_handles_labels()
+    if loss and "init_loss" in table:
+        right = ax.twinx()
+        right.plot(steps, np.asarray(table["init_loss"], dtype=float), color="C1", ls="--",
+                   marker="s", ms=4, label="training loss")
+        right.set_ylabel("training loss L_n(w0)", color="C1")
+        h2, l2 = right.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, loc="best", fontsize=8)
+    ax.set_title("LLC along training")
+    fig.tight_layout()
+    return _save_or_return(fig, path)
