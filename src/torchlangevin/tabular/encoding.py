@@ -174,7 +174,8 @@ class TableEncoder:
 
     def calibration(self, x: torch.Tensor, real: pd.DataFrame) -> dict[str, dict]:
         """Thresholds and biases under which rows ``x`` (drawn from a model) decode to the
-        level and category frequencies of ``real``: ``t_k = Q_z(F_k)`` for an ordinal or
+        level and category frequencies of ``real``: ``t_k`` between the ``round(m F_k)``-th and
+        next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
         integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
         block (the missing indicator included)."""
         a = x.detach().cpu().double().numpy()
@@ -353,21 +354,29 @@ def _encode_categorical(col: Column, s: pd.Series) -> np.ndarray:
 
 # ---- calibration --------------------------------------------------------------------------
 
-def _fit_bias(scores: np.ndarray, p: np.ndarray, iters: int = 300) -> np.ndarray:
+def _fit_bias(scores: np.ndarray, p: np.ndarray, tau: float = 0.02,
+              iters: int = 500) -> np.ndarray:
     """``b`` with ``freq(argmax(scores + b)) ~= p`` (a category with ``p = 0`` gets
-    ``b = -inf``), by the fixed-point iteration ``b <- b + (log p - log freq) / 2``."""
-    k = scores.shape[1]
-    b = np.where(p > 0, 0.0, -np.inf)
+    ``b = -inf``): the entropic relaxation ``mean_i softmax((s_i + b) / tau) = p``, solved by
+    the Sinkhorn-type update ``b <- b + tau (log p - log mean_i softmax((s_i + b) / tau))``,
+    whose arg-max frequencies approach ``p`` as ``tau -> 0``."""
     live = p > 0
-    if live.sum() <= 1:
+    b = np.where(live, 0.0, -np.inf)
+    if live.sum() <= 1 or len(scores) == 0:
         return b
-    floor = 0.5 / len(scores)
+    s = scores[:, live] / tau
+    logp = np.log(p[live] / p[live].sum())
+    c = np.zeros(int(live.sum()))
     for _ in range(iters):
-        freq = np.bincount((scores + b).argmax(1), minlength=k) / len(scores)
-        gap = np.log(p[live]) - np.log(np.maximum(freq[live], floor))
-        if np.abs(freq - p).max() < 1.0 / len(scores):
+        a = s + c
+        a = a - a.max(1, keepdims=True)
+        soft = np.exp(a)
+        soft /= soft.sum(1, keepdims=True)
+        step = logp - np.log(np.maximum(soft.mean(0), 1e-300))
+        c += step
+        if np.abs(step).max() < 1e-4:
             break
-        b[live] += 0.5 * gap
+    b[live] = tau * (c - c.max())
     return b
 
 
@@ -381,7 +390,13 @@ def _fit_thresholds(col: Column, z: np.ndarray, s: pd.Series) -> np.ndarray:
         from scipy.special import ndtri
 
         return ndtri(np.clip(cdf, 1e-12, 1 - 1e-12))
-    t = np.quantile(z, cdf)
+    # the first round(m F_k) sorted draws go to levels <= k: each level gets its quota
+    zs = np.sort(z)
+    cut = np.round(len(zs) * cdf).astype(int)
+    below = zs[np.clip(cut - 1, 0, len(zs) - 1)]
+    above = zs[np.clip(cut, 0, len(zs) - 1)]
+    t = np.where(cut <= 0, -np.inf, np.where(cut >= len(zs), np.inf, 0.5 * (below + above)))
+    t = np.maximum.accumulate(t)
     t[cdf <= 0] = -np.inf
     t[cdf >= 1] = np.inf
     return t

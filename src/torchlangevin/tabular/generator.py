@@ -112,12 +112,15 @@ class TabularGenerator:
         labeller: ``"tabpfn"`` relabels class-conditional samples with a TabPFN classifier fitted
             on the real rows, as TabPFGen does; it needs the ``tabpfn`` package and its model
             weights (a gated download), which ``fit`` checks before any sampling.
-        calibrate: after fitting, draw ``calibration_rows`` rows of each class and fit the
-            decoder's thresholds and biases (see ``encoding``) so that every ordinal, integer
-            (up to 50 levels), categorical and missing-indicator column decodes to its real
-            frequencies within the class; ``False`` keeps the uncalibrated decoder.
-        calibration_rows: chains a class for that (at least 500; default: 2x the class's rows,
-            500-4,000).
+        calibrate: decode every ordinal, integer (up to 50 levels), categorical and
+            missing-indicator column at its real shares within the class: the decoder's
+            thresholds and biases (see ``encoding``) are fitted to each unconditional batch
+            (each level gets its quota of the batch, ranks kept: stratified marginals), and for
+            conditional sampling once per class to ``calibration_rows`` unconditional chains
+            (so the condition shifts the shares as the model says). ``False`` keeps the
+            uncalibrated decoder ``t = Phi^-1(F)``, ``b = 0``.
+        calibration_rows: chains a class for the conditional decoder (default: 2x the class's
+            rows, 500-2,000).
         missing_target: rows whose classification target is missing: ``"model"`` (a class of
             their own, sampled at its real share, returned as missing) or ``"drop"`` (left out
             of fitting, with a warning).
@@ -183,7 +186,7 @@ class TabularGenerator:
         self.sigma_ = self.sigma if self.sigma is not None else _default_sigma(x, gen)
         self._fit_energies(groups, gen)
         self.train_ = (model_df, None if labels is None else labels.to_numpy(object))
-        self.calibration_ = self._calibrate(model_df, labels, gen) if self.calibrate else {}
+        self.calibration_: dict[Any, dict] = {}
         if self.labeller == "tabpfn":
             if self.task_ != "classification":
                 raise ValueError("labeller='tabpfn': only for classification targets")
@@ -233,16 +236,21 @@ class TabularGenerator:
             if bar is not None:
                 bar.close()
 
-    def _calibrate(self, model_df: pd.DataFrame, labels: pd.Series | None,
-                   gen: torch.Generator) -> dict[Any, dict]:
-        """Each class's decoder calibration from a batch of its own chains."""
-        out = {}
-        for c, energy in self.energies_.items():
-            rows = model_df if c is None else model_df[(labels == c).to_numpy()]
-            m = self.calibration_rows or int(min(4000, max(500, 2 * len(rows))))
-            x, _ = self._langevin(energy, m, gen)
-            out[c] = self.encoder_.calibration(x, rows)
-        return out
+    def _class_rows(self, c: Any) -> pd.DataFrame:
+        frame, labels = self.train_
+        return frame if c is None else frame[labels == c]
+
+    def _conditional_calibration(self, c: Any, gen: torch.Generator) -> dict:
+        """Class ``c``'s decoder calibrated on a batch of its unconditional chains (drawn on
+        first use, then kept)."""
+        if not self.calibrate:
+            return {}
+        if c not in self.calibration_:
+            rows = self._class_rows(c)
+            m = self.calibration_rows or int(min(2000, max(500, 2 * len(rows))))
+            x, _ = self._langevin(self.energies_[c], m, gen)
+            self.calibration_[c] = self.encoder_.calibration(x, rows)
+        return self.calibration_[c]
 
     def _group_rows(self, x: Tensor, labels: pd.Series | None) -> dict[Any, Tensor]:
         """The encoded rows of each class (one group, ``None``, without class labels); sets
@@ -358,10 +366,12 @@ class TabularGenerator:
 
     def _draw(self, c: Any, cond: pd.DataFrame, gen: torch.Generator) -> pd.DataFrame:
         """``len(cond)`` rows of class ``c`` with ``cond``'s columns pinned to its values."""
-        energy, cal = self.energies_[c], self.calibration_.get(c, {})
+        energy = self.energies_[c]
         if cond.shape[1] == 0:
             x, acc = self._langevin(energy, len(cond), gen)
+            cal = self.encoder_.calibration(x, self._class_rows(c)) if self.calibrate else {}
         else:
+            cal = self._conditional_calibration(c, gen)
             x, acc = self._langevin_pinned(energy, cond, cal, gen)
         self.diagnostics_["acceptance"][c] = acc
         out = self.encoder_.decode(x, cal)
