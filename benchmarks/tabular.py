@@ -186,9 +186,8 @@ def marginal_gaps(train, syn):
             pd.api.types.is_bool_dtype(train[c])
         if numeric and train[c].nunique() > 20:
             continue
-        r = train[c].astype(object).value_counts(normalize=True, dropna=False)
-        s = syn[c].astype(object).value_counts(normalize=True, dropna=False)
-        r.index, s.index = r.index.map(str), s.index.map(str)
+        r, s = (f[c].astype(object).where(f[c].notna(), "<na>").map(str)
+                .value_counts(normalize=True) for f in (train, syn))
         tv = max(tv, 0.5 * float(r.subtract(s, fill_value=0).abs().sum()))
     return tv, miss
 

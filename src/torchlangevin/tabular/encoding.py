@@ -172,12 +172,15 @@ class TableEncoder:
                                            cal.get(col.name, {}))
         return pd.DataFrame(out)
 
-    def calibration(self, x: torch.Tensor, real: pd.DataFrame) -> dict[str, dict]:
+    def calibration(self, x: torch.Tensor, real: pd.DataFrame,
+                    exact: bool = False) -> dict[str, dict]:
         """Thresholds and biases under which rows ``x`` (drawn from a model) decode to the
         level and category frequencies of ``real``: ``t_k`` between the ``round(m F_k)``-th and
         next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
         integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
-        block (the missing indicator included)."""
+        block (the missing indicator included). With ``exact``, the calibration is for decoding
+        these very rows: each one-hot block is also assigned exactly ``round(m p)`` rows a
+        category (rows in order of regret take their best category with quota left)."""
         a = x.detach().cpu().double().numpy()
         out: dict[str, dict] = {}
         for col in self.columns:
@@ -186,12 +189,12 @@ class TableEncoder:
             present = np.ones(len(a), bool)
             if col.has_missing and col.kind not in (CATEGORICAL, BOOLEAN):
                 p = float(s.isna().mean())
-                cal["missing_bias"] = _fit_bias(block[:, 1:3], np.array([1 - p, p]))
-                present = (block[:, 1:3] + cal["missing_bias"]).argmax(1) == 0
+                cal.update(_fit_choice(block[:, 1:3], np.array([1 - p, p]), exact, "missing_"))
+                present = _choose(block[:, 1:3], cal, "missing_") == 0
             if col.kind in LEVELLED and len(col.levels) <= _CALIBRATE_MAX_LEVELS:
                 cal["thresholds"] = _fit_thresholds(col, block[present, 0], s)
             elif col.kind in (CATEGORICAL, BOOLEAN):
-                cal["bias"] = _fit_bias(block, _category_shares(col, s))
+                cal.update(_fit_choice(block, _category_shares(col, s), exact))
             out[col.name] = cal
         return out
 
@@ -380,6 +383,49 @@ def _fit_bias(scores: np.ndarray, p: np.ndarray, tau: float = 0.02,
     return b
 
 
+def _quotas(m: int, p: np.ndarray) -> np.ndarray:
+    """Whole rows ``round(m p)`` summing to ``m`` (largest remainders)."""
+    share = m * p / p.sum()
+    q = np.floor(share).astype(int)
+    q[np.argsort(-(share - q))[: m - q.sum()]] += 1
+    return q
+
+
+def _quota_assign(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each row a category, exactly ``round(m p)`` rows a category: rows in decreasing order
+    of regret (best minus second-best score) take their best category with quota left."""
+    left = _quotas(len(scores), p)
+    prefs = np.argsort(-scores, axis=1)
+    top = np.take_along_axis(scores, prefs[:, :2], 1) if scores.shape[1] > 1 else scores
+    regret = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0)
+    regret = np.where(np.isfinite(regret), regret, np.inf)
+    picked = np.empty(len(scores), int)
+    for i in np.argsort(-regret, kind="stable"):
+        for j in prefs[i]:
+            if left[j] > 0:
+                picked[i], left[j] = j, left[j] - 1
+                break
+    return picked
+
+
+def _fit_choice(block: np.ndarray, p: np.ndarray, exact: bool, prefix: str = "") -> dict:
+    """The bias of a one-hot block and, with ``exact``, these rows' exact assignment."""
+    bias = _fit_bias(block, p)
+    out = {prefix + "bias": bias}
+    if exact:
+        out[prefix + "picked"] = _quota_assign(block + bias, p)
+    return out
+
+
+def _choose(block: np.ndarray, cal: dict, prefix: str = "") -> np.ndarray:
+    """The category index of each row: the exact assignment for these rows if there is one
+    (and it fits), else the arg-max of ``block + bias``."""
+    picked = cal.get(prefix + "picked")
+    if picked is not None and len(picked) == len(block):
+        return picked
+    return (block + cal.get(prefix + "bias", 0.0)).argmax(1)
+
+
 def _fit_thresholds(col: Column, z: np.ndarray, s: pd.Series) -> np.ndarray:
     """``t_k = Q_z(F_k)`` with ``F`` the CDF of the real values ``s`` over ``col``'s levels
     (a level absent from ``s`` gets an empty interval)."""
@@ -412,10 +458,10 @@ def _category_shares(col: Column, s: pd.Series) -> np.ndarray:
 
 def _decode_column(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
     if col.kind in (CATEGORICAL, BOOLEAN):
-        return _decode_categorical(col, block, cal.get("bias"))
+        return _decode_categorical(col, block, cal)
     missing = np.zeros(len(block), bool)
     if col.has_missing:
-        missing = (block[:, 1:3] + cal.get("missing_bias", 0.0)).argmax(1) == 1
+        missing = _choose(block[:, 1:3], cal, "missing_") == 1
     if col.kind == CONTINUOUS:
         return _decode_continuous(col, block[:, 0], missing)
     return _decode_levelled(col, block[:, 0], missing, cal.get("thresholds"))
@@ -463,20 +509,19 @@ def _restore_number(col: Column, v: np.ndarray, missing: np.ndarray) -> pd.Serie
 
 def _restore_object(col: Column, picked: np.ndarray, missing: np.ndarray) -> pd.Series:
     picked = picked.copy()
-    picked[missing] = None
+    picked[missing] = np.nan  # as pandas reads a gap in a text column
     series = pd.Series(picked, dtype=object)
     return _as_dtype(col, series, missing)
 
 
-def _decode_categorical(col: Column, block: np.ndarray, bias: np.ndarray | None) -> pd.Series:
-    """The arg-max category of ``block + bias``, missing for the missing category, in the
-    column's dtype where it can hold the values."""
+def _decode_categorical(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
+    """The arg-max category of ``block + bias`` (or the calibrated assignment), missing for
+    the missing category, in the column's dtype where it can hold the values."""
     cats = np.empty(len(col.categories), dtype=object)
     cats[:] = col.categories
-    scores = block if bias is None else block + bias
-    picked = cats[scores.argmax(axis=1)]
+    picked = cats[_choose(block, cal)]
     missing = picked == _MISSING
-    picked[missing] = None
+    picked[missing] = np.nan  # as pandas reads a gap in a text column
     return _as_dtype(col, pd.Series(picked, dtype=object), missing)
 
 

@@ -369,7 +369,8 @@ class TabularGenerator:
         energy = self.energies_[c]
         if cond.shape[1] == 0:
             x, acc = self._langevin(energy, len(cond), gen)
-            cal = self.encoder_.calibration(x, self._class_rows(c)) if self.calibrate else {}
+            cal = self.encoder_.calibration(x, self._class_rows(c), exact=True) \
+                if self.calibrate else {}
         else:
             cal = self._conditional_calibration(c, gen)
             x, acc = self._langevin_pinned(energy, cond, cal, gen)
