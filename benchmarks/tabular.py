@@ -166,7 +166,7 @@ def sdv_worker(path: Path, kind: str) -> None:
     from sdv.metadata import Metadata
 
     train = pd.read_pickle(path)
-    meta = Metadata.detect_from_dataframe(train)
+    meta = Metadata.detect_from_dataframes({"table": train}, infer_keys=None)
     t = time.perf_counter()
     model = getattr(st, f"{kind}Synthesizer")(meta)
     model.fit(train)
