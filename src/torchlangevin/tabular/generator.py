@@ -11,6 +11,13 @@ is the negative log-density of the blurred data at temperature ``T``. The blur i
 dial: the energy has no well narrower than ``sigma`` around any training row, so chains do not
 collapse onto rows (TabPFGen's energy, distance to the nearest row at T = 1e-4, copies them).
 Chains start from ``q`` and run MALA with a step size tuned to 0.574 acceptance.
+
+Around the energy: column types are detected and editable (``metadata_``, ``fit(metadata=)``);
+few-valued integers and ordered categoricals get a dequantized code that decodes to real
+values only; each unconditional batch is decoded at its class's real shares (``calibrate``);
+``sample(conditions=...)`` pins columns in the chains (``tabular.conditions``); declared
+``constraints`` hold on every row (``tabular.constraints``); the output has the input's
+column order and dtypes, the target's included.
 """
 
 from __future__ import annotations
