@@ -169,8 +169,9 @@ def sdv_worker(path: Path, kind: str) -> None:
     meta = Metadata.detect_from_dataframes({"table": train}, infer_keys=None)
     t = time.perf_counter()
     model = getattr(st, f"{kind}Synthesizer")(meta)
-    model.fit(train)
+    model.fit({"table": train})  # SDV 2.0 takes (and gives) a dict of one table
     out = model.sample(len(train))
+    out = out["table"] if isinstance(out, dict) else out
     seconds = time.perf_counter() - t
     out.to_pickle(path.parent / "out.pkl")
     (path.parent / "seconds.json").write_text(json.dumps(seconds))
