@@ -236,8 +236,7 @@ def _sdmetrics_privacy(train: pd.DataFrame, hold: pd.DataFrame, syn: pd.DataFram
         dcr = DCROverfittingProtection.compute(
             real_training_data=train, synthetic_data=syn, real_validation_data=hold,
             metadata=meta, table_name=None,
-            num_rows_subsample=min(1000, len(syn)) if len(syn) > 1000
-            else None)
+            num_rows_subsample=_dcr_subsample(train, hold, syn))
     rows = [("dcr_overfitting_protection", float(dcr),
              "SDMetrics; 1 = synthetic rows no nearer training rows than hold-out rows")]
     if disclosure is None:
@@ -256,6 +255,12 @@ def _sdmetrics_privacy(train: pd.DataFrame, hold: pd.DataFrame, syn: pd.DataFram
     rows.append(("disclosure_protection", float(est),
                  f"SDMetrics estimate; {sensitive} from {known}, 1 = no disclosure"))
     return rows
+
+
+def _dcr_subsample(train: pd.DataFrame, hold: pd.DataFrame, syn: pd.DataFrame) -> int | None:
+    """Whole frames up to 1,000 synthetic rows; past that SDMetrics subsamples all three
+    frames to one size, at most 1,000 and the smallest frame's rows."""
+    return None if len(syn) <= 1000 else min(1000, len(train), len(hold), len(syn))
 
 
 def _plot(real: pd.DataFrame, syn: pd.DataFrame, path: Path) -> None:
