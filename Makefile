@@ -5,7 +5,8 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-llc bench-llc-lm bench-tabular bench-gradients bench-venv-blackjax clean
+.PHONY: demo test lint bench bench-llc bench-llc-lm bench-tabular bench-gradients \
+	bench-venv-blackjax bench-venv-sdv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +63,17 @@ bench-llc-lm: $(STAMP) .bench/devinterp/.installed
 	.bench/tabpfgen/bin/pip install --quiet tabpfgen==0.1.4 scikit-learn pandas
 	touch $@
 
-bench-tabular: $(STAMP) .bench/tabpfgen/.installed
-	$(PY) -m pip install --quiet -e ".[bench]"
+# pip resolved sdv 2.0.0 (ctgan 0.12.1, rdt 2.0.0) on 2026-12-01
+.bench/sdv/.installed:
+	$(PYTHON) -m venv .bench/sdv
+	.bench/sdv/bin/pip install --quiet "$(TORCH)"
+	.bench/sdv/bin/pip install --quiet "$(TORCH)" sdv==2.0.0
+	touch $@
+
+bench-venv-sdv: .bench/sdv/.installed
+
+bench-tabular: $(STAMP) .bench/tabpfgen/.installed .bench/sdv/.installed
+	$(PY) -m pip install --quiet "$(TORCH)" -e ".[bench]"
 	$(PY) benchmarks/tabular.py
 
 bench-gradients: $(STAMP) .bench/blackjax/.installed

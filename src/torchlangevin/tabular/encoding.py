@@ -1,12 +1,30 @@
 """A table as points in R^D and back, keeping every column's own type.
 
-- continuous and integer columns: a quantile transform to normal scores (one dimension);
-  decoding inverts it, so values stay inside the observed range; integers are then rounded.
-- categorical (strings, objects, pandas categories), boolean: one-hot dimensions (a relaxed,
-  continuous code); decoding takes the arg-max, so only real categories ever come back.
-- missing values: in a numeric column, a two-way one-hot "missing" indicator next to the value
-  (imputed by the median for the energy); in a categorical column, a category of its own.
-  Decoding puts the missing value back wherever the indicator says so.
+Each column has an sdtype (``detect_metadata`` guesses it; the user may override it):
+
+- ``continuous``: a quantile transform to normal scores (one dimension); decoding inverts
+  it, so values stay inside the observed range.
+- ``integer`` and ``ordinal`` (an integer-valued column with at most ``max_levels`` distinct
+  values, an ordered categorical, or any column marked so): the column's sorted levels
+  ``v_1 < ... < v_K`` with empirical CDF ``F_0 = 0 < F_1 < ... < F_K = 1`` are coded by
+  uniform dequantization under the normal quantile map,
+
+      z = Phi^-1(u),   u ~ U(F_{k-1}, F_k)   for a value v_k,
+
+  so the code's marginal is N(0, 1) with no point masses, and decoding returns the level
+  whose interval holds z: ``v_k`` for ``t_{k-1} < z <= t_k``, ``t_k = Phi^-1(F_k)``. Only real
+  values ever come back, each at its real frequency when z ~ N(0, 1). (``integer`` is the
+  same code for an integer column with more levels.)
+- ``categorical`` and ``boolean``: one-hot dimensions (a relaxed, continuous code); decoding
+  takes the arg-max of ``block + b``, so only real categories ever come back.
+- missing values: in a numeric or ordinal column, a two-way one-hot "missing" indicator next to
+  the value (imputed by the median for the energy); in a categorical column, a category of its
+  own. Decoding puts the missing value back wherever the indicator says so.
+
+The thresholds ``t`` and biases ``b`` default to the values above (``t = Phi^-1(F)``, ``b = 0``)
+and can be *calibrated*: ``calibration(x, real)`` fits them so that rows ``x`` drawn from a
+model decode to the level / category frequencies of the real rows ``real`` (each threshold is
+the sample quantile ``t_k = Q_z(F_k)``; each bias vector solves ``freq(argmax(block + b)) = p``).
 """
 
 from __future__ import annotations
@@ -18,8 +36,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-NUMERIC, INTEGER, CATEGORICAL, BOOLEAN = "continuous", "integer", "categorical", "boolean"
+CONTINUOUS, INTEGER, ORDINAL = "continuous", "integer", "ordinal"
+CATEGORICAL, BOOLEAN = "categorical", "boolean"
+NUMERIC = CONTINUOUS  # the former name of the continuous kind
+SDTYPES = (CONTINUOUS, INTEGER, ORDINAL, CATEGORICAL, BOOLEAN)
+LEVELLED = (INTEGER, ORDINAL)
 _MISSING = "__missing__"
+_CALIBRATE_MAX_LEVELS = 50  # more levels than this keep t = Phi^-1(F): too few rows per level
+
+__all__ = ["TableEncoder", "detect_metadata", "SDTYPES"]
 
 
 @dataclass
@@ -28,73 +53,204 @@ class Column:
     kind: str
     dtype: Any
     categories: list = field(default_factory=list)  # categorical / boolean
+    levels: Any = None  # integer / ordinal: the sorted real values
+    cdf: Any = None  # integer / ordinal: F_0 = 0, ..., F_K = 1
     has_missing: bool = False
     low: float = 0.0
     high: float = 0.0
-    quantiles: Any = None  # fitted sklearn QuantileTransformer
+    quantiles: Any = None  # continuous: fitted sklearn QuantileTransformer
     width: int = 1  # dimensions in the code
 
+    @property
+    def numeric_levels(self) -> bool:
+        return self.kind in LEVELLED and self.levels.dtype != object
 
-def _kind(s: pd.Series) -> str:
+
+def _is_integer_valued(s: pd.Series) -> bool:
+    values = s.dropna()
+    return pd.api.types.is_integer_dtype(s) or (
+        len(values) > 0 and bool(np.all(np.asarray(values, dtype=float) % 1 == 0)))
+
+
+def _detect(s: pd.Series, max_levels: int) -> str:
+    """The sdtype of one column: booleans, ordered categoricals (ordinal), other strings and
+    objects (categorical), integer-valued numbers with at most ``max_levels`` values (ordinal)
+    or more (integer), other numbers (continuous)."""
     if pd.api.types.is_bool_dtype(s):
         return BOOLEAN
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return ORDINAL if s.dtype.ordered else CATEGORICAL
     if pd.api.types.is_numeric_dtype(s):
-        values = s.dropna()
-        if pd.api.types.is_integer_dtype(s) or (
-                len(values) and np.all(np.asarray(values, dtype=float) % 1 == 0)):
-            return INTEGER
-        return NUMERIC
+        if _is_integer_valued(s):
+            return ORDINAL if s.nunique() <= max_levels else INTEGER
+        return CONTINUOUS
     non_null = s.dropna()
     if len(non_null) and non_null.map(lambda v: isinstance(v, (bool, np.bool_))).all():
         return BOOLEAN
     return CATEGORICAL
 
 
+def detect_metadata(df: pd.DataFrame, max_levels: int = 20) -> dict[str, dict[str, Any]]:
+    """``{column: {"sdtype": ...}}`` for every column of ``df`` (see the module notes); edit it
+    and pass it to ``TabularGenerator.fit(metadata=...)`` to override a guess, e.g.
+    ``{"year": {"sdtype": "categorical"}}`` or ``{"grade": {"sdtype": "ordinal",
+    "order": ["low", "mid", "high"]}}``."""
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"df: expected a DataFrame, got {type(df).__name__}")
+    return {str(c): {"sdtype": _detect(df[c], max_levels)} for c in df.columns}
+
+
+def _check_metadata(meta: dict, df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``meta`` with plain strings expanded to ``{"sdtype": s}``; unknown columns, unknown
+    sdtypes and impossible ones (a number line for strings) are named."""
+    out = {}
+    for name, spec in meta.items():
+        spec = {"sdtype": spec} if isinstance(spec, str) else dict(spec)
+        if name not in df.columns:
+            raise ValueError(f"metadata: column {name!r} is not in the data; columns are "
+                             f"{list(df.columns)[:10]}")
+        if spec.get("sdtype") not in SDTYPES:
+            raise ValueError(f"metadata[{name!r}]: sdtype={spec.get('sdtype')!r}; expected "
+                             f"one of {SDTYPES}")
+        numeric = pd.api.types.is_numeric_dtype(df[name]) and not \
+            pd.api.types.is_bool_dtype(df[name])
+        if spec["sdtype"] in (CONTINUOUS, INTEGER) and not numeric:
+            raise ValueError(f"metadata[{name!r}]: sdtype={spec['sdtype']!r} needs a numeric "
+                             f"column; it has dtype {df[name].dtype}")
+        out[name] = spec
+    return out
+
+
 class TableEncoder:
-    """Fit on a DataFrame; ``encode`` gives a float tensor ``(n, D)``, ``decode`` a DataFrame."""
+    """Fit on a DataFrame; ``encode`` gives a float tensor ``(n, D)``, ``decode`` a DataFrame.
+
+    ``metadata`` overrides the detected sdtypes (``{column: sdtype or {"sdtype": ...}}``);
+    ``seed`` seeds the dequantization noise of ``encode``.
+    """
+
+    def __init__(self, metadata: dict | None = None, max_levels: int = 20,
+                 seed: int = 0) -> None:
+        self.user_metadata = metadata or {}
+        self.max_levels, self.seed = max_levels, seed
 
     def fit(self, df: pd.DataFrame) -> TableEncoder:
         if len(df) == 0:
             raise ValueError("data: has no rows")
-        self.columns: list[Column] = [_fit_column(name, df[name]) for name in df.columns]
+        meta = detect_metadata(df, self.max_levels)
+        meta.update(_check_metadata(self.user_metadata, df))
+        self.metadata = meta
+        self.columns: list[Column] = [_fit_column(name, df[name], meta[str(name)])
+                                      for name in df.columns]
         self.names = [c.name for c in self.columns]
-        self.dim = sum(c.width for c in self.columns)
+        self.slices = {}
+        i = 0
+        for c in self.columns:
+            self.slices[c.name] = slice(i, i + c.width)
+            i += c.width
+        self.dim = i
+        self._rng = np.random.default_rng(self.seed)
         return self
 
     def encode(self, df: pd.DataFrame) -> torch.Tensor:
         parts = []
         for col in self.columns:
-            if col.kind in (NUMERIC, INTEGER):
-                parts.extend(_encode_numeric(col, df[col.name]))
+            if col.kind == CONTINUOUS:
+                parts.extend(_encode_continuous(col, df[col.name]))
+            elif col.kind in LEVELLED:
+                parts.extend(_encode_levelled(col, df[col.name], self._rng))
             else:
                 parts.append(_encode_categorical(col, df[col.name]))
         return torch.as_tensor(np.concatenate(parts, axis=1), dtype=torch.float32)
 
-    def decode(self, x: torch.Tensor) -> pd.DataFrame:
+    def decode(self, x: torch.Tensor, calibration: dict | None = None) -> pd.DataFrame:
+        """Rows ``x`` back to a DataFrame; ``calibration`` from :meth:`calibration`."""
         a = x.detach().cpu().double().numpy()
-        out, i = {}, 0
+        cal = calibration or {}
+        out = {}
         for col in self.columns:
-            block = a[:, i:i + col.width]
-            i += col.width
-            decode = _decode_numeric if col.kind in (NUMERIC, INTEGER) else _decode_categorical
-            out[col.name] = decode(col, block)
+            out[col.name] = _decode_column(col, a[:, self.slices[col.name]],
+                                           cal.get(col.name, {}))
         return pd.DataFrame(out)
 
+    def calibration(self, x: torch.Tensor, real: pd.DataFrame,
+                    exact: bool = False) -> dict[str, dict]:
+        """Thresholds and biases under which rows ``x`` (drawn from a model) decode to the
+        level and category frequencies of ``real``: ``t_k`` between the ``round(m F_k)``-th and
+        next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
+        integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
+        block (the missing indicator included). With ``exact``, the calibration is for decoding
+        these very rows: each one-hot block is also assigned exactly ``round(m p)`` rows a
+        category (rows in order of regret take their best category with quota left)."""
+        a = x.detach().cpu().double().numpy()
+        out: dict[str, dict] = {}
+        for col in self.columns:
+            block, s = a[:, self.slices[col.name]], real[col.name]
+            cal = {}
+            present = np.ones(len(a), bool)
+            if col.has_missing and col.kind not in (CATEGORICAL, BOOLEAN):
+                p = float(s.isna().mean())
+                cal.update(_fit_choice(block[:, 1:3], np.array([1 - p, p]), exact, "missing_"))
+                present = _choose(block[:, 1:3], cal, "missing_") == 0
+            if col.kind in LEVELLED and len(col.levels) <= _CALIBRATE_MAX_LEVELS:
+                cal["thresholds"] = _fit_thresholds(col, block[present, 0], s)
+            elif col.kind in (CATEGORICAL, BOOLEAN):
+                cal.update(_fit_choice(block, _category_shares(col, s), exact))
+            out[col.name] = cal
+        return out
 
-def _fit_column(name: Any, s: pd.Series) -> Column:
-    """A column's kind and code: a quantile transform for numbers, categories otherwise."""
+    def is_continuous(self, name: str) -> bool:
+        return self.columns[self.names.index(name)].kind == CONTINUOUS
+
+    def normal_scores(self, name: str, values: pd.Series) -> np.ndarray:
+        """A continuous column's values as normal scores (NaN where missing)."""
+        col = self.columns[self.names.index(name)]
+        v = np.asarray(values, dtype=float)
+        z = col.quantiles.transform(np.nan_to_num(v, nan=col.low).reshape(-1, 1)).ravel()
+        return np.where(np.isnan(v), np.nan, z)
+
+    def code_of(self, name: str, values: pd.Series, calibration: dict | None = None,
+                rng: np.random.Generator | None = None) -> np.ndarray:
+        """The code block of column ``name`` for the given (non-missing) values: the point a
+        chain is pinned to when sampling conditionally on them. An ordinal level's z is drawn
+        uniformly (in probability) inside its calibrated interval."""
+        col = self.columns[self.names.index(name)]
+        if values.isna().any():
+            raise ValueError(f"conditions: column {name!r} has missing values; a condition "
+                             "must be a value")
+        rng = rng or np.random.default_rng(self.seed)
+        if col.kind == CONTINUOUS:
+            z = col.quantiles.transform(np.asarray(values, float).reshape(-1, 1))
+        elif col.kind in LEVELLED:
+            z = _levelled_code(col, values, rng, (calibration or {}).get("thresholds"))
+        else:
+            return _encode_categorical(col, values)
+        parts = [z] + ([np.stack([np.ones(len(z)), np.zeros(len(z))], 1)]
+                       if col.has_missing else [])
+        return np.concatenate(parts, 1)
+
+
+# ---- fitting ------------------------------------------------------------------------------
+
+def _fit_column(name: Any, s: pd.Series, spec: dict) -> Column:
+    """A column's code: a quantile transform, sorted levels with their CDF, or categories."""
     from sklearn.preprocessing import QuantileTransformer
 
     if s.isna().all():
         raise ValueError(f"data: column {name!r} has no values (all missing)")
-    kind = _kind(s)
+    kind = spec["sdtype"]
     col = Column(str(name), kind, s.dtype, has_missing=bool(s.isna().any()))
-    if kind in (NUMERIC, INTEGER):
+    if kind == CONTINUOUS:
         v = np.asarray(s.dropna(), dtype=float).reshape(-1, 1)
         col.low, col.high = float(v.min()), float(v.max())
         col.quantiles = QuantileTransformer(
             n_quantiles=min(1000, len(v)), output_distribution="normal",
             subsample=100_000, random_state=0).fit(v)
+        col.width = 1 + 2 * col.has_missing
+    elif kind in LEVELLED:
+        col.levels = _levels(s, spec)
+        counts = pd.Series(s.dropna()).map(_index_of(col.levels, name)).value_counts()
+        counts = counts.reindex(range(len(col.levels)), fill_value=0).to_numpy(float)
+        col.cdf = np.r_[0.0, np.cumsum(counts) / counts.sum()]
         col.width = 1 + 2 * col.has_missing
     else:
         values = s.dropna().unique().tolist()
@@ -107,7 +263,47 @@ def _fit_column(name: Any, s: pd.Series) -> Column:
     return col
 
 
-def _encode_numeric(col: Column, s: pd.Series) -> list[np.ndarray]:
+def _levels(s: pd.Series, spec: dict) -> np.ndarray:
+    """The ordered levels: ``spec["order"]``, an ordered categorical's categories, or the
+    sorted distinct values."""
+    if "order" in spec:
+        order = list(spec["order"])
+        unknown = set(s.dropna().unique()) - set(order)
+        if unknown:
+            raise ValueError(f"metadata[{s.name!r}]: order lacks values "
+                             f"{sorted(map(str, unknown))[:5]}")
+        return np.array(order, dtype=object)
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        return np.array(list(s.dtype.categories), dtype=object)
+    values = s.dropna().unique()
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        return np.sort(np.asarray(values, dtype=float))
+    try:
+        return np.array(sorted(values.tolist()), dtype=object)
+    except TypeError:
+        return np.array(values.tolist(), dtype=object)
+
+
+def _index_of(levels: np.ndarray, name: Any):
+    """A function from a value to its level's index; an unknown value is named."""
+    lookup = {v: i for i, v in enumerate(levels.tolist())}
+
+    def index(v):
+        key = float(v) if levels.dtype != object else v
+        if key not in lookup:
+            raise ValueError(f"data: column {name!r} has value {v!r} not seen in fit")
+        return lookup[key]
+
+    return index
+
+
+# ---- encoding -----------------------------------------------------------------------------
+
+def _missing_indicator(missing: np.ndarray) -> np.ndarray:
+    return np.stack([~missing, missing], 1).astype(float)
+
+
+def _encode_continuous(col: Column, s: pd.Series) -> list[np.ndarray]:
     """The normal score (missing values imputed by the median) and, for a column with
     missing values, the two-way missing indicator."""
     missing = s.isna().to_numpy()
@@ -115,7 +311,33 @@ def _encode_numeric(col: Column, s: pd.Series) -> list[np.ndarray]:
     v = np.where(missing, np.nanmedian(v) if (~missing).any() else col.low, v)
     parts = [col.quantiles.transform(v.reshape(-1, 1))]
     if col.has_missing:
-        parts.append(np.stack([~missing, missing], 1).astype(float))
+        parts.append(_missing_indicator(missing))
+    return parts
+
+
+def _levelled_code(col: Column, values: pd.Series, rng: np.random.Generator,
+                   thresholds: np.ndarray | None = None) -> np.ndarray:
+    """``z = Phi^-1(u)``, ``u`` uniform (trimmed by 2% at each end) inside the value's
+    interval ``(F_{k-1}, F_k]``, or inside ``(Phi(t_{k-1}), Phi(t_k)]`` for given
+    thresholds."""
+    from scipy.special import ndtr, ndtri
+
+    idx = values.map(_index_of(col.levels, col.name)).to_numpy(int)
+    edges = col.cdf if thresholds is None else np.r_[0.0, ndtr(thresholds), 1.0]
+    lo, hi = edges[idx], edges[idx + 1]
+    u = lo + (hi - lo) * rng.uniform(0.02, 0.98, len(idx))
+    return ndtri(np.clip(u, 1e-7, 1 - 1e-7)).reshape(-1, 1)
+
+
+def _encode_levelled(col: Column, s: pd.Series, rng: np.random.Generator) -> list[np.ndarray]:
+    """The dequantized normal score (missing values at the median level) and, for a column
+    with missing values, the two-way missing indicator."""
+    missing = s.isna().to_numpy()
+    median = col.levels[int(np.searchsorted(col.cdf[1:], 0.5))]
+    filled = s.astype(object).where(~missing, median)
+    parts = [_levelled_code(col, filled, rng)]
+    if col.has_missing:
+        parts.append(_missing_indicator(missing))
     return parts
 
 
@@ -133,37 +355,183 @@ def _encode_categorical(col: Column, s: pd.Series) -> np.ndarray:
     return onehot
 
 
-def _decode_numeric(col: Column, block: np.ndarray) -> pd.Series:
-    """Values inside the observed range, missing where the indicator says so, rounded for
-    integer columns, in the column's dtype where it can hold them."""
-    v = col.quantiles.inverse_transform(block[:, :1]).ravel()
+# ---- calibration --------------------------------------------------------------------------
+
+def _fit_bias(scores: np.ndarray, p: np.ndarray, tau: float = 0.02,
+              iters: int = 500) -> np.ndarray:
+    """``b`` with ``freq(argmax(scores + b)) ~= p`` (a category with ``p = 0`` gets
+    ``b = -inf``): the entropic relaxation ``mean_i softmax((s_i + b) / tau) = p``, solved by
+    the Sinkhorn-type update ``b <- b + tau (log p - log mean_i softmax((s_i + b) / tau))``,
+    whose arg-max frequencies approach ``p`` as ``tau -> 0``."""
+    live = p > 0
+    b = np.where(live, 0.0, -np.inf)
+    if live.sum() <= 1 or len(scores) == 0:
+        return b
+    s = scores[:, live] / tau
+    logp = np.log(p[live] / p[live].sum())
+    c = np.zeros(int(live.sum()))
+    for _ in range(iters):
+        a = s + c
+        a = a - a.max(1, keepdims=True)
+        soft = np.exp(a)
+        soft /= soft.sum(1, keepdims=True)
+        step = logp - np.log(np.maximum(soft.mean(0), 1e-300))
+        c += step
+        if np.abs(step).max() < 1e-4:
+            break
+    b[live] = tau * (c - c.max())
+    return b
+
+
+def _quotas(m: int, p: np.ndarray) -> np.ndarray:
+    """Whole rows ``round(m p)`` summing to ``m`` (largest remainders)."""
+    share = m * p / p.sum()
+    q = np.floor(share).astype(int)
+    q[np.argsort(-(share - q))[: m - q.sum()]] += 1
+    return q
+
+
+def _quota_assign(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Each row a category, exactly ``round(m p)`` rows a category: rows in decreasing order
+    of regret (best minus second-best score) take their best category with quota left."""
+    left = _quotas(len(scores), p)
+    prefs = np.argsort(-scores, axis=1)
+    top = np.take_along_axis(scores, prefs[:, :2], 1) if scores.shape[1] > 1 else scores
+    regret = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0)
+    regret = np.where(np.isfinite(regret), regret, np.inf)
+    picked = np.empty(len(scores), int)
+    for i in np.argsort(-regret, kind="stable"):
+        for j in prefs[i]:
+            if left[j] > 0:
+                picked[i], left[j] = j, left[j] - 1
+                break
+    return picked
+
+
+def _fit_choice(block: np.ndarray, p: np.ndarray, exact: bool, prefix: str = "") -> dict:
+    """The bias of a one-hot block and, with ``exact``, these rows' exact assignment."""
+    bias = _fit_bias(block, p)
+    out = {prefix + "bias": bias}
+    if exact:
+        out[prefix + "picked"] = _quota_assign(block + bias, p)
+    return out
+
+
+def _choose(block: np.ndarray, cal: dict, prefix: str = "") -> np.ndarray:
+    """The category index of each row: the exact assignment for these rows if there is one
+    (and it fits), else the arg-max of ``block + bias``."""
+    picked = cal.get(prefix + "picked")
+    if picked is not None and len(picked) == len(block):
+        return picked
+    return (block + cal.get(prefix + "bias", 0.0)).argmax(1)
+
+
+def _fit_thresholds(col: Column, z: np.ndarray, s: pd.Series) -> np.ndarray:
+    """``t_k = Q_z(F_k)`` with ``F`` the CDF of the real values ``s`` over ``col``'s levels
+    (a level absent from ``s`` gets an empty interval)."""
+    counts = s.dropna().map(_index_of(col.levels, col.name)).value_counts()
+    counts = counts.reindex(range(len(col.levels)), fill_value=0).to_numpy(float)
+    cdf = np.cumsum(counts)[:-1] / max(counts.sum(), 1.0)
+    if len(z) == 0:
+        from scipy.special import ndtri
+
+        return ndtri(np.clip(cdf, 1e-12, 1 - 1e-12))
+    # the first round(m F_k) sorted draws go to levels <= k: each level gets its quota
+    zs = np.sort(z)
+    cut = np.round(len(zs) * cdf).astype(int)
+    below = zs[np.clip(cut - 1, 0, len(zs) - 1)]
+    above = zs[np.clip(cut, 0, len(zs) - 1)]
+    t = np.where(cut <= 0, -np.inf, np.where(cut >= len(zs), np.inf, 0.5 * (below + above)))
+    t = np.maximum.accumulate(t)
+    t[cdf <= 0] = -np.inf
+    t[cdf >= 1] = np.inf
+    return t
+
+
+def _category_shares(col: Column, s: pd.Series) -> np.ndarray:
+    keys = s.astype(object).where(~s.isna(), _MISSING)
+    shares = keys.value_counts(normalize=True)
+    return np.array([float(shares.get(c, 0.0)) for c in col.categories])
+
+
+# ---- decoding -----------------------------------------------------------------------------
+
+def _decode_column(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
+    if col.kind in (CATEGORICAL, BOOLEAN):
+        return _decode_categorical(col, block, cal)
+    missing = np.zeros(len(block), bool)
+    if col.has_missing:
+        missing = _choose(block[:, 1:3], cal, "missing_") == 1
+    if col.kind == CONTINUOUS:
+        return _decode_continuous(col, block[:, 0], missing)
+    return _decode_levelled(col, block[:, 0], missing, cal.get("thresholds"))
+
+
+def _default_thresholds(col: Column) -> np.ndarray:
+    from scipy.special import ndtri
+
+    return ndtri(col.cdf[1:-1])
+
+
+def _decode_levelled(col: Column, z: np.ndarray, missing: np.ndarray,
+                     thresholds: np.ndarray | None) -> pd.Series:
+    """The level whose interval holds ``z``: ``v_k`` for ``t_{k-1} < z <= t_k``."""
+    t = _default_thresholds(col) if thresholds is None else thresholds
+    picked = col.levels[np.searchsorted(t, z, side="left")]
+    if not col.numeric_levels:
+        return _restore_object(col, picked.astype(object), missing)
+    return _restore_number(col, picked.astype(float), missing)
+
+
+def _decode_continuous(col: Column, z: np.ndarray, missing: np.ndarray) -> pd.Series:
+    """Values inside the observed range, missing where the indicator says so."""
+    v = col.quantiles.inverse_transform(z.reshape(-1, 1)).ravel()
     v = np.clip(v, col.low, col.high)
-    missing = block[:, 2] > block[:, 1] if col.has_missing else np.zeros(len(v), bool)
-    if col.kind != INTEGER:
-        return pd.Series(np.where(missing, np.nan, v)).astype(
-            col.dtype if pd.api.types.is_float_dtype(col.dtype) else float)
-    if pd.api.types.is_float_dtype(col.dtype):
-        return pd.Series(np.where(missing, np.nan, np.round(v))).astype(col.dtype)
-    series = pd.Series(np.round(v)).astype("Int64" if missing.any() else "int64")
+    return _restore_number(col, v, missing)
+
+
+def _restore_number(col: Column, v: np.ndarray, missing: np.ndarray) -> pd.Series:
+    """Numbers in the column's dtype: floats stay floats (NaN where missing); integers are
+    rounded, nullable ``Int64`` when some are missing and the input was a plain integer."""
+    dtype = col.dtype
+    if pd.api.types.is_float_dtype(dtype) or col.kind == CONTINUOUS and \
+            not pd.api.types.is_integer_dtype(dtype):
+        out = pd.Series(np.where(missing, np.nan, v))
+        return out.astype(dtype if pd.api.types.is_float_dtype(dtype) else float)
+    series = pd.Series(np.round(v)).astype("Int64")
     series[missing] = pd.NA
-    if not missing.any() and pd.api.types.is_integer_dtype(col.dtype):
-        series = series.astype(col.dtype)
+    if isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return series.astype(dtype)
+    if not missing.any() and pd.api.types.is_integer_dtype(dtype):
+        return series.astype(dtype)
     return series
 
 
-def _decode_categorical(col: Column, block: np.ndarray) -> pd.Series:
-    """The arg-max category, missing for the missing category, in the column's dtype where
-    it can hold the values."""
+def _restore_object(col: Column, picked: np.ndarray, missing: np.ndarray) -> pd.Series:
+    picked = picked.copy()
+    picked[missing] = np.nan  # as pandas reads a gap in a text column
+    series = pd.Series(picked, dtype=object)
+    return _as_dtype(col, series, missing)
+
+
+def _decode_categorical(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
+    """The arg-max category of ``block + bias`` (or the calibrated assignment), missing for
+    the missing category, in the column's dtype where it can hold the values."""
     cats = np.empty(len(col.categories), dtype=object)
     cats[:] = col.categories
-    picked = cats[block.argmax(axis=1)]
+    picked = cats[_choose(block, cal)]
     missing = picked == _MISSING
-    picked[missing] = None
-    series = pd.Series(picked, dtype=object)
-    if col.kind == BOOLEAN and not missing.any():
+    picked[missing] = np.nan  # as pandas reads a gap in a text column
+    return _as_dtype(col, pd.Series(picked, dtype=object), missing)
+
+
+def _as_dtype(col: Column, series: pd.Series, missing: np.ndarray) -> pd.Series:
+    if col.kind == BOOLEAN and not missing.any() and pd.api.types.is_bool_dtype(col.dtype):
         return series.astype(bool)
     if isinstance(col.dtype, pd.CategoricalDtype):
         return series.astype(col.dtype)
+    if pd.api.types.is_bool_dtype(col.dtype) and missing.any():
+        return series
     if not missing.any() and col.dtype != object:
         try:
             return series.astype(col.dtype)
