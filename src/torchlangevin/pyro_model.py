@@ -1,4 +1,5 @@
-"""Pyro models on many chains at once: :func:`from_pyro` makes a :class:`~torchlangevin.model.Model`.
+"""Pyro models on many chains at once: :func:`from_pyro` makes a Pyro model a
+:class:`~torchlangevin.model.Model`.
 
 The model is traced once to find its latent sample sites, their supports and shapes;
 each becomes a :class:`~torchlangevin.model.Param` (its support's bijection from
