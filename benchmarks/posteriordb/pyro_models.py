@@ -19,8 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import torchlangevin as tl  # noqa: E402
 from tests.test_pyro_model import (  # noqa: E402
-    J,
     SIGMA,
+    J,
     Y,
     _logistic_data,
     centred,
