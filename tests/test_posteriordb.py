@@ -1,6 +1,7 @@
 """A fast subset of the posteriordb suite (benchmarks/posteriordb): ports sampled by
 ``tl.sample_posterior`` against Stan's reference draws."""
 
+import os
 import warnings
 
 import pytest
@@ -9,7 +10,12 @@ import torchlangevin as tl
 from benchmarks.posteriordb.ports import ROOT, load
 from benchmarks.posteriordb.run import compare
 
-pytestmark = pytest.mark.skipif(not ROOT.exists(), reason="needs the posteriordb subset")
+# opt-in until its run time is measured on an unloaded machine (see the h-bayes report)
+pytestmark = [
+    pytest.mark.skipif(not ROOT.exists(), reason="needs the posteriordb subset"),
+    pytest.mark.skipif(os.environ.get("TORCHLANGEVIN_POSTERIORDB") != "1",
+                       reason="set TORCHLANGEVIN_POSTERIORDB=1 to run the posteriordb subset"),
+]
 
 
 @pytest.mark.parametrize("posterior", ["kidiq_with_mom_work-kidscore_mom_work",
