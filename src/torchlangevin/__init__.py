@@ -18,19 +18,23 @@ from .mclmc_tuning import Tuned, tune_mams, tune_mclmc
 __version__ = "0.1.0"
 
 #: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
-_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "viz", "distributed")
+_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "pyro_model", "viz", "distributed")
+#: functions of the applications, imported on first use: ``tl.sample_posterior``, ...
+_LAZY_FUNCTIONS = {"sample_posterior": "model", "from_pyro": "pyro_model"}
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
+    if name in _LAZY or name in _LAZY_FUNCTIONS:
         import importlib
 
-        return importlib.import_module(f".{name}", __name__)
+        if name in _LAZY:
+            return importlib.import_module(f".{name}", __name__)
+        return getattr(importlib.import_module(f".{_LAZY_FUNCTIONS[name]}", __name__), name)
     raise AttributeError(f"module 'torchlangevin' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_LAZY, *_LAZY_FUNCTIONS])
 
 __all__ = [
     "sample", "adapt", "Adapted", "chees_adapt", "ChEESAdapted", "tune_mclmc", "tune_mams",

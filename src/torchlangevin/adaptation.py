@@ -16,6 +16,20 @@ regularised variance of the positions seen in it, ``n/(n+5) var + 1e-3 * 5/(n+5)
 dual averaging restarts. The variance is pooled over chains, or with
 ``per_chain_mass=True`` each chain's own: with ``per_chain=True`` too, every chain runs
 its own window adaptation, as BlackJAX's ``window_adaptation`` vmapped over chains does.
+Pooled over chains, the variance is the within-chain one, averaged over the chains kept
+(the spread between chains' locations never enters), and a dense or low-rank estimate is
+the pooled within-chain correlation scaled by those variances:
+
+    var_j = sum_{c in K} sum_t (x_ctj - xbar_cj)^2 / (|K| (n - 1)).
+
+Outlier chains: at the first window's start, at every window's end and at the end, a
+chain whose mean acceptance since the last check is below a tenth of the median chain's,
+or whose energy is above the chains' median by more than 20 robust scales
+(``max(1.4826 MAD, sqrt(D/2))``), is an outlier (at most a minority of the chains are
+flagged). It is left out of that window's mass and of the pooled step size, and (by
+default) re-initialised from the full state of a typical chain (its step size and dual
+averaging too); every case is reported in ``Adapted.outliers`` and an
+:class:`OutlierChainWarning`.
 A chain's own window variance needs a chain that crosses its target within the window:
 HMC's does (on a 100-D Gaussian with sds 0.1-10 the per-chain estimates are within 6% on
 average over 64 chains), MALA's does not (a factor of 4 low on the widest coordinates).
@@ -23,7 +37,9 @@ average over 64 chains), MALA's does not (a factor of 4 low on the widest coordi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import warnings
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import torch
@@ -35,7 +51,8 @@ from .mass import DenseMass, LowRankMass
 from .schedules import Schedule
 from .util import integer, seeded_generator
 
-__all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows", "reasonable_step_size"]
+__all__ = ["adapt", "Adapted", "DualAveraging", "mass_windows", "reasonable_step_size",
+           "Outlier", "OutlierChainWarning", "outlier_chains"]
 
 
 class DualAveraging(NamedTuple):
@@ -88,6 +105,28 @@ def mass_windows(n_steps: int, initial: int = 75, terminal: int = 50,
     return windows
 
 
+class OutlierChainWarning(UserWarning):
+    """A chain was stuck or far from the others during warm-up (see ``Adapted.outliers``)."""
+
+
+class Outlier(NamedTuple):
+    """A chain found stuck or far away at a warm-up check: the step, the chain, why
+    (``"stuck"``: acceptance near 0; ``"far"``: energy far above the median), its mean
+    acceptance since the last check and energy, and the chain it was re-initialised from
+    (``-1`` where it was only left out)."""
+
+    step: int
+    chain: int
+    reason: str
+    acceptance: float
+    energy: float
+    donor: int
+
+
+#: what :func:`adapt` does with an outlier chain
+OUTLIER_ACTIONS = ("reinit", "exclude", "keep")
+
+
 @dataclass
 class Adapted:
     """Result of :func:`adapt`: the tuned kernel and where the chains are."""
@@ -100,10 +139,17 @@ class Adapted:
     #: gradient evaluations per chain ``(C,)`` the warm-up spent, for kernels that report
     #: them (``None`` for the others)
     n_grads: Tensor | None
+    #: the chains found stuck or far away at the warm-up's checks, and what was done
+    outliers: tuple[Outlier, ...] = field(default=(), kw_only=True)
 
     @property
     def x(self) -> Tensor:
         return self.state.x
+
+    @property
+    def outlier_chains(self) -> list[int]:
+        """The chains ever flagged as outliers during the warm-up, sorted."""
+        return sorted({o.chain for o in self.outliers})
 
     @property
     def params(self) -> Any:
@@ -118,11 +164,13 @@ chains_energy = property(lambda self: self.chains.energy, doc="The chains' energ
 
 
 class WarmupState(NamedTuple):
-    """What a warm-up step carries: the chains, the step size in use, the dual averaging."""
+    """What a warm-up step carries: the chains, the step size in use, the dual averaging
+    and each chain's weight ``(C,)`` in the pooled acceptance (0 for an excluded chain)."""
 
     chains: Any
     eps: Tensor
     averaging: DualAveraging
+    weight: Tensor | None = None
 
     x = chains_x
     energy = chains_energy
@@ -157,9 +205,17 @@ class Warmup:
                                         batch)
         prob = info.acceptance_prob
         averaging, eps = state.averaging.update(
-            prob if self.per_chain else prob.mean().expand_as(prob), self.target)
-        return WarmupState(chains, eps, averaging), WarmupInfo(prob,
-                                                               getattr(info, "n_grads", None))
+            prob if self.per_chain else _pooled(prob, state.weight).expand_as(prob),
+            self.target)
+        return (WarmupState(chains, eps, averaging, state.weight),
+                WarmupInfo(prob, getattr(info, "n_grads", None)))
+
+
+def _pooled(prob: Tensor, weight: Tensor | None) -> Tensor:
+    """The acceptance averaged over the chains kept (weight 1)."""
+    if weight is None:
+        return prob.mean()
+    return (prob * weight).sum() / weight.sum()
 
 
 MASS_KINDS = ("diag", "dense", "low_rank")
@@ -214,7 +270,7 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
           target_accept: float | None = None, adapt_mass: bool | str = True,
           per_chain: bool = False, per_chain_mass: bool = False, mass_rank: int = 10,
           find_step_size: bool = True, seed: int | None = None,
-          compile: bool = False) -> Adapted:  # noqa: A002
+          compile: bool = False, outliers: str = "reinit") -> Adapted:  # noqa: A002
     """Warm up ``kernel`` from ``x0`` for ``n_steps`` and return it tuned.
 
     Args:
@@ -239,10 +295,18 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         seed: seeds the warm-up's generator.
         compile: run the warm-up's blocks compiled, as ``sample(..., compile=True)``
             does: same noise, same result to float rounding.
+        outliers: what to do with a chain found stuck or far away at a check (the first
+            window's start, each window's end, the end): ``"reinit"`` (default) leaves it
+            out of that window's mass and copies a typical chain's state into it;
+            ``"exclude"`` leaves it out of the mass and the pooled step size from then
+            on; ``"keep"`` only reports it. Either way it is in ``Adapted.outliers`` and
+            an :class:`OutlierChainWarning`.
 
     Then ``tl.sample(adapted.kernel, adapted.x, n_steps)`` samples with the tuned values.
     """
     target = _check(kernel, n_steps, target_accept, adapt_mass, per_chain_mass)
+    if outliers not in OUTLIER_ACTIONS:
+        raise ValueError(f"outliers must be one of {OUTLIER_ACTIONS}; got {outliers!r}")
     params = kernel.params
     gen = seeded_generator(seed, x0.device)
     with torch.no_grad():
@@ -258,15 +322,17 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
         if kind == "diag":  # a tensor from the start: one compiled graph for every window
             inv_mass = torch.as_tensor(inv_mass, dtype=x.dtype, device=x.device)
             inv_mass = inv_mass.expand(x.shape if per_chain_mass else x.shape[1:]).clone()
-        warm = WarmupState(state, eps, DualAveraging.start(eps))
+        warm = WarmupState(state, eps, DualAveraging.start(eps), torch.ones_like(eps))
         run = _WarmupRun(Warmup(kernel, target, per_chain), warm, n_steps, kind,
                          per_chain_mass, gen, compile, integer("mass_rank", mass_rank, 1))
+        run.action = outliers
         warm, inv_mass, prob, grads = run.loop(params, inv_mass)
+    _warn_outliers(run.outliers, outliers)
     final = warm.averaging.final
     step_size: float | Tensor = final if per_chain else float(final.mean())
     tuned = kernel.replace(step_size=step_size, inv_mass=inv_mass)
     return Adapted(tuned, warm.chains._replace(step=0), step_size, inv_mass,
-                   prob.double().mean(1), grads)
+                   prob.double().mean(1), grads, outliers=tuple(run.outliers))
 
 
 def reasonable_step_size(kernel: Any, state: Any, params: Any, generator: torch.Generator,
@@ -334,6 +400,9 @@ class _WarmupRun:
         self.noise = NoiseStream([generator], x.shape[0], warmup.noise_size(warm), x,
                                  self.length, n_steps)
         self.blocks = None
+        self.action = "reinit"
+        self.outliers: list[Outlier] = []
+        self.donors: Tensor | None = None
         if compile:
             from .compiled import CompiledBlocks  # private torch parts: only when asked
 
@@ -343,79 +412,191 @@ class _WarmupRun:
         warm, x = self.warm, self.warm.x
         prob = torch.empty((self.n_steps, x.shape[0]), dtype=x.dtype, device=x.device)
         ends = {end for _, end in self.windows}
+        windows = mass_windows(self.n_steps)  # outliers are checked at these even without mass
+        checks = sorted({e for _, e in windows} | {self.n_steps} | {windows[0][0]})
         sums = _WindowSums(x, self.per_chain_mass, self.kind)
         grads = None
         m = 0
-        while m < self.n_steps:
-            stop = min([e for e in ends if e > m] + [self.n_steps])  # the next mass update
+        for stop in checks:  # the next mass update or outlier check
             for i in range(m, stop, self.length):
                 j = min(i + self.length, stop)
-                noise = self.noise.take(j - i)
-                block_params = params._replace(inv_mass=inv_mass)
-                if self.blocks is not None:
-                    warm, trace = self.blocks(self.warmup, warm, block_params, noise)
-                else:
-                    warm, trace = run_block(self.warmup, warm, block_params, noise)
+                warm, trace = self._block(warm, params._replace(inv_mass=inv_mass), j - i)
                 prob[i:j] = trace.info.acceptance_prob
                 if trace.info.n_grads is not None:
                     block_grads = trace.info.n_grads.sum(0)
                     grads = block_grads if grads is None else grads + block_grads
                 if self.windows:
                     sums.add(trace.x[self.in_window[i:j]])
+            bad = self._outliers(warm, prob[m:stop], stop)
             m = stop
             if m in ends:
-                inv_mass = sums.estimate(self.rank, x.dtype)
-                warm = WarmupState(warm.chains, warm.eps, DualAveraging.start(warm.eps))
+                inv_mass = sums.estimate(self.rank, x.dtype, ~bad)
                 sums = _WindowSums(x, self.per_chain_mass, self.kind)
+            warm, inv_mass = self._treat(warm, inv_mass, bad)
+            if m in ends:
+                warm = warm._replace(averaging=DualAveraging.start(warm.eps))
         return warm, inv_mass, prob, grads
+
+    def _block(self, warm: WarmupState, params: Any, k: int) -> tuple[WarmupState, Any]:
+        noise = self.noise.take(k)
+        if self.blocks is not None:
+            return self.blocks(self.warmup, warm, params, noise)
+        return run_block(self.warmup, warm, params, noise)
+
+    def _outliers(self, warm: WarmupState, prob: Tensor, step: int) -> Tensor:
+        """Flag (and record) the outlier chains from the acceptance since the last check."""
+        accept = prob.double().nan_to_num(0.0).mean(0)
+        energy = warm.energy.double() if warm.energy is not None else None
+        bad, reasons = outlier_chains(accept, energy, warm.x[0].numel())
+        if bad.any() and self.action != "keep":
+            self.donors = _donors(bad, energy)
+        for c in bad.nonzero().flatten().tolist():
+            e = float(energy[c]) if energy is not None else math.nan
+            donor = int(self.donors[c]) if self.action == "reinit" else -1
+            self.outliers.append(Outlier(step, c, reasons[c], float(accept[c]), e, donor))
+        return bad if self.action != "keep" else torch.zeros_like(bad)
+
+    def _treat(self, warm: WarmupState, inv_mass: Any, bad: Tensor) -> tuple[WarmupState, Any]:
+        """Re-initialise the flagged chains from their donors, or give them weight 0."""
+        if not bad.any():
+            return warm, inv_mass
+        if self.action == "exclude":
+            return warm._replace(weight=warm.weight * (~bad).to(warm.weight.dtype)), inv_mass
+        c = bad.shape[0]
+        rows = torch.arange(c, device=bad.device)
+        source = torch.where(bad, self.donors.to(bad.device), rows)
+        warm = _take_rows(warm, source, c)
+        if self.per_chain_mass and isinstance(inv_mass, Tensor) and inv_mass.shape[:1] == (c,):
+            inv_mass = inv_mass[source]
+        return warm, inv_mass
+
+
+def outlier_chains(acceptance: Tensor, energy: Tensor | None, dim: int
+                   ) -> tuple[Tensor, dict[int, str]]:
+    """The chains that are stuck or far away, ``(C,)`` bool, and why, by chain.
+
+    Stuck: mean acceptance below a tenth of the median chain's. Far: energy above the
+    median by more than 20 robust scales, ``E_c - med(E) > 20 max(1.4826 MAD(E),
+    sqrt(D/2))`` (``sqrt(D/2)`` is the sd of a D-dimensional Gaussian's energy), or not
+    finite. Fewer than 4 chains, or flags on half the chains or more, flag nothing: the
+    median is then no reference.
+    """
+    c = acceptance.shape[0]
+    bad = torch.zeros(c, dtype=torch.bool, device=acceptance.device)
+    reasons: dict[int, str] = {}
+    if c < 4:
+        return bad, reasons
+    stuck = acceptance < 0.1 * acceptance.median()
+    far = torch.zeros_like(stuck)
+    if energy is not None:
+        finite = torch.isfinite(energy)
+        med = energy[finite].median() if finite.any() else energy.new_zeros(())
+        mad = (energy[finite] - med).abs().median() if finite.any() else med
+        scale = torch.maximum(1.4826 * mad, energy.new_tensor(math.sqrt(dim / 2)))
+        far = ~finite | (energy - med > 20 * scale)
+    bad = stuck | far
+    if 2 * int(bad.sum()) >= c:
+        return torch.zeros_like(bad), reasons
+    for i in bad.nonzero().flatten().tolist():
+        reasons[i] = "stuck" if bool(stuck[i]) else "far"
+    return bad, reasons
+
+
+def _donors(bad: Tensor, energy: Tensor | None) -> Tensor:
+    """For each chain, a good chain to copy: the good chains in order of how typical their
+    energy is (closest to the median first), dealt out to the bad chains in turn."""
+    good = (~bad).nonzero().flatten()
+    if energy is not None:
+        e = energy[good]
+        good = good[(e - e.median()).abs().argsort()]
+    donors = torch.arange(bad.shape[0], device=bad.device)
+    flagged = bad.nonzero().flatten()
+    donors[flagged] = good[torch.arange(flagged.numel(), device=bad.device) % good.numel()]
+    return donors
+
+
+def _take_rows(tree: Any, source: Tensor, c: int) -> Any:
+    """``tree`` with every chain-first tensor's rows taken from ``source`` (``(C,)``)."""
+    if isinstance(tree, Tensor):
+        return tree[source] if tree.ndim >= 1 and tree.shape[0] == c else tree
+    if isinstance(tree, tuple) and hasattr(tree, "_fields"):
+        return type(tree)(*(_take_rows(t, source, c) for t in tree))
+    return tree
+
+
+def _warn_outliers(found: list[Outlier], action: str) -> None:
+    if not found:
+        return
+    done = {"reinit": "re-initialised from a typical chain", "exclude": "left out",
+            "keep": "kept"}[action]
+    lines = [f"chain {o.chain} at step {o.step} ({o.reason}: acceptance {o.acceptance:.2f}, "
+             f"energy {o.energy:.3g})" for o in found[:8]]
+    more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+    warnings.warn(f"warm-up found outlier chains, {done}: {'; '.join(lines)}{more}; see "
+                  f"Adapted.outliers", OutlierChainWarning, stacklevel=3)
 
 
 class _WindowSums:
-    """Sums of ``x`` and ``x^2`` (float64) over a mass window's ``n`` draws, per chain or
-    pooled over chains (and of ``x x^T``, pooled, for a dense or low-rank mass), and the
-    regularised estimates they give: ``n/(n+5) var + 1e-3 5/(n+5)``, the same shrinkage
-    towards ``1e-3 I`` for a covariance (Stan)."""
+    """Sums of ``x`` and ``x^2`` (float64) per chain over a mass window's ``n`` draws (and of
+    ``x x^T`` over chains, for a dense or low-rank mass), and the regularised estimates they
+    give: ``n/(n+5) var + 1e-3 5/(n+5)``, the same shrinkage towards ``1e-3 I`` for a
+    covariance (Stan). Pooled over chains, the variance is each kept chain's own about its
+    own mean, averaged; the covariance is the within-chain correlation pooled over all
+    chains (a stuck chain adds nothing to it) scaled by those variances."""
 
     def __init__(self, x: Tensor, per_chain: bool, kind: str | None = "diag") -> None:
-        self.dims = (0,) if per_chain else (0, 1)  # of a (steps, C, *event) stack
-        shape = x.shape if per_chain else x.shape[1:]
-        self.total = x.new_zeros(shape, dtype=torch.float64)
-        self.sq = x.new_zeros(shape, dtype=torch.float64)
+        self.per_chain = per_chain
+        self.total = x.new_zeros(x.shape, dtype=torch.float64)
+        self.sq = x.new_zeros(x.shape, dtype=torch.float64)
         self.kind = kind
         d = x[0].numel()
         self.cross = x.new_zeros((d, d), dtype=torch.float64) if kind != "diag" else None
-        self.n = 0
+        self.n = 0  # draws per chain
 
     def add(self, xs: Tensor) -> None:
         """Add a stack of draws ``(steps, C, *event)``."""
         xs = xs.double()
-        self.total += xs.sum(self.dims)
-        self.sq += (xs * xs).sum(self.dims)
+        self.total += xs.sum(0)
+        self.sq += (xs * xs).sum(0)
         if self.cross is not None:
             rows = xs.reshape(-1, self.cross.shape[0])
             self.cross += rows.mT @ rows
-        self.n += xs.shape[0] * (1 if len(self.dims) == 1 else xs.shape[1])
+        self.n += xs.shape[0]
 
-    def variance(self) -> Tensor:
+    def _within(self) -> Tensor:
+        """Each chain's variance about its own mean, ``(C, *event)``."""
+        return (self.sq - self.total * self.total / self.n) / (self.n - 1)
+
+    def variance(self, keep: Tensor) -> Tensor:
+        var = self._within()
         n = self.n
-        var = (self.sq - self.total * self.total / n) / (n - 1)
+        if not self.per_chain:
+            var, n = var[keep].mean(0), n * int(keep.sum())
         return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
 
-    def covariance(self) -> Tensor:
-        n, mean = self.n, self.total.reshape(-1) / self.n
-        cov = (self.cross - n * torch.outer(mean, mean)) / (n - 1)
+    def covariance(self, keep: Tensor) -> Tensor:
+        means = self.total.reshape(self.total.shape[0], -1) / self.n
+        within = (self.cross - self.n * means.mT @ means) / (means.shape[0] * (self.n - 1))
+        sd = within.diagonal().clamp(min=1e-300).sqrt()
+        var = self._within().reshape(means.shape)[keep].mean(0)
+        scale = var.sqrt() / sd
+        cov = within * torch.outer(scale, scale)
+        cov = (cov + cov.mT) / 2  # symmetric to rounding, as DenseMass checks
+        n = self.n * int(keep.sum())
         eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
         return n / (n + 5.0) * cov + 1e-3 * 5.0 / (n + 5.0) * eye
 
-    def estimate(self, rank: int, dtype: torch.dtype) -> Tensor | DenseMass | LowRankMass:
-        """The window's inverse mass of this kind, in ``dtype``."""
+    def estimate(self, rank: int, dtype: torch.dtype, keep: Tensor
+                 ) -> Tensor | DenseMass | LowRankMass:
+        """The window's inverse mass of this kind, in ``dtype``, from the chains ``keep``
+        (``(C,)`` bool)."""
         if self.kind == "diag":
-            return self.variance().to(dtype)
-        cov = self.covariance()
+            return self.variance(keep).to(dtype)
+        cov = self.covariance(keep)
         if self.kind == "dense":
             return DenseMass.of(cov.to(dtype))
         sigma = cov.diagonal().sqrt()
         values, vectors = torch.linalg.eigh(cov / torch.outer(sigma, sigma))
-        keep = values.clamp(min=1e-10).log().abs().argsort(descending=True)[:rank]
-        return LowRankMass(sigma.to(dtype), vectors[:, keep].to(dtype),
-                           values[keep].clamp(min=1e-10).to(dtype))
+        keep_vectors = values.clamp(min=1e-10).log().abs().argsort(descending=True)[:rank]
+        return LowRankMass(sigma.to(dtype), vectors[:, keep_vectors].to(dtype),
+                           values[keep_vectors].clamp(min=1e-10).to(dtype))

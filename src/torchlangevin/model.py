@@ -50,7 +50,8 @@ from .kernels import NUTS
 from .util import integer, positive, seeded_generator
 
 __all__ = ["Param", "Model", "Values", "ModelChains", "ModelEnergy", "DivergenceWarning",
-           "LowerCholeskyVector", "PositiveDefiniteVector", "sample"]
+           "LowerCholeskyVector", "PositiveDefiniteVector", "sample", "sample_posterior",
+           "Diagnosis", "UntrustedRunWarning"]
 
 #: Stan redraws an initial point whose log density is not finite this many times
 INIT_ATTEMPTS = 100
@@ -58,6 +59,11 @@ INIT_ATTEMPTS = 100
 
 class DivergenceWarning(UserWarning):
     """Divergent transitions after warm-up: the draws may miss part of the posterior."""
+
+
+class UntrustedRunWarning(UserWarning):
+    """:func:`sample_posterior`'s checks failed: the draws should not be trusted as they are
+    (``result.diagnosis.problems`` says why)."""
 
 
 def _tril_size(shape: torch.Size) -> int:
@@ -437,6 +443,8 @@ class ModelChains:
     model: Model
     chains: Chains
     adapted: Adapted | None = None
+    #: :func:`sample_posterior`'s checks of the run
+    diagnosis: Diagnosis | None = None
     _posterior: Values | None = field(default=None, repr=False)
 
     @property
@@ -558,3 +566,129 @@ def _warn_divergences(divergences: Tensor) -> None:
                       f"{' ...' if len(where) > 10 else ''}: the draws may miss part of the "
                       f"posterior; raise target_accept or reparameterise the model",
                       DivergenceWarning, stacklevel=3)
+
+
+#: a run's checks (Vehtari et al. 2021; Stan's): R-hat, bulk and tail ESS per chain, E-BFMI
+MAX_RHAT, MIN_ESS_PER_CHAIN, MIN_BFMI = 1.01, 100, 0.3
+#: dense inverse mass up to this many unconstrained dimensions, diagonal above
+DENSE_UP_TO = 10
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What :func:`sample_posterior` checked, and whether the run passed.
+
+    Attributes:
+        sampler: the sampler and its settings, in words.
+        divergences: divergent transitions after warm-up, all chains.
+        max_tree_depth_hits: draws whose NUTS tree reached ``max_tree_depth``.
+        mean_tree_depth: the mean NUTS tree depth (doublings).
+        max_rhat: the largest rank-normalised split R-hat over the reported coordinates.
+        min_ess_bulk, min_ess_tail: the smallest bulk and tail ESS.
+        min_bfmi: the smallest per-chain E-BFMI, ``sum (E_t - E_{t-1})^2 / sum (E_t - Ebar)^2``.
+        outlier_chains: chains the warm-up found stuck or far away.
+        problems: one line per failed check; empty when the run passed.
+    """
+
+    sampler: str
+    divergences: int
+    max_tree_depth_hits: int
+    mean_tree_depth: float
+    max_rhat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    min_bfmi: float
+    outlier_chains: tuple[int, ...]
+    problems: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every check passed: the draws can be used as they are."""
+        return not self.problems
+
+    def __str__(self) -> str:
+        verdict = "ok" if self.ok else "DO NOT TRUST: " + "; ".join(self.problems)
+        return (f"{self.sampler}: divergences {self.divergences}, max-depth hits "
+                f"{self.max_tree_depth_hits}, mean depth {self.mean_tree_depth:.1f}, "
+                f"max R-hat {self.max_rhat:.3f}, min ESS bulk {self.min_ess_bulk:.0f} / tail "
+                f"{self.min_ess_tail:.0f}, min E-BFMI {self.min_bfmi:.2f}: {verdict}")
+
+
+def _bfmi(energy: Tensor) -> Tensor:
+    e = energy.double()
+    return (e.diff(dim=1) ** 2).sum(1) / ((e - e.mean(1, keepdim=True)) ** 2).sum(1)
+
+
+def _diagnose(result: ModelChains, sampler: str, max_tree_depth: int) -> Diagnosis:
+    from .diagnostics import ess_bulk, ess_tail, rhat
+
+    draws = result.flat()
+    c = draws.shape[0]
+    depth = result.chains.stats.get("tree_depth")
+    hits = int((depth >= max_tree_depth).sum()) if depth is not None else 0
+    d = Diagnosis(
+        sampler, int(result.divergences.sum()), hits,
+        float(depth.double().mean()) if depth is not None else math.nan,
+        float(rhat(draws).nan_to_num(math.inf).max()), float(ess_bulk(draws).min()),
+        float(ess_tail(draws).min()), float(_bfmi(result.chains.energy).min()),
+        tuple(result.adapted.outlier_chains if result.adapted else ()), ())
+    problems = []
+    if d.divergences:
+        problems.append(f"{d.divergences} divergent transitions (raise target_accept or "
+                        f"reparameterise)")
+    if not d.max_rhat < MAX_RHAT:
+        problems.append(f"R-hat {d.max_rhat:.3f} >= {MAX_RHAT} (chains disagree: run longer)")
+    for kind, value in (("bulk", d.min_ess_bulk), ("tail", d.min_ess_tail)):
+        if not value >= MIN_ESS_PER_CHAIN * c:
+            problems.append(f"{kind} ESS {value:.0f} < {MIN_ESS_PER_CHAIN} per chain "
+                            f"({MIN_ESS_PER_CHAIN * c}): run longer")
+    if not d.min_bfmi >= MIN_BFMI:
+        problems.append(f"E-BFMI {d.min_bfmi:.2f} < {MIN_BFMI} (the energy explores badly: "
+                        f"reparameterise)")
+    if hits:
+        problems.append(f"{hits} draws hit max_tree_depth={max_tree_depth} (raise it, or the "
+                        f"posterior is badly scaled)")
+    return replace(d, problems=tuple(problems))
+
+
+def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
+                     n_draws: int = 1000, *, seed: int | None = None,
+                     init: Mapping[str, Any] | None = None, target_accept: float = 0.8,
+                     mass: str = "auto", max_tree_depth: int = 10,
+                     progress: bool = False) -> ModelChains:
+    """Sample ``model``'s posterior the way that works by default, and say whether to trust it.
+
+    The sampler: NUTS (multinomial, generalised U-turn) after Stan's windowed warm-up
+    (dual averaging to ``target_accept``; the inverse mass dense up to
+    :data:`DENSE_UP_TO` unconstrained dimensions, diagonal above; outlier chains
+    re-initialised). Then the checks (Vehtari et al. 2021; Stan's): no divergences, max
+    R-hat below 1.01, bulk and tail ESS above 100 per chain, E-BFMI above 0.3 in every
+    chain, no tree at ``max_tree_depth``. Their results are ``result.diagnosis``; a failed
+    check warns with an :class:`UntrustedRunWarning` listing what failed.
+
+    Args:
+        model: the :class:`Model` (e.g. :func:`~torchlangevin.pyro_model.from_pyro`'s).
+        n_chains, n_warmup, n_draws, seed, init, progress: as in :func:`sample`.
+        target_accept: NUTS's target mean acceptance (raise it, e.g. 0.95, against
+            divergences).
+        mass: ``"auto"`` (dense or diagonal by dimension), ``"dense"``, ``"diag"`` or
+            ``"low_rank"``.
+        max_tree_depth: NUTS's most doublings.
+    """
+    if mass not in ("auto", "dense", "diag", "low_rank"):
+        raise ValueError(f"mass must be 'auto', 'dense', 'diag' or 'low_rank'; got {mass!r}")
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a torchlangevin.model.Model; got {model!r}")
+    kind = ("dense" if model.dim <= DENSE_UP_TO else "diag") if mass == "auto" else mass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DivergenceWarning)  # the diagnosis reports them
+        result = sample(model, n_chains, n_warmup, n_draws, seed=seed, init=init,
+                        target_accept=target_accept, adapt_mass=kind, progress=progress,
+                        max_tree_depth=max_tree_depth)
+    sampler = (f"NUTS ({kind} mass, target_accept {target_accept}, max_tree_depth "
+               f"{max_tree_depth}; {n_chains} chains x {n_warmup} warm-up + {n_draws} draws)")
+    result.diagnosis = _diagnose(result, sampler, max_tree_depth)
+    if not result.diagnosis.ok:
+        warnings.warn(f"the run should not be trusted: {'; '.join(result.diagnosis.problems)}",
+                      UntrustedRunWarning, stacklevel=2)
+    return result

@@ -1,0 +1,94 @@
+"""Sample posteriordb ports with ``tl.sample_posterior`` and compare with Stan's reference draws.
+
+For every parameter: the mean's z-score against the reference with both Monte Carlo
+errors, ``z = (m - m_ref) / sqrt(sd^2 / ESS + sd_ref^2 / ESS_ref)`` (the reference's 10 x
+1,000 draws are near independent: ESS_ref = 10,000), passing at ``|z| < 4``, and the sd
+ratio, passing within 10%. Also min bulk ESS, wall time and ESS/s.
+
+    PYTHONPATH=src python benchmarks/posteriordb/run.py [posterior ...] [--chains 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import torchlangevin as tl  # noqa: E402
+from benchmarks.posteriordb.ports import PORTS, load  # noqa: E402
+
+#: the reference's effective sample size (10 chains x 1,000 thinned, near-independent draws)
+REFERENCE_ESS = 10_000
+
+
+def stan_names(result) -> dict[str, torch.Tensor]:
+    """The run's draws by Stan's names (``beta[1]``), each ``(chain, draw)``."""
+    out = {}
+    for name, value in result.posterior.items():
+        flat = value.reshape(*value.shape[:2], -1)
+        if value.ndim == 2:
+            out[name] = value
+        for i in range(flat.shape[-1] if value.ndim > 2 else 0):
+            out[f"{name}[{i + 1}]"] = flat[..., i]
+    return out
+
+
+def compare(result, reference: dict[str, torch.Tensor]) -> list[dict]:
+    """One row per reference parameter: mean, z, sd ratio, bulk ESS, pass."""
+    ours = stan_names(result)
+    rows = []
+    for name, ref in reference.items():
+        x = ours[name]
+        ess = float(tl.diagnostics.ess_bulk(x[..., None])[0])
+        sd, sd_ref = float(x.std()), float(ref.std())
+        se = math.sqrt(sd**2 / ess + sd_ref**2 / REFERENCE_ESS)
+        z = (float(x.mean()) - float(ref.mean())) / se
+        ratio = sd / sd_ref
+        rows.append({"name": name, "mean": float(x.mean()), "ref_mean": float(ref.mean()),
+                     "z": z, "sd_ratio": ratio, "ess_bulk": ess,
+                     "ok": abs(z) < 4 and abs(ratio - 1) < 0.1})
+    return rows
+
+
+def run(posterior: str, chains: int, warmup: int, draws: int, seed: int) -> dict:
+    model, reference = load(posterior)
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", tl.model.UntrustedRunWarning)
+        result = tl.sample_posterior(model, chains, warmup, draws, seed=seed)
+    wall = time.perf_counter() - start
+    rows = compare(result, reference)
+    min_ess = min(r["ess_bulk"] for r in rows)
+    return {"posterior": posterior, "rows": rows, "ok": all(r["ok"] for r in rows),
+            "wall_s": wall, "min_ess_bulk": min_ess, "ess_per_s": min_ess / wall,
+            "diagnosis": result.diagnosis}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("posteriors", nargs="*", default=list(PORTS))
+    parser.add_argument("--chains", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=1000)
+    parser.add_argument("--draws", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    for posterior in args.posteriors:
+        out = run(posterior, args.chains, args.warmup, args.draws, args.seed)
+        worst_z = max(abs(r["z"]) for r in out["rows"])
+        worst_sd = max(abs(r["sd_ratio"] - 1) for r in out["rows"])
+        print(f"{posterior}: {'PASS' if out['ok'] else 'FAIL'}; max |z| {worst_z:.2f}, max "
+              f"|sd ratio - 1| {worst_sd:.3f}; min ESS bulk {out['min_ess_bulk']:.0f}, "
+              f"{out['wall_s']:.1f} s, {out['ess_per_s']:.1f} ESS/s")
+        print(f"  {out['diagnosis']}")
+
+
+if __name__ == "__main__":
+    main()
