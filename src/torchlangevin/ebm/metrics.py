@@ -64,18 +64,18 @@ def _check_bandwidths(bandwidths: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted((float(h) for h in bandwidths), reverse=True))
 
 
-def _mean_kernel(a: Tensor, b: Tensor, widths: tuple[float, ...]) -> float:
-    """``mean_ij sum_h exp(-|a_i - b_j|^2 / (2 h^2))`` for ``widths`` sorted widest first."""
+def _mean_kernel(a: Tensor, b: Tensor, widths: tuple[float, ...]) -> Tensor:
+    """``mean_ij exp(-|a_i - b_j|^2 / (2 h^2))`` for each of ``widths`` (widest first)."""
     d2 = torch.cdist(a, b).square_()
     k = torch.exp(d2 * (-0.5 / widths[0]**2))
-    total = k.clone()
+    means = [k.mean()]
     for wider, h in zip(widths, widths[1:]):
         if math.isclose(wider, 2 * h):  # exp(-d2 / (2 (h/2)^2)) = k_h^4: two products, no exp
             k = k.mul_(k).mul_(k)
         else:
             k = torch.exp(d2 * (-0.5 / h**2))
-        total += k
-    return float(total.mean())
+        means.append(k.mean())
+    return torch.stack(means)
 
 
 def mmd_multi(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> float:
@@ -84,8 +84,8 @@ def mmd_multi(x: Tensor, y: Tensor, bandwidths: Sequence[float]) -> float:
     ``mean k(x, x') + mean k(y, y') - 2 mean k(x, y)``."""
     widths = _check_bandwidths(bandwidths)
     x, y = _flat(x), _flat(y)
-    return _mean_kernel(x, x, widths) + _mean_kernel(y, y, widths) \
-        - 2 * _mean_kernel(x, y, widths)
+    return float((_mean_kernel(x, x, widths) + _mean_kernel(y, y, widths)
+                  - 2 * _mean_kernel(x, y, widths)).sum())
 
 
 def binned_tv_2d(x: Tensor, y: Tensor, low: Sequence[float], high: Sequence[float],
@@ -111,13 +111,24 @@ class Judgement:
     same way): means over ``n_sets`` sets of ``len(held_out)`` points.
 
     ``mmd``/``mmd_floor``: :func:`mmd_multi` at ``bandwidths``; ``tv``/``tv_floor``:
-    :func:`binned_tv_2d` (2-D data only, else ``None``); the ratios are value / floor."""
+    :func:`binned_tv_2d` (2-D data only, else ``None``); the ratios are value / floor.
+    ``mmd_per_bandwidth``/``floor_per_bandwidth``: the sum's terms, one per bandwidth
+    (widest first). The sum's floor is mostly the narrow kernels' ``~2/n`` self-terms,
+    which can dilute a difference seen at one scale: ``worst_ratio`` is the largest
+    ratio of one term to its floor."""
 
     mmd: float
     mmd_floor: float
     tv: float | None
     tv_floor: float | None
     bandwidths: tuple[float, ...]
+    mmd_per_bandwidth: tuple[float, ...] = ()
+    floor_per_bandwidth: tuple[float, ...] = ()
+
+    @property
+    def worst_ratio(self) -> float:
+        return max(m / f for m, f in zip(self.mmd_per_bandwidth, self.floor_per_bandwidth,
+                                         strict=True))
 
     @property
     def mmd_ratio(self) -> float:
@@ -151,13 +162,13 @@ def judge(samples: Tensor, train: Tensor, held_out: Tensor, n_sets: int = 5,
     ref = _flat(held_out)
     k_ref = _mean_kernel(ref, ref, widths)
 
-    def mmd_to_ref(z: Tensor) -> float:
+    def mmd_to_ref(z: Tensor) -> Tensor:
         return _mean_kernel(z, z, widths) + k_ref - 2 * _mean_kernel(z, ref, widths)
 
     sets = [(_flat(samples[i * n:(i + 1) * n]), _flat(train[i * n:(i + 1) * n]))
             for i in range(n_sets)]
-    mmd_s = [mmd_to_ref(s) for s, _ in sets]
-    mmd_t = [mmd_to_ref(t) for _, t in sets]
+    mmd_s = sum(mmd_to_ref(s) for s, _ in sets) / n_sets
+    mmd_t = sum(mmd_to_ref(t) for _, t in sets) / n_sets
     tv = tv_floor = None
     if ref.shape[1] == 2:
         lo, hi = ref.min(0).values, ref.max(0).values
@@ -165,4 +176,21 @@ def judge(samples: Tensor, train: Tensor, held_out: Tensor, n_sets: int = 5,
         low, high = (lo - pad).tolist(), (hi + pad).tolist()
         tv = sum(binned_tv_2d(s, held_out, low, high, bins) for s, _ in sets) / n_sets
         tv_floor = sum(binned_tv_2d(t, held_out, low, high, bins) for _, t in sets) / n_sets
-    return Judgement(sum(mmd_s) / n_sets, sum(mmd_t) / n_sets, tv, tv_floor, widths)
+    return Judgement(float(mmd_s.sum()), float(mmd_t.sum()), tv, tv_floor, widths,
+                     tuple(mmd_s.tolist()), tuple(mmd_t.tolist()))
+
+
+def frechet_distance(x: Tensor, y: Tensor) -> float:
+    """``|mu_x - mu_y|^2 + tr(S_x + S_y - 2 (S_x^1/2 S_y S_x^1/2)^1/2)`` between Gaussians
+    fitted to two samples of features (Heusel et al. 2017's FID formula, any features)."""
+    x, y = _flat(x), _flat(y)
+    mx, my = x.mean(0), y.mean(0)
+    sx, sy = torch.cov(x.T).reshape(x.shape[1], -1), torch.cov(y.T).reshape(y.shape[1], -1)
+
+    def sqrtm(m: Tensor) -> Tensor:
+        vals, vecs = torch.linalg.eigh((m + m.T) / 2)
+        return vecs @ torch.diag(vals.clamp_min(0).sqrt()) @ vecs.T
+
+    root_x = sqrtm(sx)
+    cross = sqrtm(root_x @ sy @ root_x)
+    return float((mx - my).square().sum() + torch.trace(sx + sy - 2 * cross))

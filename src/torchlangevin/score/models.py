@@ -37,33 +37,36 @@ def noise_ladder(data: Tensor, n_levels: int = 10, sigma_min: float = 0.01,
 
 
 class ScoreMLP(nn.Module):
-    """``s(x, sigma) = f(x, log sigma) / sigma``: an MLP on the flattened state and Fourier
-    features of ``log sigma``; dividing by ``sigma`` gives the score's ``1/sigma`` scale at
-    every level (Song & Ermon 2020, technique 3), so ``f`` stays of order one.
+    """``s(x, sigma) = f(c x, log sigma) / sigma`` with ``c = 1 / sqrt(sigma^2 + d^2)``
+    (``d = data_std``): an MLP on the flattened state scaled to unit size at every level
+    (Karras et al. 2022's input scaling), each hidden layer shifted by a linear map of
+    Fourier features of ``log sigma``; dividing by ``sigma`` gives the score its
+    ``1/sigma`` scale (Song & Ermon 2020, technique 3), so ``f`` stays of order one.
 
     Args:
         event_shape: the shape of one state, e.g. ``(2,)`` or ``(1, 8, 8)``.
         width: hidden units per layer.
         depth: hidden layers (SiLU).
-        n_frequencies: Fourier features ``sin, cos(2^k log sigma)``, ``k < n_frequencies``.
+        data_std: the data's standard deviation per coordinate (its overall scale).
+        n_frequencies: Fourier features ``sin, cos(2^k log sigma / 4)``,
+            ``k < n_frequencies``, and ``log sigma`` itself.
     """
 
     def __init__(self, event_shape: Sequence[int] | int = (2,), width: int = 128,
-                 depth: int = 3, n_frequencies: int = 4) -> None:
+                 depth: int = 3, data_std: float = 1.0, n_frequencies: int = 4) -> None:
         super().__init__()
         self.event_shape = (event_shape,) if isinstance(event_shape, int) \
             else tuple(event_shape)
         dim = math.prod(self.event_shape)
         width, depth = integer("width", width, 1), integer("depth", depth, 1)
+        self.data_std = positive("data_std", data_std)
         self.register_buffer("frequencies", 2.0 ** torch.arange(
-            integer("n_frequencies", n_frequencies, 1), dtype=torch.float32))
-        layers: list[nn.Module] = []
-        size = dim + 1 + 2 * n_frequencies
-        for _ in range(depth):
-            layers += [nn.Linear(size, width), nn.SiLU()]
-            size = width
-        layers.append(nn.Linear(size, dim))
-        self.net = nn.Sequential(*layers)
+            integer("n_frequencies", n_frequencies, 1), dtype=torch.float32) / 4)
+        n_embed = 1 + 2 * n_frequencies
+        self.layers = nn.ModuleList(
+            nn.Linear(dim if i == 0 else width, width) for i in range(depth))
+        self.embed = nn.ModuleList(nn.Linear(n_embed, width) for _ in range(depth))
+        self.out = nn.Linear(width, dim)
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         """The score at ``x (C, *event)`` for noise ``sigma`` (a float or ``(C,)``)."""
@@ -72,8 +75,11 @@ class ScoreMLP(nn.Module):
         sigma = sigma.expand(c, 1)
         log_s = sigma.log()
         angles = log_s * self.frequencies.to(x.dtype)
-        h = torch.cat([x.reshape(c, -1), log_s, angles.sin(), angles.cos()], 1)
-        return (self.net(h) / sigma).reshape(x.shape)
+        emb = torch.cat([log_s, angles.sin(), angles.cos()], 1)
+        h = x.reshape(c, -1) * torch.rsqrt(sigma.square() + self.data_std**2)
+        for layer, embed in zip(self.layers, self.embed, strict=True):
+            h = nn.functional.silu(layer(h) + embed(emb))
+        return (self.out(h) / sigma).reshape(x.shape)
 
 
 class MixtureScore:
