@@ -18,7 +18,7 @@ from .mclmc_tuning import Tuned, tune_mams, tune_mclmc
 __version__ = "0.1.0"
 
 #: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
-_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "viz", "distributed")
+_LAZY = ("ebm", "score", "posterior", "slt", "tabular", "model", "viz", "distributed")
 
 
 def __getattr__(name: str):

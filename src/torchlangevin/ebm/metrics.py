@@ -6,7 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 import torch
 from torch import Tensor
 
@@ -69,7 +68,7 @@ def _mean_kernel(a: Tensor, b: Tensor, widths: tuple[float, ...]) -> Tensor:
     d2 = torch.cdist(a, b).square_()
     k = torch.exp(d2 * (-0.5 / widths[0]**2))
     means = [k.mean()]
-    for wider, h in zip(widths, widths[1:]):
+    for wider, h in zip(widths, widths[1:], strict=False):
         if math.isclose(wider, 2 * h):  # exp(-d2 / (2 (h/2)^2)) = k_h^4: two products, no exp
             k = k.mul_(k).mul_(k)
         else:

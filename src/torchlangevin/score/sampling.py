@@ -59,7 +59,7 @@ def _check(x0: Tensor, sigmas: Tensor) -> tuple[Tensor, list[float]]:
     x0 = check_states("x0", x0)
     levels = [float(s) for s in torch.as_tensor(sigmas).flatten()]
     if len(levels) < 1 or any(not s > 0 for s in levels) or \
-            any(b > a for a, b in zip(levels, levels[1:])):
+            any(b > a for a, b in zip(levels, levels[1:], strict=False)):
         raise ValueError(f"sigmas must be positive and decreasing (largest first); "
                          f"got {levels[:5]}{'...' if len(levels) > 5 else ''}")
     return x0, levels
