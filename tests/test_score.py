@@ -22,7 +22,7 @@ def _mixture_check(result, mix, n):
 
 
 def test_annealed_langevin_with_the_exact_mixture_score_reaches_its_weights():
-    mix, n = score.MixtureScore(MEANS, WEIGHTS, 0.3), 4000
+    mix, n = score.MixtureScore(MEANS, WEIGHTS, 0.3), 3000
     sigmas = score.geometric_sigmas(20.0, 0.01, 20)
     x0 = 20.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
     out = score.annealed_langevin(mix, x0, sigmas, n_steps_each=50, step_lr=5e-5, seed=10,
@@ -49,7 +49,7 @@ def test_denoising_score_matching_recovers_a_gaussians_score():
     sigmas = score.geometric_sigmas(3.0, 0.05, 5)
     torch.manual_seed(0)
     model = score.ScoreMLP((1,), width=32, depth=2, data_std=0.5)
-    hist = score.fit_score(model, data, sigmas, n_steps=400, batch_size=256, lr=5e-3,
+    hist = score.fit_score(model, data, sigmas, n_steps=300, batch_size=256, lr=5e-3,
                            lr_end=5e-4, progress=False)
     assert hist.loss[-1] < hist.loss[0]
     for sigma in (2.0, 0.5, 0.1):
@@ -58,7 +58,7 @@ def test_denoising_score_matching_recovers_a_gaussians_score():
             est = model(x, sigma)
         true = -(x - 1.0) / (0.25 + sigma**2)
         rel = float((est - true).square().mean().sqrt() / true.square().mean().sqrt())
-        assert rel < 0.15, (sigma, rel)
+        assert rel < 0.2, (sigma, rel)  # measured 0.04-0.14; smallest sigma worst
 
 
 def test_sliced_score_matching_recovers_a_gaussians_score():
@@ -67,7 +67,7 @@ def test_sliced_score_matching_recovers_a_gaussians_score():
     sigmas = score.geometric_sigmas(2.0, 0.1, 5)
     torch.manual_seed(1)
     model = score.ScoreMLP((1,), width=32, depth=2, data_std=0.5)
-    score.fit_score(model, data, sigmas, objective="ssm", n_steps=400, batch_size=256,
+    score.fit_score(model, data, sigmas, objective="ssm", n_steps=300, batch_size=256,
                     lr=5e-3, lr_end=5e-4, progress=False)
     x = math.sqrt(0.25 + 0.25) * torch.randn(2000, 1, generator=g)
     with torch.no_grad():

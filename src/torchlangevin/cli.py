@@ -91,7 +91,7 @@ def _score_demo(args: argparse.Namespace) -> int:
               f"distance to held-out digits {r['frechet_al']:.2f} / {r['frechet_pc']:.2f} "
               f"(real training digits {r['frechet_train']:.2f})")
     else:
-        r = run_toy(args.data, args.out, n_train_steps=args.train_steps or 3000,
+        r = run_toy(args.data, args.out, n_train_steps=args.train_steps or 6000,
                     seed=args.seed, progress=True)
         print(f"{args.data}: multi-bandwidth MMD / floor: annealed Langevin "
               f"{r['mmd_ratio_al']:.2f}, predictor-corrector {r['mmd_ratio_pc']:.2f}; binned "
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
                            "matching; sample by annealed Langevin and predictor-corrector")
     score.add_argument("--data", choices=[*TOY_NAMES, "digits"], default="checkerboard")
     score.add_argument("--out", default="score_out")
-    score.add_argument("--train-steps", type=int, help="default 3000 (toys) or 4000 (digits)")
+    score.add_argument("--train-steps", type=int, help="default 6000 (toys) or 4000 (digits)")
     score.add_argument("--seed", type=int, default=0)
     score.set_defaults(func=_score_demo)
 

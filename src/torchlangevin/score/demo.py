@@ -33,7 +33,7 @@ def _samplers(model: ScoreMLP, data: torch.Tensor, x0: torch.Tensor, n_levels: i
 
 
 def run_toy(name: str = "checkerboard", out: str | Path | None = None,
-            n_train_steps: int = 3000, n_levels: int = 10, n_steps_each: int = 100,
+            n_train_steps: int = 6000, n_levels: int = 10, n_steps_each: int = 100,
             step_lr: float = 2e-5, sigma_min: float = 0.01, n_sets: int = 5,
             seed: int = 0, progress: bool = False) -> dict[str, float]:
     """Fit a score model to 10,000 points of the toy ``name`` (DSM, ``n_train_steps``
