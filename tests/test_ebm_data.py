@@ -85,3 +85,9 @@ def test_frechet_distance_of_two_gaussians_matches_the_formula():
     y = 2 * torch.randn(20000, 2, generator=g, dtype=torch.float64) + torch.tensor([1.0, 0])
     # |dmu|^2 + tr(I + 4I - 2 * 2I) = 1 + 2 = 3; sample covariances err by ~1/sqrt(n)
     assert metrics.frechet_distance(x, y) == pytest.approx(3.0, abs=0.1)
+
+
+def test_the_cli_offers_every_toy():
+    from torchlangevin.cli import TOY_NAMES
+
+    assert sorted(TOY_NAMES) == sorted(data.TOYS)
