@@ -64,6 +64,7 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
     for key, samples in (("al", al.final), ("pc", pc.final)):
         j = judge(samples, train, held, n_sets=n_sets)
         result.update({f"mmd_{key}": j.mmd, f"mmd_ratio_{key}": j.mmd_ratio,
+                       f"worst_ratio_{key}": j.worst_ratio,
                        f"tv_{key}": j.tv, f"tv_ratio_{key}": j.tv_ratio,
                        "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
     if out is not None:
