@@ -29,9 +29,9 @@ def test_sample_command(tmp_path, capsys):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in (ROOT / "examples").glob("*.py")))
 def test_example_runs(script, tmp_path):
-    # the EBM examples train for minutes; one epoch (and 50 sampling steps for the toys)
+    # the EBM and score examples train for minutes; one epoch or step (and 50 sampling steps)
     # checks that they run end to end
-    quick = ["1", "50"] if script.startswith("ebm_") else []
+    quick = ["1", "50"] if script.startswith(("ebm_", "score_")) else []
     done = subprocess.run([sys.executable, str(ROOT / "examples" / script),
                            str(tmp_path / "out.png"), *quick], capture_output=True, text=True,
                           timeout=300, cwd=tmp_path)

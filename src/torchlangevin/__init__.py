@@ -18,7 +18,8 @@ from .mclmc_tuning import Tuned, tune_mams, tune_mclmc
 __version__ = "0.1.0"
 
 #: the applications, imported on first use: ``tl.ebm.fit``, ``tl.slt.llc``, ...
-_LAZY = ("ebm", "posterior", "slt", "tabular", "model", "pyro_model", "viz", "distributed")
+_LAZY = ("ebm", "score", "posterior", "slt", "tabular", "model", "pyro_model", "viz",
+         "distributed")
 #: functions of the applications, imported on first use: ``tl.sample_posterior``, ...
 _LAZY_FUNCTIONS = {"sample_posterior": "model", "from_pyro": "pyro_model"}
 

@@ -1,4 +1,4 @@
-"""Command line: ``torchlangevin demo | sample | ebm-demo | llc-demo | synth``.
+"""Command line: ``torchlangevin demo | sample | ebm-demo | score-demo | llc-demo | synth``.
 
 Errors: a problem with what was asked (an argument, a file, the data in it) prints one line,
 ``torchlangevin <command>: error: <what is wrong>``, on stderr and exits with code 2; it is
@@ -187,7 +187,40 @@ def _ebm_demo(args: argparse.Namespace) -> int:
           f"fresh chains {r['mmd_fresh']:.5f}; train-vs-held-out floor {r['mmd_floor']:.5f}; "
           f"fitted Gaussian {r['mmd_gaussian']:.5f} (MALA acceptance {r['acceptance']:.2f}, "
           f"{time.perf_counter() - t0:.0f} s); figure in {args.out}")
+    print(f"  multi-bandwidth MMD / floor: persistent {r['mmd_multi_ratio_model']:.2f}, fresh "
+          f"{r['mmd_multi_ratio_fresh']:.2f}; binned TV / floor: persistent "
+          f"{r['tv_ratio_model']:.2f}, fresh {r['tv_ratio_fresh']:.2f}")
     return 0
+
+
+def _score_demo(args: argparse.Namespace) -> int:
+    from .score.demo import run_digits, run_toy
+
+    t0 = time.perf_counter()
+    if args.data == "digits":
+        r = run_digits(args.out, n_train_steps=args.train_steps or 4000, seed=args.seed,
+                       progress=True)
+        print(f"digits: top-class probability of a logistic regression trained on real "
+              f"digits: annealed Langevin {r['top_prob_al']:.2f}, predictor-corrector "
+              f"{r['top_prob_pc']:.2f} (held-out real {r['top_prob_held_out']:.2f}); Frechet "
+              f"distance to held-out digits {r['frechet_al']:.2f} / {r['frechet_pc']:.2f} "
+              f"(real training digits {r['frechet_train']:.2f})")
+    else:
+        r = run_toy(args.data, args.out, n_train_steps=args.train_steps or 6000,
+                    seed=args.seed, progress=True)
+        print(f"{args.data}: multi-bandwidth MMD / floor: annealed Langevin "
+              f"{r['mmd_ratio_al']:.2f}, predictor-corrector {r['mmd_ratio_pc']:.2f}; binned "
+              f"TV / floor {r['tv_ratio_al']:.2f} / {r['tv_ratio_pc']:.2f}")
+    print(f"  score evaluations per sample: annealed Langevin {r['evals_al']}, "
+          f"predictor-corrector {r['evals_pc']}; training {r['train_s']:.0f} s, sampling "
+          f"{r['sample_s']:.0f} s, {time.perf_counter() - t0:.0f} s in all; figures in "
+          f"{args.out}")
+    return 0
+
+
+#: the 2-D toys of ``ebm.data.TOYS`` (listed here so ``--help`` imports nothing heavy)
+TOY_NAMES = ["moons", "rings", "8gaussians", "gaussian_mixture", "eight_gaussians",
+             "two_moons", "swiss_roll", "circle", "checkerboard", "pinwheel", "grid"]
 
 
 def _llc_demo(args: argparse.Namespace) -> int:
@@ -346,7 +379,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_demo, _add_sample, _add_ebm_demo, _add_llc_demo, _add_synth):
+    for add in (_add_demo, _add_sample, _add_ebm_demo, _add_score_demo, _add_llc_demo,
+                _add_synth):
         add(sub)
     return parser
 
@@ -382,14 +416,25 @@ def _add_sample(sub) -> None:
 
 def _add_ebm_demo(sub) -> None:
     toy = sub.add_parser("ebm-demo", help="train an energy by persistent CD on a toy set or digits")
-    toy.add_argument("--data", choices=["moons", "rings", "8gaussians", "digits"],
-                     default="moons")
+    toy.add_argument("--data", choices=[*TOY_NAMES, "digits"], default="moons")
     toy.add_argument("--out", type=_output_dir, default="ebm_out")
     toy.add_argument("--epochs", type=_POSITIVE, help="default 100 (toys) or 30 (digits)")
     toy.add_argument("--sample-steps", type=_POSITIVE, default=3000,
                      help="MALA steps of the fresh chains (from uniform starts) for toys")
     toy.add_argument("--seed", type=_NON_NEGATIVE, default=0)
     toy.set_defaults(func=_ebm_demo)
+
+
+
+def _add_score_demo(sub) -> None:
+    score = sub.add_parser("score-demo", help="train a score model by denoising score "
+                           "matching; sample by annealed Langevin and predictor-corrector")
+    score.add_argument("--data", choices=[*TOY_NAMES, "digits"], default="checkerboard")
+    score.add_argument("--out", type=_output_dir, default="score_out")
+    score.add_argument("--train-steps", type=_POSITIVE,
+                       help="default 6000 (toys) or 4000 (digits)")
+    score.add_argument("--seed", type=_NON_NEGATIVE, default=0)
+    score.set_defaults(func=_score_demo)
 
 
 def _add_llc_demo(sub) -> None:

@@ -12,7 +12,7 @@ from ..driver import sample
 from ..kernels import MALA
 from ..schedules import Geometric
 from .data import TOYS
-from .metrics import mmd
+from .metrics import judge, mmd
 from .train import fit
 
 
@@ -40,11 +40,14 @@ def run_toy(name: str = "moons", out: str | Path | None = None, epochs: int = 10
       approach the learned density ``exp(-E)`` itself. Persistent CD fits the chains to the
       data, not the density (Nijkamp et al. 2020), so these may be further off.
 
+    ``judge_model``/``judge_fresh``: the same two sets judged by the multi-bandwidth MMD
+    and the binned TV (:func:`~torchlangevin.ebm.metrics.judge`), as ratios to the floor.
+
     Writes ``<name>_energy.png`` (contours with the persistent samples) into ``out``."""
     if name not in TOYS:
         raise ValueError(f"data must be one of {sorted(TOYS)}; got {name!r}")
     g = torch.Generator().manual_seed(seed)
-    data, held = TOYS[name](6000, g), TOYS[name](1000, g)
+    data, held = TOYS[name](6000, g).float(), TOYS[name](1000, g).float()
     torch.manual_seed(seed)
     model = mlp_energy()
     kernel = MALA(model, step_size)
@@ -68,12 +71,17 @@ def run_toy(name: str = "moons", out: str | Path | None = None, epochs: int = 10
     result = {"mmd_model": mean_mmd(persistent.final), "mmd_fresh": mean_mmd(fresh.final),
               "mmd_floor": mean_mmd(data[1000:6000]), "mmd_gaussian": mean_mmd(gaussian),
               "acceptance": float(fresh.acceptance_rate.mean())}
+    for key, x in (("model", persistent.final), ("fresh", fresh.final)):
+        j = judge(x, data, held)
+        result.update({f"mmd_multi_ratio_{key}": j.mmd_ratio, f"tv_ratio_{key}": j.tv_ratio})
     if out is not None:
         from ..viz import plot_energy_contours
 
         Path(out).mkdir(parents=True, exist_ok=True)
-        plot_energy_contours(model, xlim=(-3, 3), ylim=(-3, 3), points=persistent.final,
-                             path=Path(out) / f"{name}_energy.png")
+        pad = 0.1 * (high - low)
+        plot_energy_contours(model, xlim=(float(low[0] - pad[0]), float(high[0] + pad[0])),
+                             ylim=(float(low[1] - pad[1]), float(high[1] + pad[1])),
+                             points=persistent.final, path=Path(out) / f"{name}_energy.png")
     return result
 
 

@@ -1,0 +1,68 @@
+"""Train a noise-conditional score model by denoising or sliced score matching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..energy import check_states
+from ..util import integer, positive, progress_bar
+from .losses import draw_sigmas, dsm_loss, ssm_loss
+
+__all__ = ["ScoreHistory", "fit_score"]
+
+
+@dataclass
+class ScoreHistory:
+    """The loss of every optimiser step, and the noise range trained on."""
+
+    loss: list[float] = field(default_factory=list)
+    sigma_min: float = 0.0
+    sigma_max: float = 0.0
+
+
+def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str = "dsm",
+              n_steps: int = 5000, batch_size: int = 256, lr: float = 2e-3,
+              lr_end: float = 1e-4, seed: int = 0, progress: bool = True) -> ScoreHistory:
+    """Fit ``model(x, sigma)`` to the score of the noised data for ``sigma`` between
+    ``sigmas.min()`` and ``sigmas.max()`` (log-uniform; see :mod:`.losses`).
+
+    ``objective``: ``"dsm"`` (denoising score matching) or ``"ssm"`` (sliced score
+    matching). Adam, its learning rate decaying geometrically (per step) from ``lr`` to
+    ``lr_end``; minibatches drawn with replacement from ``data (N, *event)``."""
+    data = check_states("data", data, rows="rows", min_rows=2, min_ndim=2)
+    if objective not in ("dsm", "ssm"):
+        raise ValueError(f"objective must be 'dsm' or 'ssm'; got {objective!r}")
+    n_steps, batch_size = integer("n_steps", n_steps, 1), integer("batch_size", batch_size, 1)
+    lr, lr_end = positive("lr", lr), positive("lr_end", lr_end)
+    sigmas = torch.as_tensor(sigmas)
+    lo, hi = float(sigmas.min()), float(sigmas.max())
+    if not hi > lo > 0:
+        raise ValueError(f"sigmas must be positive and not all equal; got {sigmas.tolist()}")
+    gen = torch.Generator().manual_seed(seed)
+    loss_fn = dsm_loss if objective == "dsm" else ssm_loss
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    decay = torch.optim.lr_scheduler.ExponentialLR(
+        optimizer, (lr_end / lr) ** (1 / max(n_steps - 1, 1)))
+    history = ScoreHistory(sigma_min=lo, sigma_max=hi)
+    bar = progress_bar(progress, n_steps, f"fit_score ({objective})")
+    model.train()
+    for step in range(n_steps):
+        batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
+        loss = loss_fn(model, batch, draw_sigmas(batch_size, lo, hi, gen, batch), gen)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss.detach())} at step {step}; "
+                                     f"lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        decay.step()
+        history.loss.append(float(loss.detach()))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    model.eval()
+    return history

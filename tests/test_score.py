@@ -1,0 +1,94 @@
+"""Score-based generation: the samplers on an exact score, and score matching."""
+
+import math
+
+import pytest
+import torch
+
+from torchlangevin import score
+
+MEANS = torch.tensor([[-3.0, 0.0], [3.0, 0.0], [0.0, 4.0]])
+WEIGHTS = torch.tensor([0.2, 0.5, 0.3])
+
+
+def _mixture_check(result, mix, n):
+    """Each component's share within 5 se of its weight, se = sqrt(w (1 - w) / n) (the
+    samples are independent), and the heaviest component's sd near the mixture's 0.3."""
+    share = torch.bincount(mix.component(result.final), minlength=3).double() / n
+    se = (mix.weights * (1 - mix.weights) / n).sqrt()
+    assert ((share - mix.weights).abs() < 5 * se).all(), (share, mix.weights)
+    sd = result.final[mix.component(result.final) == 1].double().std(0)
+    assert ((sd - 0.3).abs() < 0.05).all(), sd  # an sd of ~2000 points errs by ~2%
+
+
+def test_annealed_langevin_with_the_exact_mixture_score_reaches_its_weights():
+    mix, n = score.MixtureScore(MEANS, WEIGHTS, 0.3), 3000
+    sigmas = score.geometric_sigmas(20.0, 0.01, 20)
+    x0 = 20.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(0))
+    out = score.annealed_langevin(mix, x0, sigmas, n_steps_each=50, step_lr=5e-5, seed=10,
+                                  progress=False)
+    _mixture_check(out, mix, n)
+    assert out.n_evals == 20 * 51 + 1  # each level opens with the score at its own sigma
+
+
+def test_predictor_corrector_with_the_exact_mixture_score_reaches_its_weights():
+    mix, n = score.MixtureScore(MEANS, WEIGHTS, 0.3), 4000
+    sigmas = score.geometric_sigmas(50.0, 0.01, 200)
+    x0 = 50.0 * torch.randn(n, 2, generator=torch.Generator().manual_seed(1))
+    out = score.predictor_corrector(mix, x0, sigmas, seed=2, progress=False,
+                                    return_trajectory=True)
+    _mixture_check(out, mix, n)
+    assert out.n_evals == 2 * 200 and out.trajectory.shape == (401, n, 2)
+    assert torch.equal(out.trajectory[-1], out.final)
+
+
+def test_denoising_score_matching_recovers_a_gaussians_score():
+    # N(1, 0.5^2) blurred by sigma has score -(x - 1) / (0.25 + sigma^2)
+    g = torch.Generator().manual_seed(0)
+    data = 1.0 + 0.5 * torch.randn(4000, 1, generator=g)
+    sigmas = score.geometric_sigmas(3.0, 0.05, 5)
+    torch.manual_seed(0)
+    model = score.ScoreMLP((1,), width=32, depth=2, data_std=0.5)
+    hist = score.fit_score(model, data, sigmas, n_steps=300, batch_size=256, lr=5e-3,
+                           lr_end=5e-4, progress=False)
+    assert hist.loss[-1] < hist.loss[0]
+    for sigma in (2.0, 0.5, 0.1):
+        x = 1.0 + math.sqrt(0.25 + sigma**2) * torch.randn(2000, 1, generator=g)
+        with torch.no_grad():
+            est = model(x, sigma)
+        true = -(x - 1.0) / (0.25 + sigma**2)
+        rel = float((est - true).square().mean().sqrt() / true.square().mean().sqrt())
+        assert rel < 0.2, (sigma, rel)  # measured 0.04-0.14; smallest sigma worst
+
+
+def test_sliced_score_matching_recovers_a_gaussians_score():
+    g = torch.Generator().manual_seed(1)
+    data = 0.5 * torch.randn(4000, 1, generator=g)
+    sigmas = score.geometric_sigmas(2.0, 0.1, 5)
+    torch.manual_seed(1)
+    model = score.ScoreMLP((1,), width=32, depth=2, data_std=0.5)
+    score.fit_score(model, data, sigmas, objective="ssm", n_steps=300, batch_size=256,
+                    lr=5e-3, lr_end=5e-4, progress=False)
+    x = math.sqrt(0.25 + 0.25) * torch.randn(2000, 1, generator=g)
+    with torch.no_grad():
+        est = model(x, 0.5)
+    true = -x / 0.5
+    rel = float((est - true).square().mean().sqrt() / true.square().mean().sqrt())
+    assert rel < 0.25, rel  # SSM's estimate of the trace term is noisier than DSM's target
+
+
+def test_bad_input_is_named():
+    mix = score.MixtureScore(MEANS, WEIGHTS, 0.3)
+    x0 = torch.zeros(4, 2)
+    with pytest.raises(ValueError, match="decreasing"):
+        score.annealed_langevin(mix, x0, torch.tensor([0.1, 1.0]), progress=False)
+    with pytest.raises(ValueError, match="n_steps_each"):
+        score.annealed_langevin(mix, x0, torch.tensor([1.0, 0.1]), n_steps_each=0)
+    with pytest.raises(ValueError, match="snr"):
+        score.predictor_corrector(mix, x0, torch.tensor([1.0, 0.1]), snr=-1.0)
+    with pytest.raises(ValueError, match="objective"):
+        score.fit_score(score.ScoreMLP(), x0, torch.tensor([1.0, 0.1]), objective="cd")
+    with pytest.raises(TypeError, match="no energy"):
+        score.ScoreField(mix, 1.0)(x0)
+    with pytest.raises(ValueError, match="sigma_max must exceed"):
+        score.geometric_sigmas(0.1, 1.0, 3)
