@@ -143,7 +143,7 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
         parts.append(_sample(kernel, x0[part], n_steps, seed=block_seed, checkpoint=path,
                              params=slice_params(params, part, x0.ndim), **kwargs))
     local = Chains.concat(parts)
-    out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
+    out = distributed.gather_chains(local) if size > 1 else local
     return dataclasses.replace(out, seed=seed)
 
 

@@ -181,11 +181,21 @@ def _chain_range(chains: range | None, num_chains: int) -> range:
 
 
 def _gathered(run: _Observer):
+    """Every rank's records joined along ``chain`` on every rank: each per-chain array
+    travels as a tensor (:func:`~torchlangevin.distributed.all_gather_tensor`); the rest is
+    the same on every rank."""
     import xarray as xr
 
-    parts = distributed.all_gather(run.dataset())
-    return xr.DataTree(xr.concat(parts, dim="chain", data_vars="minimal", coords="minimal",
-                                 compat="override"))
+    ds = run.dataset()
+    data = {}
+    for name, var in ds.data_vars.items():
+        if "chain" in var.dims:
+            local = torch.from_numpy(np.array(var.values))
+            data[name] = (var.dims, distributed.all_gather_tensor(local).numpy())
+        else:
+            data[name] = var
+    coords = {**ds.coords, "chain": np.arange(run.config["num_chains"])}
+    return xr.DataTree(xr.Dataset(data, coords=coords, attrs=ds.attrs))
 
 
 def _sample_into(run: _Observer, path: Path, key: str, shared: bool, progress: bool):
