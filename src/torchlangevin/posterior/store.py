@@ -35,6 +35,8 @@ NEXT_STEP = f"{STATE}/next_step"
 #: the root attribute that marks a store as this module's, with its layout version
 MARK = "torchlangevin_store"
 FORMAT = 2
+#: chunks equal to the fill value are written as well (Zarr's default drops them)
+_WRITE_ALL = {"write_empty_chunks": True}
 
 
 def _zarr():
@@ -62,6 +64,8 @@ class ZarrStore:
         self.path, self.key, self.config, self.chains = path, key, config, chains
         self.block = slice(chains.start, chains.stop)
         self.committed = 0  # this block's next_step: records before it are in the store
+        self._group = None
+        self._arrays: dict = {}  # opened once: each opening reads the array's metadata
 
     @property
     def checkpoint_path(self) -> Path:
@@ -83,8 +87,10 @@ class ZarrStore:
         os.replace(partial, self.path)  # an empty directory at the path is replaced
 
     def _root(self):
+        if self._group is not None:
+            return self._group
         try:
-            root = _zarr().open_group(self.path, mode="r")
+            root = _zarr().open_group(self.path, mode="r+")
         except Exception as e:
             raise StoreDamaged(f"store={str(self.path)!r}: cannot open its root group "
                                f"({type(e).__name__}: {e})") from e
@@ -93,7 +99,19 @@ class ZarrStore:
             raise ValueError(f"store={str(self.path)!r}: a Zarr store not written by this "
                              f"version of posterior.sample (format {FORMAT}); pass another "
                              "path or delete it")
+        self._group = root
         return root
+
+    def _array(self, name: str):
+        if name not in self._arrays:
+            try:
+                # a chunk of fill values is written too: a missing chunk is damage
+                self._arrays[name] = self._root()[name].with_config(_WRITE_ALL)
+            except Exception as e:
+                raise StoreDamaged(f"store={str(self.path)!r}: array {name!r} is missing or "
+                                   f"unreadable ({type(e).__name__}: {e}); the store is "
+                                   "damaged: delete it and run again") from e
+        return self._arrays[name]
 
     # -- resume --------------------------------------------------------------------------------
     def open(self, run):
@@ -107,8 +125,8 @@ class ZarrStore:
                 f"store={str(self.path)!r}: holds a run with a different configuration, model "
                 "or data; pass another path or delete it"
             )
-        self._check_chunks(root, NEXT_STEP, range(run.config["num_chains"]), {})
-        self.committed = int(self._read(root, NEXT_STEP)[self.block].min())
+        self._check_chunks(NEXT_STEP, range(run.config["num_chains"]), {})
+        self.committed = int(self._read(NEXT_STEP)[self.block].min())
         if self.committed >= run.num_steps:
             return self.tree(run)
         if self.committed:
@@ -120,8 +138,8 @@ class ZarrStore:
         extent = _extent(run, self.committed)
         dev = run.nonfinite.device
         for name in _per_chain(root):
-            self._check_chunks(root, name, self.chains, extent)
-        values = {name: self._read(root, name, self.block) for name in _per_chain(root)}
+            self._check_chunks(name, self.chains, extent)
+        values = {name: self._read(name, self.block) for name in _per_chain(root)}
         run.nonfinite = torch.as_tensor(values["nonfinite_step"], device=dev).clone()
         for name, t in _buffers(run):
             t.copy_(torch.as_tensor(values[name], device=dev))
@@ -132,22 +150,20 @@ class ZarrStore:
         s0, s1 = self.committed, run.step
         if s1 <= s0:
             return
-        zarr = _zarr()
         d0, d1 = _draws_done(run, s0), _draws_done(run, s1)
-        root = zarr.open_group(self.path, mode="r+")
         rows = self.block
-        with zarr.config.set({"array.write_empty_chunks": True}):  # a missing chunk is damage
-            for name, t in _buffers(run):
-                dims = _dims(root[name])
-                if "draw" in dims and d1 > d0:
-                    root[name][rows, d0:d1] = _np(t[:, d0:d1])
-                elif "step" in dims:
-                    root[name][rows, s0:s1] = _np(t[:, s0:s1])
-                elif "draw" not in dims:
-                    root[name][rows] = _np(t)
-            root["nonfinite_step"][rows] = _np(run.nonfinite)
-            done = np.full(len(self.chains), s1, dtype=np.int64)
-            root[NEXT_STEP][rows] = done  # the commit marker, last
+        for name, t in _buffers(run):
+            array = self._array(name)
+            dims = _dims(array)
+            if "draw" in dims and d1 > d0:
+                array[rows, d0:d1] = _np(t[:, d0:d1])
+            elif "step" in dims:
+                array[rows, s0:s1] = _np(t[:, s0:s1])
+            elif "draw" not in dims:
+                array[rows] = _np(t)
+        self._array("nonfinite_step")[rows] = _np(run.nonfinite)
+        done = np.full(len(self.chains), s1, dtype=np.int64)
+        self._array(NEXT_STEP)[rows] = done  # the commit marker, last
         self.committed = s1
         if s1 >= run.num_steps:
             self.checkpoint_path.unlink(missing_ok=True)  # finished: the store says it all
@@ -162,22 +178,18 @@ class ZarrStore:
         self.committed = 0
 
     # -- reading -------------------------------------------------------------------------------
-    def _read(self, root, name: str, rows: slice | None = None) -> np.ndarray:
+    def _read(self, name: str, rows: slice | None = None) -> np.ndarray:
         try:
-            return np.asarray(root[name][... if rows is None else rows])
+            return np.asarray(self._array(name)[... if rows is None else rows])
         except Exception as e:
             raise StoreDamaged(f"store={str(self.path)!r}: array {name!r} cannot be read "
                                f"({type(e).__name__}: {e}); the store is damaged: delete it "
                                "and run again") from e
 
-    def _check_chunks(self, root, name: str, chains: range, extent: dict[str, int]) -> None:
+    def _check_chunks(self, name: str, chains: range, extent: dict[str, int]) -> None:
         """Raise unless every chunk of ``name`` holding recorded values of ``chains`` (draws
         and steps up to ``extent``) is present: a missing one would read as fill values."""
-        try:
-            array = root[name]
-        except Exception as e:
-            raise StoreDamaged(f"store={str(self.path)!r}: array {name!r} is missing "
-                               f"({type(e).__name__}: {e})") from e
+        array = self._array(name)
         key = _missing_chunk(self.path, array, chains, extent)
         if key is not None:
             raise StoreDamaged(f"store={str(self.path)!r}: array {name!r} has lost its chunk "
@@ -197,10 +209,10 @@ class ZarrStore:
         mark = root.attrs[MARK]
         data = {}
         for name in mark["variables"]:
-            dims = _dims(root[name])
+            dims = _dims(self._array(name))
             per_chain = "chain" in dims
-            self._check_chunks(root, name, chains if per_chain else range(0), full)
-            data[name] = (dims, self._read(root, name, rows if per_chain else None))
+            self._check_chunks(name, chains if per_chain else range(0), full)
+            data[name] = (dims, self._read(name, rows if per_chain else None))
         attrs = {k: v for k, v in root.attrs.items() if k != MARK}
         coords = {k: data.pop(k) for k in mark["coords"]}
         return xr.DataTree(xr.Dataset(data, coords=coords, attrs=attrs))
@@ -246,29 +258,28 @@ def _lay_out(path: Path, run, key: str) -> None:
             "written_at_creation": at_creation}
     root = zarr.open_group(path, mode="w", zarr_format=3,
                            attributes={**ds.attrs, "fingerprint": key, MARK: mark})
-    with zarr.config.set({"array.write_empty_chunks": True}):
-        for name, var in ds.variables.items():
-            shape = tuple(n if d == "chain" else s for d, s in zip(var.dims, var.shape,
-                                                                   strict=True))
-            chunks = tuple(max(1, min(per_dim.get(d, s), s)) for d, s in zip(
-                var.dims, shape, strict=True))
-            if name == "chain":
-                chunks = (n,)
-            fill = -1 if name == "nonfinite_step" else math.nan \
-                if np.issubdtype(var.dtype, np.floating) else 0
-            array = root.create_array(name, shape=shape, chunks=chunks, dtype=var.dtype,
-                                      fill_value=fill, compressors=_codecs(),
-                                      dimension_names=var.dims)
-            if name == "chain":
-                array[...] = np.arange(n)
-            elif name == "init_loss":
-                array[...] = np.broadcast_to(var.values[:1], shape)
-            elif name in at_creation:
-                array[...] = var.values
-        state = root.create_array(NEXT_STEP, shape=(n,), chunks=(1,), dtype=np.int64,
-                                  fill_value=0, compressors=_codecs(),
-                                  dimension_names=("chain",))
-        state[...] = np.zeros(n, dtype=np.int64)
+    for name, var in ds.variables.items():
+        shape = tuple(n if d == "chain" else s for d, s in zip(var.dims, var.shape,
+                                                               strict=True))
+        chunks = tuple(max(1, min(per_dim.get(d, s), s)) for d, s in zip(
+            var.dims, shape, strict=True))
+        if name == "chain":
+            chunks = (n,)
+        fill = -1 if name == "nonfinite_step" else math.nan \
+            if np.issubdtype(var.dtype, np.floating) else 0
+        array = root.create_array(name, shape=shape, chunks=chunks, dtype=var.dtype,
+                                  fill_value=fill, compressors=_codecs(),
+                                  dimension_names=var.dims, config=_WRITE_ALL)
+        if name == "chain":
+            array[...] = np.arange(n)
+        elif name == "init_loss":
+            array[...] = np.broadcast_to(var.values[:1], shape)
+        elif name in at_creation:
+            array[...] = var.values
+    state = root.create_array(NEXT_STEP, shape=(n,), chunks=(1,), dtype=np.int64,
+                              fill_value=0, compressors=_codecs(),
+                              dimension_names=("chain",), config=_WRITE_ALL)
+    state[...] = np.zeros(n, dtype=np.int64)
 
 
 def _missing_chunk(path: Path, array, chains: range, extent: dict[str, int]) -> str | None:
