@@ -56,6 +56,32 @@ def closure_energy():
                             progress=False))
 
 
+def collectives() -> dict[str, np.ndarray]:
+    """The collectives on their own: shares of unequal length, bools, plain data, and the
+    errors every rank raises together (so none is left waiting)."""
+    rank = distributed.world()[0]
+    rows = torch.arange(3 * (rank + 1), dtype=torch.float64).reshape(rank + 1, 3) + 10 * rank
+    flags = torch.tensor([rank == 0, True, False][: rank + 2])
+    plain = distributed.all_gather({"rank": rank, "x": np.float32(0.5), "s": [None, "a"]})
+    errors = []
+    for bad in (torch.zeros(2, 2, dtype=torch.float32 if rank else torch.float64),
+                torch.zeros(2, 2 + rank)):
+        try:
+            distributed.all_gather_tensor(bad)
+        except ValueError as e:
+            errors.append("different dtypes or row shapes" in str(e))
+    try:
+        distributed.all_gather(lambda x: x)
+    except TypeError as e:
+        errors.append("plain data" in str(e))
+    return {"rows": distributed.all_gather_tensor(rows).numpy(),
+            "flags": distributed.all_gather_tensor(flags).numpy(),
+            "empty": distributed.all_gather_tensor(torch.zeros(rank, 0, 2)).numpy(),
+            "plain_ok": np.array(plain == [{"rank": r, "x": 0.5, "s": [None, "a"]}
+                                           for r in range(2)]),
+            "errors": np.array(errors)}
+
+
 def problem():
     g = torch.Generator().manual_seed(0)
     X = torch.randn(128, 2, generator=g)
@@ -105,7 +131,8 @@ def save(path: Path, results: dict[str, dict[str, np.ndarray]]) -> None:
 def main(mode: str, out: Path) -> None:
     rank = distributed.world()[0] if distributed.init() else 0
     if mode == "gather":
-        results = {"core": core(), "lambda": lambda_energy(), "closure": closure_energy(),
+        results = {"collectives": collectives(), "core": core(), "lambda": lambda_energy(),
+                   "closure": closure_energy(),
                    "posterior": arrays(run_posterior()),
                    "stored": arrays(run_posterior(out / "clean.zarr")),
                    "calibrate": {"table": calibrate()}}

@@ -150,6 +150,21 @@ def test_kill_9_at_seeded_random_moments_resumes_to_the_uninterrupted_result(
     assert stores >= 2
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_checkpoint_ahead_of_the_store_starts_its_chains_over(reference, tmp_path):
+    # an interrupt saves the driver's checkpoint and then flushes the records; killed in
+    # between, the checkpoint is further on than the store's next_step
+    import zarr
+
+    want, n_events, _ = reference
+    store = tmp_path / "run.zarr"
+    assert attempt(store, n_events - 20) == -signal.SIGKILL  # past the last checkpoint
+    assert store.with_name("run.zarr.chains-0-2.pt").exists()
+    zarr.open_group(store, mode="r+")[NEXT_STEP][:] = 4
+    with pytest.warns(RuntimeWarning, match="further on than the store's records"):
+        assert_same(arrays(run(store)), want)
+
+
 # ---- integrity -----------------------------------------------------------------------------
 
 def damaged_copy(reference, tmp_path):

@@ -102,7 +102,7 @@ def sample(
         observables: ``{name: data}`` or ``{name: (data, n_rows)}``; losses on these rows
             (a fixed random subset of ``n_rows`` if given) are recorded at every draw.
         seed: chain ``c`` uses generators seeded from ``(seed, c)``.
-        store: a Zarr directory (format 3, needs ``zarr>=3``). Records are written every
+        store: a Zarr directory (format 3, needs ``zarr>=3.1``). Records are written every
             ``checkpoint_every`` draws, then the driver's checkpoint of the run beside them,
             so a run killed at any moment resumes from the last write and gives the same
             result; under ``torchrun`` every rank writes only its own chains' chunks. A
