@@ -14,7 +14,8 @@ generators and minibatch order, a file per block of chains beside the store). A 
 any moment therefore resumes from a checkpoint at or before ``next_step`` and re-records the
 steps after it, unchanged; a checkpoint ahead of the store (an interrupt that saved the
 checkpoint but not the flush) is discarded and the chains start over. A store is laid out
-under a temporary name and renamed into place: it exists whole or not at all.
+under a temporary name (``<store>.creating-<host>-<pid>``) and renamed into place: it exists
+whole or not at all.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import warnings
 from pathlib import Path
 
@@ -74,17 +76,28 @@ class ZarrStore:
         return self.path.with_name(name)  # beside the store: Zarr warns of foreign files
 
     # -- layout ------------------------------------------------------------------------------
+    def _laid_out(self) -> bool:
+        return (self.path / "zarr.json").exists() or (self.path / ".zgroup").exists()
+
     def create(self, run) -> None:
-        """Lay the store out unless it exists (one process does this for all): under a
-        temporary name, renamed into place when whole."""
-        if (self.path / "zarr.json").exists() or (self.path / ".zgroup").exists():
+        """Lay the store out unless it exists: under a name of this process's own, renamed
+        into place when whole (processes racing to create it keep the first one)."""
+        if self._laid_out():
             return
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise ValueError(f"store={str(self.path)!r}: exists and is not a Zarr store")
-        partial = self.path.with_name(self.path.name + ".creating")
-        shutil.rmtree(partial, ignore_errors=True)  # left by a creation that was killed
+        prefix = f"{self.path.name}.creating-{socket.gethostname()}-"
+        for left in self.path.parent.glob(prefix + "*"):  # by creations that were killed
+            if not _alive(left.name[len(prefix):]):
+                shutil.rmtree(left, ignore_errors=True)
+        partial = self.path.with_name(prefix + str(os.getpid()))
         _lay_out(partial, run, self.key)
-        os.replace(partial, self.path)  # an empty directory at the path is replaced
+        try:
+            os.replace(partial, self.path)  # an empty directory at the path is replaced
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not self._laid_out():
+                raise
 
     def _root(self):
         if self._group is not None:
@@ -216,6 +229,19 @@ class ZarrStore:
         attrs = {k: v for k, v in root.attrs.items() if k != MARK}
         coords = {k: data.pop(k) for k in mark["coords"]}
         return xr.DataTree(xr.Dataset(data, coords=coords, attrs=attrs))
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` of this host runs (a name that is no pid: no)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _dims(array) -> tuple[str, ...]:
