@@ -183,7 +183,7 @@ def _sample_blocks(kernel, x0: Tensor, n_steps: int, blocks: int, rank: int, siz
                              params=slice_params(params, part, x0.ndim), warn=False,
                              **kwargs))
     local = Chains.concat(parts)
-    out = Chains.concat(distributed.all_gather(local)) if size > 1 else local
+    out = distributed.gather_chains(local) if size > 1 else local
     if kwargs.get("keep_draws", True) and rank == 0:  # chains by their global index
         _warn_nonfinite(out.nonfinite_step)
     return dataclasses.replace(out, seed=seed)

@@ -36,8 +36,7 @@ from ..kernels.sgmcmc import SGMCMC, Hyper
 from ..util import integer
 from .data import Minibatches, as_tensors, fingerprint
 from .functional import FlatModel, LossFn, check_per_sample, next_token_loss
-
-STATE_GROUP = "state"
+from .store import CheckpointAhead, StoreDamaged
 
 
 def default_n_beta(n: int) -> float:
@@ -116,10 +115,13 @@ def sample(
         observables: ``{name: data}`` or ``{name: (data, n_rows)}``; losses on these rows
             (a fixed random subset of ``n_rows`` if given) are recorded at every draw.
         seed: chain ``c`` uses generators seeded from ``(seed, c)``.
-        store: a Zarr directory. Draws are written every ``checkpoint_every`` draws, and the
-            driver's checkpoint of the run beside them, so an interrupted run resumes from the
-            last write and gives the same result; a finished store of the same configuration
-            is returned as it is.
+        store: a Zarr directory (format 3, needs ``zarr>=3.1``). Records are written every
+            ``checkpoint_every`` draws, then the driver's checkpoint of the run beside them,
+            so a run killed at any moment resumes from the last write and gives the same
+            result; under ``torchrun`` every rank writes only its own chains' chunks. A
+            finished store of the same configuration is returned as it is; a missing or
+            corrupted chunk raises an error naming the store and the array (see
+            :mod:`torchlangevin.posterior.store`).
         chains: the global indices of the chains to run here (default ``range(num_chains)``);
             used to split chains across processes.
 
@@ -216,11 +218,21 @@ def _chain_range(chains: range | None, num_chains: int) -> range:
 
 
 def _gathered(run: _Observer):
+    """Every rank's records joined along ``chain`` on every rank: each per-chain array
+    travels as a tensor (:func:`~torchlangevin.distributed.all_gather_tensor`); the rest is
+    the same on every rank."""
     import xarray as xr
 
-    parts = distributed.all_gather(run.dataset())
-    return xr.DataTree(xr.concat(parts, dim="chain", data_vars="minimal", coords="minimal",
-                                 compat="override"))
+    ds = run.dataset()
+    data = {}
+    for name, var in ds.data_vars.items():
+        if "chain" in var.dims:
+            local = torch.from_numpy(np.array(var.values))
+            data[name] = (var.dims, distributed.all_gather_tensor(local).numpy())
+        else:
+            data[name] = var
+    coords = {**ds.coords, "chain": np.arange(run.config["num_chains"])}
+    return xr.DataTree(xr.Dataset(data, coords=coords, attrs=ds.attrs))
 
 
 def _sample_into(run: _Observer, path: Path, key: str, shared: bool, progress: bool):
@@ -234,8 +246,13 @@ def _sample_into(run: _Observer, path: Path, key: str, shared: bool, progress: b
         distributed.barrier()
     done = zs.open(run)
     if done is None:
-        run.sample(progress, store=zs)
-        zs.flush(run, final=True)
+        run.batches.resume_limit = zs.committed
+        try:
+            run.sample(progress, store=zs)
+        except CheckpointAhead:  # an interrupt saved the checkpoint, not the flush after it
+            zs.restart()
+            run.sample(progress, store=zs)
+        zs.flush(run)
     if shared:
         distributed.barrier()
         return zs.tree(run, all_chains=True)
@@ -279,6 +296,8 @@ class Batches:
         self.tensors, self.draw_of, self.joined = tensors, draw_of, joined
         self.minibatches = Minibatches(tensors[0].shape[0], batch_size, generators, device)
         self.generators, self.step = generators, 0
+        #: the furthest step a checkpoint may resume from (the store's records end there)
+        self.resume_limit: int | None = None
 
     def draw(self, k: int) -> list[Batch]:
         out = []
@@ -300,6 +319,8 @@ class Batches:
                                                            self.generators]}
 
     def set_state(self, state: dict) -> None:
+        if self.resume_limit is not None and state["step"] > self.resume_limit:
+            raise CheckpointAhead(state["step"])
         self.step, self.minibatches.pos = state["step"], state["pos"]
         self.minibatches.perm = state["perm"].clone()
         for g, s in zip(self.generators, state["generators"], strict=True):
@@ -341,6 +362,7 @@ class _Observer:
                  chains, checkpoint_every: int) -> None:
         self.flat, self.tensors, self.hyper, self.mask, self.obs = flat, tensors, hyper, mask, obs
         self.config, self.chains, self.checkpoint_every = config, chains, checkpoint_every
+        self.every = checkpoint_every * config["num_steps_bw_draws"]  # steps per checkpoint
         C, P, device = len(chains), flat.n_params, flat.w0.device
         seeds = [chain_seeds(config["seed"], c) for c in chains]
         self.noise_seeds = [b for _, b in seeds]
@@ -420,11 +442,15 @@ class _Observer:
     def sample(self, progress: bool, store=None) -> None:
         """Run the kernel on the driver from wherever the observer's buffers stand."""
         self.store = store
-        every = self.checkpoint_every * self.config["num_steps_bw_draws"]
-        run_chains(self.kernel, self.W0, self.num_steps, seed=self.noise_seeds,
-                   batches=self.batches, callback=self, progress=progress,
-                   checkpoint=None if store is None else store.checkpoint_path,
-                   checkpoint_every=every, keep_draws=False, distribute=False)
+        try:
+            run_chains(self.kernel, self.W0, self.num_steps, seed=self.noise_seeds,
+                       batches=self.batches, callback=self, progress=progress,
+                       checkpoint=None if store is None else store.checkpoint_path,
+                       checkpoint_every=self.every, keep_draws=False, distribute=False)
+        except BaseException as e:  # the driver saved where it stopped: the records too
+            if store is not None and not isinstance(e, (CheckpointAhead, StoreDamaged)):
+                store.flush(self)
+            raise
         self._warn_nonfinite()
 
     def __call__(self, step: int, state, info) -> None:
@@ -442,9 +468,8 @@ class _Observer:
             self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
             self._observe(d, W, extra)
         self.step = step
-        if self.store is not None and d is not None \
-                and (d + 1) % self.checkpoint_every == 0:
-            self.store.flush(self)
+        if self.store is not None and step % self.every == 0:
+            self.store.flush(self)  # just before the driver's checkpoint at this step
 
     def _warn_nonfinite(self) -> None:
         bad = (self.nonfinite >= 0).nonzero().flatten().tolist()
