@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import pytest
@@ -6,9 +7,14 @@ import torch
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing.*")
 
 
+# `make test` runs two pytest-xdist workers on CI's two cores: one torch thread each then
+# (two each would oversubscribe the cores); a plain serial `pytest` keeps two threads
+THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else 2
+
+
 @pytest.fixture(autouse=True)
 def _threads():
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     yield
 
 
