@@ -561,10 +561,7 @@ class _Observer:
         lambda_max = self.lambda_max  # first: a failure there is recorded just below
         attrs = {
             "config": json.dumps(self.config, sort_keys=True),
-            "vectorized": self.flat.vectorized_label,
-            "vmap_fallback_reason": self.flat.fallback_reason,
-            "vmap_looped_ops": ",".join(self.flat.looped_ops),
-            "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True),
+            **self._sampling_attrs(),
             "lambda_max": lambda_max,
             "eps_nbeta_lambda_max": self.hyper.lr * lambda_max,
             "num_burnin_steps": self.config["num_burnin_steps"],
@@ -575,6 +572,18 @@ class _Observer:
         import xarray as xr
 
         return xr.DataTree(self.dataset())
+
+    def _sampling_attrs(self) -> dict[str, str]:
+        return {"vectorized": self.flat.vectorized_label,
+                "vmap_fallback_reason": self.flat.fallback_reason,
+                "vmap_looped_ops": ",".join(self.flat.looped_ops),
+                "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True)}
+
+    def sampling_attrs(self) -> dict[str, str]:
+        """What only running the model tells (whether vmap ran, which diagnostics failed):
+        a store laid out before the first call takes these at the end; ``{}`` if this
+        process never called the model (a finished store opened again keeps its own)."""
+        return {} if self.flat.vectorized is None else self._sampling_attrs()
 
 
 def _np(t: Tensor) -> np.ndarray:

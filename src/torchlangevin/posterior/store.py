@@ -226,7 +226,7 @@ class ZarrStore:
             per_chain = "chain" in dims
             self._check_chunks(name, chains if per_chain else range(0), full)
             data[name] = (dims, self._read(name, rows if per_chain else None))
-        attrs = {k: v for k, v in root.attrs.items() if k != MARK}
+        attrs = {**{k: v for k, v in root.attrs.items() if k != MARK}, **run.sampling_attrs()}
         coords = {k: data.pop(k) for k in mark["coords"]}
         return xr.DataTree(xr.Dataset(data, coords=coords, attrs=attrs))
 
