@@ -43,7 +43,7 @@ def setup(path: Path) -> None:
 
 
 def load(path: Path):
-    blob = torch.load(path)
+    blob = torch.load(path, weights_only=True)
     model = mlp()
     model.load_state_dict(blob["state"])
     return model, blob["X"], blob["y"]
