@@ -3,6 +3,7 @@ import warnings
 
 import pytest
 import torch
+from torch import nn
 
 warnings.filterwarnings("ignore", message=".*ArviZ is undergoing.*")
 
@@ -20,6 +21,18 @@ def _threads():
 
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+class GaussEnergy(nn.Module):
+    """E(x) = (x - mu)^2 / (2 sd^2): the MLE is the data's mean and sd."""
+
+    def __init__(self):
+        super().__init__()
+        self.mu = nn.Parameter(torch.tensor(0.0))
+        self.log_sd = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x):
+        return 0.5 * ((x[:, 0] - self.mu) / self.log_sd.exp()) ** 2
 
 
 def pytest_configure(config):

@@ -2,25 +2,11 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 import torchlangevin as tl
 from torchlangevin import ebm
 
-from .conftest import gen
-
-
-class GaussEnergy(nn.Module):
-    """E(x) = (x - mu)^2 / (2 sd^2): the MLE is the data's mean and sd."""
-
-    def __init__(self):
-        super().__init__()
-        self.mu = nn.Parameter(torch.tensor(0.0))
-        self.log_sd = nn.Parameter(torch.tensor(0.0))
-
-    def forward(self, x):
-        return 0.5 * ((x[:, 0] - self.mu) / self.log_sd.exp()) ** 2
-
+from .conftest import GaussEnergy, gen
 
 DATA = 2.0 + 0.5 * torch.randn(4000, 1, generator=gen(1))
 

@@ -13,14 +13,13 @@ import zipfile
 
 import pytest
 import torch
-from torch import nn
 
 import torchlangevin as tl
 from torchlangevin import ebm
 from torchlangevin.distributions import DoubleWell, Gaussian
 from torchlangevin.persist import PersistError
 
-from .conftest import gen
+from .conftest import GaussEnergy, gen
 
 TARGET = Gaussian([0.0, 0.0])
 
@@ -40,16 +39,6 @@ def _sample(path=None, kernel=None, x=None, n_steps=30, **kw):
     kw = {"seed": 3, "progress": False, "checkpoint_every": 1, **kw}
     return tl.sample(kernel or tl.MALA(TARGET, 0.5), x0() if x is None else x, n_steps,
                      checkpoint=path, **kw)
-
-
-class GaussEnergy(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.mu = nn.Parameter(torch.tensor(0.0))
-        self.log_sd = nn.Parameter(torch.tensor(0.0))
-
-    def forward(self, x):
-        return 0.5 * ((x[:, 0] - self.mu) / self.log_sd.exp()) ** 2
 
 
 DATA = 2.0 + 0.5 * torch.randn(64, 1, generator=gen(1))
