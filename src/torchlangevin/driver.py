@@ -328,6 +328,7 @@ class _Run:
             "has_accept": False,
         }
         self.keep_draws = keep_draws
+        self._extra_names: dict[type, tuple[str, ...]] = {}
 
     # -- the loop ----------------------------------------------------------------------------
     def _next_block(self, t: int, length: int) -> int:
@@ -395,11 +396,19 @@ class _Run:
                 callback(t0 + t + 1, state, trace.info)
         return hook
 
+    def _step_extras(self, info) -> dict[str, Tensor]:
+        """:func:`_extras` of a step's ``info``, its field names found once per Info type
+        (a kernel's steps all fill the same fields)."""
+        names = self._extra_names.get(type(info))
+        if names is None:
+            names = self._extra_names[type(info)] = tuple(_extras(info))
+        return {name: getattr(info, name) for name in names} if names else {}
+
     def _book_step(self, t: int, state, info) -> None:
         """The bookkeeping for eager step ``t``: counters, trajectory, kept draw."""
         run = self.buffers
         accepted, divergent = getattr(info, "accepted", None), getattr(info, "divergent", None)
-        extras = _extras(info)
+        extras = self._step_extras(info)
         if t >= self.burn_in:
             if accepted is not None:
                 run["accepted"] += accepted

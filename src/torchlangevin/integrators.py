@@ -111,30 +111,30 @@ def leapfrog(
     ``p <- p - eps/2 g``; then ``x <- x + eps M^{-1} p`` (any mass of
     :mod:`torchlangevin.mass`), ``g <- grad E(x)``,
     ``p <- p - eps g`` (half a step on the last). ``n_steps`` gradient calls; the energy
-    only at the end; ``p`` is updated in place. Returns ``(x, p, E(x), grad E(x))``, the
-    energy and gradient unscaled.
+    only at the end. ``x`` and ``p`` are not changed (the first kick and drift write new
+    tensors, the later ones update those in place). Returns ``(x, p, E(x), grad E(x))``,
+    the energy and gradient unscaled.
     """
     eps, scale = per_chain(step_size, x), per_chain(grad_scale, x)
     matrix = _is_matrix(inv_mass)
     half, full = -0.5 * eps * scale, -eps * scale
     drift = eps if matrix else eps * inv_mass
-    x = x.clone()
-    _axpy(p, half, grad)
+    p = _axpy(p, half, grad, new=True)
     e = None
     for i in range(n_steps):
-        _axpy(x, drift, velocity(p, inv_mass) if matrix else p)
+        x = _axpy(x, drift, velocity(p, inv_mass) if matrix else p, new=i == 0)
         last = i == n_steps - 1
         e, grad = energy_and_grad(energy, x, need_energy=last)
         _axpy(p, half if last else full, grad)
     return x, p, e, grad
 
 
-def _axpy(t: Tensor, a: Scalar, u: Tensor) -> None:
-    """``t += a * u`` in place; fused when ``a`` is a Python number."""
+def _axpy(t: Tensor, a: Scalar, u: Tensor, new: bool = False) -> Tensor:
+    """``t + a * u``: in place, or into a new tensor with ``new=True``; fused when ``a`` is
+    a Python number."""
     if isinstance(a, Tensor):
-        t.add_(u * a)
-    else:
-        t.add_(u, alpha=a)
+        return t + u * a if new else t.add_(u * a)
+    return torch.add(t, u, alpha=a) if new else t.add_(u, alpha=a)
 
 
 # -- isokinetic (ESH) integrators for MCLMC and MAMS ------------------------------------------

@@ -124,13 +124,14 @@ def velocity(p: Tensor, m: Mass) -> Tensor:
 
 
 def momentum(z: Tensor, m: Mass) -> Tensor:
-    """``F^{-T} z``: standard normals ``z`` made ``N(0, M)`` (a new tensor)."""
+    """``F^{-T} z``: standard normals ``z`` made ``N(0, M)`` (``z`` itself for a unit mass:
+    callers must not update it in place)."""
     if isinstance(m, DenseMass):
         return (_rows(z) @ m.chol_inv).view(z.shape)
     if isinstance(m, LowRankMass):
         return (_low_rank(_rows(z), m, -0.5) / m.sigma).view(z.shape)
     if is_unit(m):
-        return z.clone()
+        return z
     return z * (torch.rsqrt(m) if isinstance(m, Tensor) else m ** -0.5)
 
 

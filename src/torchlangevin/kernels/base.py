@@ -395,13 +395,14 @@ def metropolis(log_alpha: Tensor, inside: Tensor | None, z: Tensor,
     below ``-max_energy_error`` is divergent and rejected; one outside the support is
     rejected but not divergent.
     """
-    divergent = ~torch.isfinite(log_alpha)
-    if max_energy_error is not None:
-        divergent |= log_alpha < -max_energy_error
+    # finite and not too low, in three comparisons (NaN fails every one)
+    ok = log_alpha > -math.inf if max_energy_error is None else log_alpha >= -max_energy_error
+    ok &= log_alpha < math.inf
+    divergent = ~ok
     if inside is not None:
         divergent &= inside
-        log_alpha = log_alpha.masked_fill(~inside, -math.inf)
-    log_alpha = log_alpha.masked_fill(divergent, -math.inf)
+        ok &= inside
+    log_alpha = torch.where(ok, log_alpha, -math.inf)
     return Info(log_accept_ratio=log_alpha, accepted=torch.log(uniforms(z)) < log_alpha,
                 divergent=divergent)
 

@@ -95,7 +95,7 @@ class HMC(Kernel):
             eps = eps * (1 + params.jitter * (2 * (t - torch.floor(t)) - 1))
         scale = value_at(params.noise_scale, state.step, x)
         inv_mass = on_device(params.inv_mass, x)
-        # a tensor of its own, not a view of the noise: the leapfrog updates it in place
+        # may be a view of the noise: the leapfrog's first kick writes a new tensor
         p = momentum(event_noise(noise, x), inv_mass)
         inv_t = 1.0 / (scale * scale)
         unit_t = not isinstance(inv_t, Tensor) and inv_t == 1.0
