@@ -1,7 +1,7 @@
 """Train a conv energy on scikit-learn's 8x8 digits by persistent contrastive divergence and
 save a grid of generated digits (about two minutes on 2 CPU cores).
 
-    python examples/ebm_digits.py [out_dir_or_png] [epochs]
+    python examples/ebm_digits.py [out_dir_or_png] [epochs] [sample_steps]
 """
 
 import sys
@@ -11,7 +11,8 @@ from torchlangevin.ebm.demo import run_digits
 
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("ebm_out")
 out = target.parent if target.suffix == ".png" else target
-r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 30)
+r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 30,
+               sample_steps=int(sys.argv[3]) if len(sys.argv) > 3 else 200)
 if target.suffix == ".png":
     (out / "digits_grid.png").replace(target)
 print(f"top-class probability on generated digits {r['top_prob_generated']:.2f} "

@@ -95,10 +95,10 @@ def conv_energy() -> nn.Module:
 
 
 def run_digits(out: str | Path | None = None, epochs: int = 30, seed: int = 0,
-               n_generated: int = 256) -> dict[str, float]:
+               n_generated: int = 256, sample_steps: int = 200) -> dict[str, float]:
     """Train a conv energy on scikit-learn's 8x8 digits (pixels in [-1, 1]) by persistent
     CD with low-temperature Langevin negatives reflected into the pixel box, then draw
-    ``n_generated`` images by 200 Langevin steps from uniform noise.
+    ``n_generated`` images by ``sample_steps`` Langevin steps from uniform noise.
 
     Judged by a logistic-regression classifier trained on the real digits: the mean
     probability of its top class on generated images (and on real ones, for scale).
@@ -122,7 +122,7 @@ def run_digits(out: str | Path | None = None, epochs: int = 30, seed: int = 0,
     flat = images.reshape(len(images), -1).numpy()
     classifier = LogisticRegression(max_iter=2000).fit(flat, labels.numpy())
     start = init(n_generated, torch.Generator().manual_seed(seed + 5))
-    generated = sample(kernel, start, 1, burn_in=200, seed=seed + 3).final
+    generated = sample(kernel, start, 1, burn_in=sample_steps, seed=seed + 3).final
     top = classifier.predict_proba(generated.reshape(n_generated, -1).numpy()).max(1)
     result = {"top_prob_generated": float(top.mean()),
               "top_prob_real": float(classifier.predict_proba(flat).max(1).mean())}
