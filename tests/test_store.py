@@ -228,3 +228,36 @@ def test_a_half_created_store_is_laid_out_again_and_foreign_ones_refused(referen
     zarr.open_group(tmp_path / "old.zarr", mode="w", attributes={"fingerprint": "x"})
     with pytest.raises(ValueError, match="not written by this version"):
         run(tmp_path / "old.zarr")
+
+
+def test_every_record_is_fsynced_before_the_commit_marker_that_covers_it(tmp_path,
+                                                                          monkeypatch):
+    # a power loss keeps only what was fsynced: each chunk Zarr puts in place must reach
+    # the disk before the next commit marker is written, and the marker itself after it
+    log, real_replace, real_fsync = [], os.replace, os.fsync
+
+    def replace(src, dst, *a, **k):
+        log.append(("put", os.path.realpath(dst)))
+        return real_replace(src, dst, *a, **k)
+
+    def fsync(fd):
+        log.append(("sync", os.path.realpath(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "fsync", fsync)
+    store = tmp_path / "run.zarr"
+    run(store)
+    root, marker = os.path.realpath(store), os.path.realpath(store / NEXT_STEP)
+    pending, commits = set(), 0  # chunks put in place and not yet synced
+    for kind, path in log:
+        if not path.startswith(root):  # the store, or the temporary one it is created as
+            continue
+        if kind == "sync":
+            pending.discard(path)
+        elif path == root or path.startswith(marker + os.sep):  # created, or committed
+            assert not pending, f"{path} put in place before these were synced: {pending}"
+            commits += 1
+        elif "/c/" in path:
+            pending.add(path)
+    assert commits >= 5 and not pending

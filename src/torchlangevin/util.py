@@ -99,12 +99,33 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if os.name == "posix":  # the rename itself made durable (Windows cannot open a folder)
-        fd = os.open(path.parent, os.O_RDONLY)
+    sync_folder(path.parent)  # the rename itself made durable
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """fsync a folder, so the names created in it survive a power loss (POSIX only:
+    Windows cannot open a folder)."""
+    if os.name == "posix":
+        fd = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def sync_tree(root: str | os.PathLike, since_ns: int) -> None:
+    """fsync every file under ``root`` modified at or after ``since_ns`` (``time.time_ns``),
+    then the folders holding them: what a library (Zarr) wrote there is on disk."""
+    folders = set()
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.stat(path).st_mtime_ns >= since_ns:
+                with open(path, "rb") as f:
+                    os.fsync(f.fileno())
+                folders.add(folder)
+    for folder in sorted(folders, key=len, reverse=True):
+        sync_folder(folder)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

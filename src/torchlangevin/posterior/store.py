@@ -8,7 +8,9 @@ CRC32C checksum. Group ``state`` holds the commit marker ``next_step (chain,)``:
 whose records are all in the store, written after the chunks it describes; a chain is
 finished when it reaches ``num_steps``.
 
-A flush writes the records of steps ``next_step .. step - 1`` and then ``next_step = step``;
+A flush writes the records of steps ``next_step .. step - 1``, fsyncs them, and then writes
+(and fsyncs) ``next_step = step``, so even a power loss cannot leave a marker ahead of its
+records;
 it runs at every step the driver checkpoints, just before the checkpoint (the run's weights,
 generators and minibatch order, a file per block of chains beside the store). A run killed at
 any moment therefore resumes from a checkpoint at or before ``next_step`` and re-records the
@@ -26,11 +28,14 @@ import math
 import os
 import shutil
 import socket
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..util import sync_folder, sync_tree
 
 STATE = "state"
 NEXT_STEP = f"{STATE}/next_step"
@@ -92,12 +97,15 @@ class ZarrStore:
                 shutil.rmtree(left, ignore_errors=True)
         partial = self.path.with_name(prefix + str(os.getpid()))
         _lay_out(partial, run, self.key)
+        sync_tree(partial, 0)  # whole on disk before it has the store's name
         try:
             os.replace(partial, self.path)  # an empty directory at the path is replaced
         except OSError:
             shutil.rmtree(partial, ignore_errors=True)
             if not self._laid_out():
                 raise
+        else:
+            sync_folder(self.path.parent)
 
     def _root(self):
         if self._group is not None:
@@ -165,6 +173,7 @@ class ZarrStore:
             return
         d0, d1 = _draws_done(run, s0), _draws_done(run, s1)
         rows = self.block
+        since = time.time_ns() - 2_000_000_000  # a coarse file clock's slack: resyncs are free
         for name, t in _buffers(run):
             array = self._array(name)
             dims = _dims(array)
@@ -175,8 +184,11 @@ class ZarrStore:
             elif "draw" not in dims:
                 array[rows] = _np(t)
         self._array("nonfinite_step")[rows] = _np(run.nonfinite)
+        sync_tree(self.path, since)  # the records on disk before the marker says they are
         done = np.full(len(self.chains), s1, dtype=np.int64)
+        since = time.time_ns() - 2_000_000_000
         self._array(NEXT_STEP)[rows] = done  # the commit marker, last
+        sync_tree(self.path / STATE, since)
         self.committed = s1
         if s1 >= run.num_steps:
             self.checkpoint_path.unlink(missing_ok=True)  # finished: the store says it all
