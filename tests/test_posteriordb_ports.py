@@ -112,3 +112,24 @@ def test_hmm_forward_and_linear_recurrence_equal_their_loops():
         x = a[:, t] + coef * x
         xs.append(x)
     torch.testing.assert_close(linear_recurrence(a, coef), torch.stack(xs, 1))
+
+
+@pytest.mark.parametrize("posterior", [p for p in PORTS if p.split("-")[0] in (
+    "earnings", "kidiq_with_mom_work") or p.endswith("-nes")])
+def test_flat_prior_regression_ports_have_the_references_exact_posterior(posterior):
+    # y ~ normal(X beta, sigma) with flat priors on beta and on sigma > 0: integrating sigma
+    # out, p(beta | y) ~ S(beta)^{-(N-1)/2}, a multivariate t with nu = N - K - 1 degrees of
+    # freedom, location the least-squares fit b, covariance SSR / (nu - 2) (X^T X)^{-1}.
+    # The reference's 10,000 near-independent draws estimate each mean to sd / 100 and each
+    # sd to ~ 1 / sqrt(2 * 10,000) = 0.7%: |z| < 4.5 and 3.5% (5 se) catch a wrong
+    # transformed-data column (a centring, an sd's divisor) of the port.
+    model, reference = load(posterior)
+    x, y = model.design, model.response
+    n, k = x.shape
+    b = torch.linalg.lstsq(x, y[:, None]).solution[:, 0]
+    ssr = float(((y - x @ b) ** 2).sum())
+    sd = (ssr / (n - k - 3) * torch.linalg.inv(x.T @ x).diagonal()).sqrt()
+    draws = torch.stack([reference[f"beta[{j + 1}]"].reshape(-1) for j in range(k)], -1)
+    z = (draws.mean(0) - b) / (sd / 100)
+    assert z.abs().max() < 4.5, z
+    torch.testing.assert_close(draws.std(0), sd, rtol=0.035, atol=0)

@@ -14,15 +14,18 @@ from torchlangevin.model import Model, Param
 
 def _regression(y: Tensor, columns: list[Tensor]) -> Model:
     """``y ~ normal(X beta, sigma)``, ``X = [1, columns...]``, flat priors on ``beta`` and
-    ``sigma > 0``."""
+    ``sigma > 0``. The model keeps ``response`` (``y``) and ``design`` (``X``): its exact
+    posterior is known (``beta`` is multivariate t, see ``tests/test_posteriordb_ports.py``)."""
     design = torch.stack([torch.ones_like(y), *columns], -1)  # (N, K)
 
     def log_joint(p):
         mean = p.beta @ design.T  # (C, N)
         return normal(mean, p.sigma[..., None]).log_prob(y).sum(-1)
 
-    return Model(log_joint, {"beta": Param((design.shape[1],)),
-                             "sigma": Param((), constraints.positive)})
+    model = Model(log_joint, {"beta": Param((design.shape[1],)),
+                              "sigma": Param((), constraints.positive)})
+    model.response, model.design = y, design
+    return model
 
 
 def _sd(x: Tensor) -> Tensor:
