@@ -6,11 +6,15 @@ errors, ``z = (m - m_ref) / sqrt(sd^2 / ESS + sd_ref^2 / ESS_ref)`` (the referen
 ratio, passing within 10%. Also min bulk ESS, wall time and ESS/s.
 
     PYTHONPATH=src python benchmarks/posteriordb/run.py [posterior ...] [--chains 16]
+        [--json DIR]   # also write DIR/<posterior>.json, one per posterior
+
+``python benchmarks/posteriordb/report.py DIR`` turns those files into RESULTS.md's table.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -66,9 +70,13 @@ def run(posterior: str, chains: int, warmup: int, draws: int, seed: int) -> dict
     wall = time.perf_counter() - start
     rows = compare(result, reference)
     min_ess = min(r["ess_bulk"] for r in rows)
+    d = result.diagnosis
     return {"posterior": posterior, "rows": rows, "ok": all(r["ok"] for r in rows),
             "wall_s": wall, "min_ess_bulk": min_ess, "ess_per_s": min_ess / wall,
-            "diagnosis": result.diagnosis}
+            "diagnosis": d, "sampler": d.sampler, "divergences": d.divergences,
+            "max_rhat": d.max_rhat, "mean_tree_depth": d.mean_tree_depth,
+            "max_tree_depth_hits": d.max_tree_depth_hits, "min_bfmi": d.min_bfmi,
+            "problems": list(d.problems), "seed": seed}
 
 
 def main() -> None:
@@ -78,6 +86,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write DIR/<posterior>.json with every row and the diagnosis")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for posterior in args.posteriors:
@@ -87,7 +97,11 @@ def main() -> None:
         print(f"{posterior}: {'PASS' if out['ok'] else 'FAIL'}; max |z| {worst_z:.2f}, max "
               f"|sd ratio - 1| {worst_sd:.3f}; min ESS bulk {out['min_ess_bulk']:.0f}, "
               f"{out['wall_s']:.1f} s, {out['ess_per_s']:.1f} ESS/s")
-        print(f"  {out['diagnosis']}")
+        print(f"  {out['diagnosis']}", flush=True)
+        if args.json is not None:
+            args.json.mkdir(parents=True, exist_ok=True)
+            record = {k: v for k, v in out.items() if k != "diagnosis"}
+            (args.json / f"{posterior}.json").write_text(json.dumps(record, indent=1))
 
 
 if __name__ == "__main__":
