@@ -7,13 +7,13 @@ decodes to the real rows' shares and spread (used by ``TableEncoder.calibration`
 - A one-hot block decodes to ``argmax(block + b)``; ``b`` solves ``freq(argmax) = p``
   (``fit_bias``) and, for decoding the very rows it was fitted on, rows take their best
   category in order of regret until each has its quota (``quota_assign``).
-- A continuous code (and an integer one with too many levels for quotas) is mapped by the
-  monotone ``z' = q_r(F_z(z))`` that gives the draws a kernel-smoothed version of the real
-  rows' marginal (mean and sd kept exactly, spread by ``sqrt(T)`` at temperature ``T``;
-  ``fit_marginal``): the learned energy of a small class is smoother than its rows, so its
-  draws come out wider than the class (penguins' Chinstrap, 51 rows: bill length 5-95% range
-  40.9-55.7 mm against 42.5-53.9 mm, though the codes' sd matched). The map keeps each
-  draw's rank within its column, so the dependence between columns is the energy's.
+- A continuous code (and an integer one with too many levels for quotas) is decoded by the
+  monotone ``v = q_r(F_z(z))`` that gives the draws a kernel-smoothed version of the real
+  rows' marginal in the column's units (mean and sd kept exactly, spread by ``sqrt(T)`` at
+  temperature ``T``; ``fit_marginal``): the learned energy of a small class is smoother
+  than its rows, so its draws come out wider than the class (penguins' Chinstrap, 51 rows:
+  bill length 5-95% range 40.9-55.7 mm against 42.5-53.9 mm). The map keeps each draw's
+  rank within its column, so the dependence between columns is the energy's.
 """
 
 from __future__ import annotations

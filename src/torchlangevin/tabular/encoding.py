@@ -25,7 +25,7 @@ The thresholds ``t`` and biases ``b`` default to the values above (``t = Phi^-1(
 and can be *calibrated*: ``calibration(x, real)`` fits them so that rows ``x`` drawn from a
 model decode to the level / category frequencies of the real rows ``real`` (each threshold is
 the sample quantile ``t_k = Q_z(F_k)``; each bias vector solves ``freq(argmax(block + b)) = p``)
-and a continuous code to their smoothed marginal (``z' = q_r(F_z(z))``); see
+and a continuous code to their smoothed marginal (``v = q_r(F_z(z))``, in the column's units); see
 ``tabular.calibration``.
 """
 
@@ -182,8 +182,8 @@ class TableEncoder:
         level and category frequencies of ``real``: ``t_k`` between the ``round(m F_k)``-th and
         next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
         integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
-        block (the missing indicator included), and the monotone map giving a continuous (or
-        many-level integer) code the smoothed marginal of the real codes, spread by
+        block (the missing indicator included), and the monotone map from a continuous (or
+        many-level integer) code to the smoothed marginal of the real values, spread by
         ``sqrt(temperature)`` (``calibration.fit_marginal``). With ``exact``, the calibration
         is for decoding these very rows: each one-hot block is also assigned exactly
         ``round(m p)`` rows a category (rows in order of regret take their best category with
@@ -202,9 +202,8 @@ class TableEncoder:
                 cal["thresholds"] = fit_thresholds(_level_counts(col, s), block[present, 0])
             elif col.kind in (CATEGORICAL, BOOLEAN):
                 cal.update(fit_choice(block, _category_shares(col, s), exact))
-            else:
-                cal["marginal"] = fit_marginal(block[present, 0], _real_scores(col, s),
-                                               temperature, self.seed)
+            elif col.kind == CONTINUOUS or col.numeric_levels:
+                cal.update(_fit_marginal(col, block[present, 0], s, temperature, self.seed))
             out[col.name] = cal
         return out
 
@@ -381,13 +380,17 @@ def _category_shares(col: Column, s: pd.Series) -> np.ndarray:
 
 
 
-def _real_scores(col: Column, s: pd.Series) -> np.ndarray:
-    """The codes of the real (non-missing) values ``s`` of a continuous or many-level
-    column, as the encoder gives them (an integer level's dequantization seeded)."""
-    values = s.dropna()
-    if col.kind == CONTINUOUS:
-        return col.quantiles.transform(np.asarray(values, float).reshape(-1, 1)).ravel()
-    return _levelled_code(col, values, np.random.default_rng(0)).ravel()
+def _fit_marginal(col: Column, z: np.ndarray, s: pd.Series, temperature: float,
+                  seed: int) -> dict:
+    """The marginal map of a continuous or many-level numeric column, in its own units (a
+    small class in a column's tail is far from Gaussian in the column's normal scores), and
+    ``spread``: the sd of the draws decoded without it over the real sd."""
+    real = np.asarray(s.dropna(), float)
+    knots = fit_marginal(z, real, temperature, seed)
+    if knots is None:
+        return {}
+    plain = _decode_column(col, z.reshape(-1, 1), {}).to_numpy(float) if len(z) else z
+    return {"marginal": knots, "spread": float(np.std(plain) / np.std(real))}
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -398,10 +401,22 @@ def _decode_column(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
     missing = np.zeros(len(block), bool)
     if col.has_missing:
         missing = choose(block[:, 1:3], cal, "missing_") == 1
-    z = apply_marginal(block[:, 0], cal)
+    z = block[:, 0]
+    if cal.get("marginal") is not None:
+        return _decode_marginal(col, apply_marginal(z, cal), missing)
     if col.kind == CONTINUOUS:
         return _decode_continuous(col, z, missing)
     return _decode_levelled(col, z, missing, cal.get("thresholds"))
+
+
+def _decode_marginal(col: Column, v: np.ndarray, missing: np.ndarray) -> pd.Series:
+    """Calibrated values (already in the column's units) inside the observed range; a
+    many-level numeric column's at the nearest real level."""
+    if col.kind == CONTINUOUS:
+        return _restore_number(col, np.clip(v, col.low, col.high), missing)
+    levels = col.levels.astype(float)
+    i = np.clip(np.searchsorted(0.5 * (levels[1:] + levels[:-1]), v), 0, len(levels) - 1)
+    return _restore_number(col, levels[i], missing)
 
 
 def _default_thresholds(col: Column) -> np.ndarray:

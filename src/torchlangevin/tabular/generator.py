@@ -130,8 +130,8 @@ class TabularGenerator:
         calibrate: decode every ordinal, integer (up to 50 levels), categorical and
             missing-indicator column at its real shares within the class, and every other
             numeric column at the class's (kernel-smoothed) real marginal, spread by
-            ``sqrt(temperature)`` (``diagnostics_["spread"]``: the draws' code sd over the
-            decoded one, a column a class): the decoder's
+            ``sqrt(temperature)`` (``diagnostics_["spread"]``: the uncalibrated draws' sd
+            over the real one, a column a class): the decoder's
             thresholds and biases (see ``encoding``) are fitted to each unconditional batch
             (each level gets its quota of the batch, ranks kept: stratified marginals), and for
             conditional sampling once per class to ``calibration_rows`` unconditional chains
@@ -410,8 +410,8 @@ class TabularGenerator:
             cal = self._conditional_calibration(c, gen)
             x, acc = self._langevin_pinned(energy, cond, cal, gen)
         self.diagnostics_["acceptance"][c] = acc
-        self.diagnostics_["spread"][c] = {k: _spread_ratio(v["marginal"]) for k, v in
-                                          cal.items() if v.get("marginal") is not None}
+        self.diagnostics_["spread"][c] = {k: v["spread"] for k, v in cal.items()
+                                          if "spread" in v}
         out = self.encoder_.decode(x, cal)
         for col in cond.columns:
             out[col] = cond[col].to_numpy()
@@ -714,11 +714,6 @@ def _default_sigma(x: Tensor, gen: torch.Generator) -> float:
     d.fill_diagonal_(math.inf)
     nn_dist = d.min(1).values
     return max(0.5 * float(nn_dist.median()) / math.sqrt(x.shape[1]), 0.02)
-
-
-def _spread_ratio(knots: tuple[np.ndarray, np.ndarray]) -> float:
-    """How much wider the draws' codes were than the calibrated ones (sd over sd)."""
-    return float(np.std(knots[0]) / np.std(knots[1]))
 
 
 def _check_counts(counts: Any, n: int, classes: list) -> dict:
