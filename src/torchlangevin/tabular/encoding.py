@@ -389,7 +389,10 @@ def _fit_marginal(col: Column, z: np.ndarray, s: pd.Series, temperature: float,
     knots = fit_marginal(z, real, temperature, seed)
     if knots is None:
         return {}
-    plain = _decode_column(col, z.reshape(-1, 1), {}).to_numpy(float) if len(z) else z
+    none = np.zeros(len(z), bool)
+    plain = _decode_continuous(col, z, none) if col.kind == CONTINUOUS else \
+        _decode_levelled(col, z, none, None)
+    plain = np.asarray(plain, float)
     return {"marginal": knots, "spread": float(np.std(plain) / np.std(real))}
 
 
