@@ -2,6 +2,8 @@
 
     python benchmarks/tabular_results.py ours.json sdv_*.json > table.md
 
+(each file a ``--json`` list, or a run's log, whose JSON rows it reads)
+
 One block per dataset: each metric for torchlangevin and every SDV method, the bar, and
 whether torchlangevin meets it (C2ST AUC at most the best SDV method's; TSTR/TRTR >= 0.95,
 >= 0.9 on diamonds; near-copy rate <= 5%; the largest marginal TV of a discrete column
@@ -66,8 +68,10 @@ def _fmt(v) -> str:
 
 def main() -> None:
     rows = []
-    for path in sys.argv[1:]:
-        rows += json.loads(Path(path).read_text())
+    for path in sys.argv[1:]:  # a JSON list (--json) or a log of one JSON row a line
+        text = Path(path).read_text()
+        rows += json.loads(text) if text.lstrip().startswith("[") else \
+            [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     print(table(rows))
 
 
