@@ -8,8 +8,8 @@ decodes to the real rows' shares and spread (used by ``TableEncoder.calibration`
   (``fit_bias``) and, for decoding the very rows it was fitted on, rows take their best
   category in order of regret until each has its quota (``quota_assign``).
 - A continuous code (and an integer one with too many levels for quotas) is decoded by the
-  monotone ``v = q_r(F_z(z))`` that gives the draws a kernel-smoothed version of the real
-  rows' marginal in the column's units (mean and sd kept exactly, spread by ``sqrt(T)`` at
+  monotone ``v = q_r(F_z(z))`` that gives the draws the real rows' marginal in the
+  column's units (interpolated between order statistics, spread by ``sqrt(T)`` at
   temperature ``T``; ``fit_marginal``): the learned energy of a small class is smoother
   than its rows, so its draws come out wider than the class (penguins' Chinstrap, 51 rows:
   bill length 5-95% range 40.9-55.7 mm against 42.5-53.9 mm). The map keeps each draw's
@@ -115,31 +115,21 @@ def fit_thresholds(counts: np.ndarray, z: np.ndarray) -> np.ndarray:
     return t
 
 
-def fit_marginal(z: np.ndarray, real: np.ndarray, temperature: float = 1.0,
-                 seed: int = 0) -> tuple[np.ndarray, np.ndarray] | None:
+def fit_marginal(z: np.ndarray, real: np.ndarray,
+                 temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray] | None:
     """Knots ``(q_z, q_r)`` of the monotone map ``z -> q_r(F_z(z))`` that gives the ``m``
-    draws ``z`` the smoothed real marginal: ``q_z`` are the draws' sorted values (at
-    probabilities ``p_i = (i + 1/2) / m``), ``q_r`` the quantiles at ``p_i`` of the
-    variance-preserving kernel smoothing of ``real``,
-
-        r* = mean + (r_j - mean + h e) / sqrt(1 + h^2 / sd^2),   e ~ N(0, 1),
-
-    (``h`` Silverman's bandwidth, so ``r*`` has the real mean and sd and no atoms at real
-    values), spread about the mean by ``sqrt(T)``. ``None`` (no map) with fewer than two
-    draws or real values, or a constant either side."""
+    draws ``z`` the real marginal: ``q_z`` are the draws' sorted values (at probabilities
+    ``p_i = (i + 1/2) / m``), ``q_r`` the real values' quantiles at ``p_i``, linear between
+    order statistics (so a tied real value, a column's atom, stays an atom: diamonds'
+    ``table`` is mostly whole numbers, and a smoothed marginal between them was detected
+    at C2ST AUC 0.996), spread about the real mean by ``sqrt(T)``. ``None`` (no map) with
+    fewer than two draws or real values, or a constant either side."""
     z, real = np.asarray(z, float), np.asarray(real, float)
     if len(z) < 2 or len(real) < 2 or not (np.std(z) > 0 and np.std(real) > 0):
         return None
-    n, mu, sd = len(real), float(np.mean(real)), float(np.std(real, ddof=1))
-    iqr = float(np.subtract(*np.quantile(real, [0.75, 0.25])))
-    h = 0.9 * min(sd, iqr / 1.349 if iqr > 0 else sd) * n ** -0.2
-    rng = np.random.default_rng(seed)
-    draws = int(min(200_000, max(4000, 20 * n)))
-    pick = real[rng.integers(n, size=draws)]
-    smooth = mu + (pick - mu + h * rng.standard_normal(draws)) / math.sqrt(1 + (h / sd) ** 2)
     p = (np.arange(len(z)) + 0.5) / len(z)
-    q_r = mu + math.sqrt(temperature) * (np.quantile(smooth, p) - mu)
-    return np.sort(z), q_r
+    mu = float(np.mean(real))
+    return np.sort(z), mu + math.sqrt(temperature) * (np.quantile(real, p) - mu)
 
 
 def apply_marginal(z: np.ndarray, cal: dict) -> np.ndarray:

@@ -25,7 +25,7 @@ The thresholds ``t`` and biases ``b`` default to the values above (``t = Phi^-1(
 and can be *calibrated*: ``calibration(x, real)`` fits them so that rows ``x`` drawn from a
 model decode to the level / category frequencies of the real rows ``real`` (each threshold is
 the sample quantile ``t_k = Q_z(F_k)``; each bias vector solves ``freq(argmax(block + b)) = p``)
-and a continuous code to their smoothed marginal (``v = q_r(F_z(z))``, in the column's units); see
+and a continuous code to their marginal (``v = q_r(F_z(z))``, in the column's units); see
 ``tabular.calibration``.
 """
 
@@ -183,7 +183,7 @@ class TableEncoder:
         next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
         integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
         block (the missing indicator included), and the monotone map from a continuous (or
-        many-level integer) code to the smoothed marginal of the real values, spread by
+        many-level integer) code to the marginal of the real values, spread by
         ``sqrt(temperature)`` (``calibration.fit_marginal``). With ``exact``, the calibration
         is for decoding these very rows: each one-hot block is also assigned exactly
         ``round(m p)`` rows a category (rows in order of regret take their best category with
@@ -203,7 +203,7 @@ class TableEncoder:
             elif col.kind in (CATEGORICAL, BOOLEAN):
                 cal.update(fit_choice(block, _category_shares(col, s), exact))
             elif col.kind == CONTINUOUS or col.numeric_levels:
-                cal.update(_fit_marginal(col, block[present, 0], s, temperature, self.seed))
+                cal.update(_fit_marginal(col, block[present, 0], s, temperature))
             out[col.name] = cal
         return out
 
@@ -380,13 +380,12 @@ def _category_shares(col: Column, s: pd.Series) -> np.ndarray:
 
 
 
-def _fit_marginal(col: Column, z: np.ndarray, s: pd.Series, temperature: float,
-                  seed: int) -> dict:
+def _fit_marginal(col: Column, z: np.ndarray, s: pd.Series, temperature: float) -> dict:
     """The marginal map of a continuous or many-level numeric column, in its own units (a
     small class in a column's tail is far from Gaussian in the column's normal scores), and
     ``spread``: the sd of the draws decoded without it over the real sd."""
     real = np.asarray(s.dropna(), float)
-    knots = fit_marginal(z, real, temperature, seed)
+    knots = fit_marginal(z, real, temperature)
     if knots is None:
         return {}
     none = np.zeros(len(z), bool)

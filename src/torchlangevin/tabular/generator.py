@@ -129,7 +129,7 @@ class TabularGenerator:
             weights (a gated download), which ``fit`` checks before any sampling.
         calibrate: decode every ordinal, integer (up to 50 levels), categorical and
             missing-indicator column at its real shares within the class, and every other
-            numeric column at the class's (kernel-smoothed) real marginal, spread by
+            numeric column at the class's real marginal (interpolated quantiles), spread by
             ``sqrt(temperature)`` (``diagnostics_["spread"]``: the uncalibrated draws' sd
             over the real one, a column a class): the decoder's
             thresholds and biases (see ``encoding``) are fitted to each unconditional batch
