@@ -35,7 +35,7 @@ def bar(metric: str, dataset: str, sdv: list[dict]) -> tuple[str, object]:
     if metric in limits:
         return f"<= {limits[metric]}", lambda v, lim=limits[metric]: v <= lim
     if metric == "rules_ok":
-        return "1.0", lambda v: v is None or v >= 1.0
+        return "1.0", lambda v: v >= 1.0
     return "", None
 
 
@@ -53,16 +53,20 @@ def table(rows: list[dict]) -> str:
                 "|---" * (len(names) + 4) + "|"]
         for key, label in METRICS:
             text, ok = bar(key, dataset, sdv)
-            cells = [_fmt(r.get(key)) for r in [ours, *sdv]]
-            met = "" if ok is None else ("met" if ok(ours.get(key)) else "**not met**")
+            cells = [_fmt(r.get(key), key) for r in [ours, *sdv]]
+            value = ours.get(key)
+            met = "" if ok is None or value is None else \
+                ("met" if ok(value) else "**not met**")
             out.append(f"| {label} | " + " | ".join(cells) + f" | {text} | {met} |")
         out.append("")
     return "\n".join(out)
 
 
-def _fmt(v) -> str:
+def _fmt(v, key: str) -> str:
     if v is None:
         return "-"
+    if key == "seconds":
+        return f"{v:.1f}"
     return f"{v:.3f}" if isinstance(v, float) and abs(v) < 10 else f"{v}"
 
 
