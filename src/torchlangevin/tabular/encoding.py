@@ -24,7 +24,9 @@ Each column has an sdtype (``detect_metadata`` guesses it; the user may override
 The thresholds ``t`` and biases ``b`` default to the values above (``t = Phi^-1(F)``, ``b = 0``)
 and can be *calibrated*: ``calibration(x, real)`` fits them so that rows ``x`` drawn from a
 model decode to the level / category frequencies of the real rows ``real`` (each threshold is
-the sample quantile ``t_k = Q_z(F_k)``; each bias vector solves ``freq(argmax(block + b)) = p``).
+the sample quantile ``t_k = Q_z(F_k)``; each bias vector solves ``freq(argmax(block + b)) = p``)
+and a continuous code to their marginal (``v = q_r(F_z(z))``, in the column's units); see
+``tabular.calibration``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+
+from .calibration import apply_marginal, choose, fit_choice, fit_marginal, fit_thresholds
 
 CONTINUOUS, INTEGER, ORDINAL = "continuous", "integer", "ordinal"
 CATEGORICAL, BOOLEAN = "categorical", "boolean"
@@ -172,15 +176,18 @@ class TableEncoder:
                                            cal.get(col.name, {}))
         return pd.DataFrame(out)
 
-    def calibration(self, x: torch.Tensor, real: pd.DataFrame,
-                    exact: bool = False) -> dict[str, dict]:
+    def calibration(self, x: torch.Tensor, real: pd.DataFrame, exact: bool = False,
+                    temperature: float = 1.0) -> dict[str, dict]:
         """Thresholds and biases under which rows ``x`` (drawn from a model) decode to the
         level and category frequencies of ``real``: ``t_k`` between the ``round(m F_k)``-th and
         next sorted draw (so each level gets its quota of the ``m`` rows) for an ordinal or
         integer column of at most 50 levels, ``freq(argmax(block + b)) = p`` for a one-hot
-        block (the missing indicator included). With ``exact``, the calibration is for decoding
-        these very rows: each one-hot block is also assigned exactly ``round(m p)`` rows a
-        category (rows in order of regret take their best category with quota left)."""
+        block (the missing indicator included), and the monotone map from a continuous (or
+        many-level integer) code to the marginal of the real values, spread by
+        ``sqrt(temperature)`` (``calibration.fit_marginal``). With ``exact``, the calibration
+        is for decoding these very rows: each one-hot block is also assigned exactly
+        ``round(m p)`` rows a category (rows in order of regret take their best category with
+        quota left)."""
         a = x.detach().cpu().double().numpy()
         out: dict[str, dict] = {}
         for col in self.columns:
@@ -189,12 +196,14 @@ class TableEncoder:
             present = np.ones(len(a), bool)
             if col.has_missing and col.kind not in (CATEGORICAL, BOOLEAN):
                 p = float(s.isna().mean())
-                cal.update(_fit_choice(block[:, 1:3], np.array([1 - p, p]), exact, "missing_"))
-                present = _choose(block[:, 1:3], cal, "missing_") == 0
+                cal.update(fit_choice(block[:, 1:3], np.array([1 - p, p]), exact, "missing_"))
+                present = choose(block[:, 1:3], cal, "missing_") == 0
             if col.kind in LEVELLED and len(col.levels) <= _CALIBRATE_MAX_LEVELS:
-                cal["thresholds"] = _fit_thresholds(col, block[present, 0], s)
+                cal["thresholds"] = fit_thresholds(_level_counts(col, s), block[present, 0])
             elif col.kind in (CATEGORICAL, BOOLEAN):
-                cal.update(_fit_choice(block, _category_shares(col, s), exact))
+                cal.update(fit_choice(block, _category_shares(col, s), exact))
+            elif col.kind == CONTINUOUS or col.numeric_levels:
+                cal.update(_fit_marginal(col, block[present, 0], s, temperature))
             out[col.name] = cal
         return out
 
@@ -355,103 +364,35 @@ def _encode_categorical(col: Column, s: pd.Series) -> np.ndarray:
     return onehot
 
 
-# ---- calibration --------------------------------------------------------------------------
+# ---- calibration targets ----------------------------------------------------------------
 
-def _fit_bias(scores: np.ndarray, p: np.ndarray, tau: float = 0.02,
-              iters: int = 500) -> np.ndarray:
-    """``b`` with ``freq(argmax(scores + b)) ~= p`` (a category with ``p = 0`` gets
-    ``b = -inf``): the entropic relaxation ``mean_i softmax((s_i + b) / tau) = p``, solved by
-    the Sinkhorn-type update ``b <- b + tau (log p - log mean_i softmax((s_i + b) / tau))``,
-    whose arg-max frequencies approach ``p`` as ``tau -> 0``."""
-    live = p > 0
-    b = np.where(live, 0.0, -np.inf)
-    if live.sum() <= 1 or len(scores) == 0:
-        return b
-    s = scores[:, live] / tau
-    logp = np.log(p[live] / p[live].sum())
-    c = np.zeros(int(live.sum()))
-    for _ in range(iters):
-        a = s + c
-        a = a - a.max(1, keepdims=True)
-        soft = np.exp(a)
-        soft /= soft.sum(1, keepdims=True)
-        step = logp - np.log(np.maximum(soft.mean(0), 1e-300))
-        c += step
-        if np.abs(step).max() < 1e-4:
-            break
-    b[live] = tau * (c - c.max())
-    return b
-
-
-def _quotas(m: int, p: np.ndarray) -> np.ndarray:
-    """Whole rows ``round(m p)`` summing to ``m`` (largest remainders)."""
-    share = m * p / p.sum()
-    q = np.floor(share).astype(int)
-    q[np.argsort(-(share - q))[: m - q.sum()]] += 1
-    return q
-
-
-def _quota_assign(scores: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Each row a category, exactly ``round(m p)`` rows a category: rows in decreasing order
-    of regret (best minus second-best score) take their best category with quota left."""
-    left = _quotas(len(scores), p)
-    prefs = np.argsort(-scores, axis=1)
-    top = np.take_along_axis(scores, prefs[:, :2], 1) if scores.shape[1] > 1 else scores
-    regret = top[:, 0] - (top[:, 1] if top.shape[1] > 1 else 0.0)
-    regret = np.where(np.isfinite(regret), regret, np.inf)
-    picked = np.empty(len(scores), int)
-    for i in np.argsort(-regret, kind="stable"):
-        for j in prefs[i]:
-            if left[j] > 0:
-                picked[i], left[j] = j, left[j] - 1
-                break
-    return picked
-
-
-def _fit_choice(block: np.ndarray, p: np.ndarray, exact: bool, prefix: str = "") -> dict:
-    """The bias of a one-hot block and, with ``exact``, these rows' exact assignment."""
-    bias = _fit_bias(block, p)
-    out = {prefix + "bias": bias}
-    if exact:
-        out[prefix + "picked"] = _quota_assign(block + bias, p)
-    return out
-
-
-def _choose(block: np.ndarray, cal: dict, prefix: str = "") -> np.ndarray:
-    """The category index of each row: the exact assignment for these rows if there is one
-    (and it fits), else the arg-max of ``block + bias``."""
-    picked = cal.get(prefix + "picked")
-    if picked is not None and len(picked) == len(block):
-        return picked
-    return (block + cal.get(prefix + "bias", 0.0)).argmax(1)
-
-
-def _fit_thresholds(col: Column, z: np.ndarray, s: pd.Series) -> np.ndarray:
-    """``t_k = Q_z(F_k)`` with ``F`` the CDF of the real values ``s`` over ``col``'s levels
-    (a level absent from ``s`` gets an empty interval)."""
+def _level_counts(col: Column, s: pd.Series) -> np.ndarray:
+    """How many of the real values ``s`` fall at each of ``col``'s levels."""
     counts = s.dropna().map(_index_of(col.levels, col.name)).value_counts()
-    counts = counts.reindex(range(len(col.levels)), fill_value=0).to_numpy(float)
-    cdf = np.cumsum(counts)[:-1] / max(counts.sum(), 1.0)
-    if len(z) == 0:
-        from scipy.special import ndtri
-
-        return ndtri(np.clip(cdf, 1e-12, 1 - 1e-12))
-    # the first round(m F_k) sorted draws go to levels <= k: each level gets its quota
-    zs = np.sort(z)
-    cut = np.round(len(zs) * cdf).astype(int)
-    below = zs[np.clip(cut - 1, 0, len(zs) - 1)]
-    above = zs[np.clip(cut, 0, len(zs) - 1)]
-    t = np.where(cut <= 0, -np.inf, np.where(cut >= len(zs), np.inf, 0.5 * (below + above)))
-    t = np.maximum.accumulate(t)
-    t[cdf <= 0] = -np.inf
-    t[cdf >= 1] = np.inf
-    return t
+    return counts.reindex(range(len(col.levels)), fill_value=0).to_numpy(float)
 
 
 def _category_shares(col: Column, s: pd.Series) -> np.ndarray:
     keys = s.astype(object).where(~s.isna(), _MISSING)
     shares = keys.value_counts(normalize=True)
     return np.array([float(shares.get(c, 0.0)) for c in col.categories])
+
+
+
+
+def _fit_marginal(col: Column, z: np.ndarray, s: pd.Series, temperature: float) -> dict:
+    """The marginal map of a continuous or many-level numeric column, in its own units (a
+    small class in a column's tail is far from Gaussian in the column's normal scores), and
+    ``spread``: the sd of the draws decoded without it over the real sd."""
+    real = np.asarray(s.dropna(), float)
+    knots = fit_marginal(z, real, temperature)
+    if knots is None:
+        return {}
+    none = np.zeros(len(z), bool)
+    plain = _decode_continuous(col, z, none) if col.kind == CONTINUOUS else \
+        _decode_levelled(col, z, none, None)
+    plain = np.asarray(plain, float)
+    return {"marginal": knots, "spread": float(np.std(plain) / np.std(real))}
 
 
 # ---- decoding -----------------------------------------------------------------------------
@@ -461,10 +402,23 @@ def _decode_column(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
         return _decode_categorical(col, block, cal)
     missing = np.zeros(len(block), bool)
     if col.has_missing:
-        missing = _choose(block[:, 1:3], cal, "missing_") == 1
+        missing = choose(block[:, 1:3], cal, "missing_") == 1
+    z = block[:, 0]
+    if cal.get("marginal") is not None:
+        return _decode_marginal(col, apply_marginal(z, cal), missing)
     if col.kind == CONTINUOUS:
-        return _decode_continuous(col, block[:, 0], missing)
-    return _decode_levelled(col, block[:, 0], missing, cal.get("thresholds"))
+        return _decode_continuous(col, z, missing)
+    return _decode_levelled(col, z, missing, cal.get("thresholds"))
+
+
+def _decode_marginal(col: Column, v: np.ndarray, missing: np.ndarray) -> pd.Series:
+    """Calibrated values (already in the column's units) inside the observed range; a
+    many-level numeric column's at the nearest real level."""
+    if col.kind == CONTINUOUS:
+        return _restore_number(col, np.clip(v, col.low, col.high), missing)
+    levels = col.levels.astype(float)
+    i = np.clip(np.searchsorted(0.5 * (levels[1:] + levels[:-1]), v), 0, len(levels) - 1)
+    return _restore_number(col, levels[i], missing)
 
 
 def _default_thresholds(col: Column) -> np.ndarray:
@@ -519,7 +473,7 @@ def _decode_categorical(col: Column, block: np.ndarray, cal: dict) -> pd.Series:
     the missing category, in the column's dtype where it can hold the values."""
     cats = np.empty(len(col.categories), dtype=object)
     cats[:] = col.categories
-    picked = cats[_choose(block, cal)]
+    picked = cats[choose(block, cal)]
     missing = picked == _MISSING
     picked[missing] = np.nan  # as pandas reads a gap in a text column
     return _as_dtype(col, pd.Series(picked, dtype=object), missing)
