@@ -17,7 +17,7 @@ from torchlangevin.score.demo import run_toy
 
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("score_out")
 out = target.parent if target.suffix == ".png" else target
-steps = int(sys.argv[2]) if len(sys.argv) > 2 else 6000
+steps = int(sys.argv[2]) if len(sys.argv) > 2 else 4000
 per_level = int(sys.argv[3]) if len(sys.argv) > 3 else 100
 which = sys.argv[4] if len(sys.argv) > 4 else "checkerboard"
 names = list(BENCHMARK_TOYS) if which == "all" else [which]

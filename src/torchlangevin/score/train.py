@@ -25,18 +25,27 @@ class ScoreHistory:
 
 def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str = "dsm",
               n_steps: int = 5000, batch_size: int = 256, lr: float = 2e-3,
-              lr_end: float = 1e-4, seed: int = 0, progress: bool = True) -> ScoreHistory:
+              lr_end: float = 1e-4, ema: float = 0.999, seed: int = 0,
+              progress: bool = True) -> ScoreHistory:
     """Fit ``model(x, sigma)`` to the score of the noised data for ``sigma`` between
     ``sigmas.min()`` and ``sigmas.max()`` (log-uniform; see :mod:`.losses`).
 
     ``objective``: ``"dsm"`` (denoising score matching) or ``"ssm"`` (sliced score
     matching). Adam, its learning rate decaying geometrically (per step) from ``lr`` to
-    ``lr_end``; minibatches drawn with replacement from ``data (N, *event)``."""
+    ``lr_end``; minibatches drawn with replacement from ``data (N, *event)``.
+
+    ``ema``: the model ends with the exponential moving average of its weights,
+    ``theta_ema <- b_t theta_ema + (1 - b_t) theta`` after every step with
+    ``b_t = min(ema, (1 + t) / (10 + t))`` (so early weights are forgotten fast), as NCSN++
+    does (Song & Ermon 2020, technique 5: it removes the jitter of the last steps'
+    samples); ``ema=0`` keeps the last weights."""
     data = check_states("data", data, rows="rows", min_rows=2, min_ndim=2)
     if objective not in ("dsm", "ssm"):
         raise ValueError(f"objective must be 'dsm' or 'ssm'; got {objective!r}")
     n_steps, batch_size = integer("n_steps", n_steps, 1), integer("batch_size", batch_size, 1)
     lr, lr_end = positive("lr", lr), positive("lr_end", lr_end)
+    if not 0 <= ema < 1:
+        raise ValueError(f"ema must be in [0, 1); got {ema!r}")
     sigmas = torch.as_tensor(sigmas)
     lo, hi = float(sigmas.min()), float(sigmas.max())
     if not hi > lo > 0:
@@ -48,6 +57,8 @@ def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str 
         optimizer, (lr_end / lr) ** (1 / max(n_steps - 1, 1)))
     history = ScoreHistory(sigma_min=lo, sigma_max=hi)
     bar = progress_bar(progress, n_steps, f"fit_score ({objective})")
+    params = [p for p in model.parameters() if p.requires_grad]
+    averaged = [p.detach().clone() for p in params]
     model.train()
     for step in range(n_steps):
         batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
@@ -59,10 +70,20 @@ def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str 
         loss.backward()
         optimizer.step()
         decay.step()
+        _ema_update(averaged, params, min(ema, (1 + step) / (10 + step)))
         history.loss.append(float(loss.detach()))
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
+    with torch.no_grad():
+        for p, a in zip(params, averaged, strict=True):
+            p.copy_(a)
     model.eval()
     return history
+
+
+def _ema_update(averaged: list[Tensor], params: list[Tensor], beta: float) -> None:
+    with torch.no_grad():
+        for a, p in zip(averaged, params, strict=True):
+            a.lerp_(p.detach(), 1 - beta)
