@@ -47,21 +47,24 @@ COLUMNS = ("mmd_ratio_al", "mmd_ratio_pc", "worst_ratio_al", "worst_ratio_pc",
            "tv_ratio_al", "tv_ratio_pc")
 
 
+def _medians(mine: list[dict]) -> dict[str, float]:
+    """The median over seeds of each column (and the evaluations, the same for all)."""
+    keys = (*COLUMNS, "cpu_s", "evals_al", "evals_pc")
+    return {"n": len(mine), **{c: statistics.median(r[c] for r in mine) for c in keys}}
+
+
 def table(rows: list[dict], names: list[str]) -> str:
     """Medians over seeds, one line a data set, as Markdown."""
     head = ("| data | AL MMD/floor | PC MMD/floor | AL worst | PC worst | AL TV/floor | "
             "PC TV/floor | evals AL | evals PC | CPU s / run | seeds |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for name in names:
-        mine = [r for r in rows if r["data"] == name]
-        med = {c: statistics.median(r[c] for r in mine) for c in (*COLUMNS, "cpu_s")}
+    meds = {name: _medians([r for r in rows if r["data"] == name]) for name in names}
+    for name, med in meds.items():
         lines.append(f"| {name} | " + " | ".join(f"{med[c]:.2f}" for c in COLUMNS)
-                     + f" | {mine[0]['evals_al']} | {mine[0]['evals_pc']} | "
-                     f"{med['cpu_s']:.0f} | {len(mine)} |")
-    worst = {c: max(statistics.median(r[c] for r in rows if r["data"] == n) for n in names)
-             for c in ("mmd_ratio_al", "mmd_ratio_pc")}
-    lines.append(f"\nlargest median MMD/floor: AL {worst['mmd_ratio_al']:.2f}, "
-                 f"PC {worst['mmd_ratio_pc']:.2f}")
+                     + f" | {med['evals_al']:.0f} | {med['evals_pc']:.0f} | "
+                     f"{med['cpu_s']:.0f} | {med['n']:.0f} |")
+    al, pc = (max(m[c] for m in meds.values()) for c in ("mmd_ratio_al", "mmd_ratio_pc"))
+    lines.append(f"\nlargest median MMD/floor: AL {al:.2f}, PC {pc:.2f}")
     return "\n".join(lines)
 
 

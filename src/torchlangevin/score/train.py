@@ -44,12 +44,7 @@ def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str 
         raise ValueError(f"objective must be 'dsm' or 'ssm'; got {objective!r}")
     n_steps, batch_size = integer("n_steps", n_steps, 1), integer("batch_size", batch_size, 1)
     lr, lr_end = positive("lr", lr), positive("lr_end", lr_end)
-    if not 0 <= ema < 1:
-        raise ValueError(f"ema must be in [0, 1); got {ema!r}")
-    sigmas = torch.as_tensor(sigmas)
-    lo, hi = float(sigmas.min()), float(sigmas.max())
-    if not hi > lo > 0:
-        raise ValueError(f"sigmas must be positive and not all equal; got {sigmas.tolist()}")
+    lo, hi = _noise_range(sigmas, ema)
     gen = torch.Generator().manual_seed(seed)
     loss_fn = dsm_loss if objective == "dsm" else ssm_loss
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -57,8 +52,7 @@ def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str 
         optimizer, (lr_end / lr) ** (1 / max(n_steps - 1, 1)))
     history = ScoreHistory(sigma_min=lo, sigma_max=hi)
     bar = progress_bar(progress, n_steps, f"fit_score ({objective})")
-    params = [p for p in model.parameters() if p.requires_grad]
-    averaged = [p.detach().clone() for p in params]
+    average = _WeightAverage(model, ema)
     model.train()
     for step in range(n_steps):
         batch = data[torch.randint(len(data), (batch_size,), generator=gen)]
@@ -70,20 +64,43 @@ def fit_score(model: nn.Module, data: Tensor, sigmas: Tensor, *, objective: str 
         loss.backward()
         optimizer.step()
         decay.step()
-        _ema_update(averaged, params, min(ema, (1 + step) / (10 + step)))
+        average.update(step)
         history.loss.append(float(loss.detach()))
         if bar is not None:
             bar.update()
     if bar is not None:
         bar.close()
-    with torch.no_grad():
-        for p, a in zip(params, averaged, strict=True):
-            p.copy_(a)
+    average.copy_to_model()
     model.eval()
     return history
 
 
-def _ema_update(averaged: list[Tensor], params: list[Tensor], beta: float) -> None:
-    with torch.no_grad():
-        for a, p in zip(averaged, params, strict=True):
-            a.lerp_(p.detach(), 1 - beta)
+def _noise_range(sigmas: Tensor, ema: float) -> tuple[float, float]:
+    """``(min, max)`` of ``sigmas``, checked; and ``ema`` checked."""
+    if not 0 <= ema < 1:
+        raise ValueError(f"ema must be in [0, 1); got {ema!r}")
+    sigmas = torch.as_tensor(sigmas)
+    lo, hi = float(sigmas.min()), float(sigmas.max())
+    if not hi > lo > 0:
+        raise ValueError(f"sigmas must be positive and not all equal; got {sigmas.tolist()}")
+    return lo, hi
+
+
+class _WeightAverage:
+    """The exponential moving average of a model's trainable weights."""
+
+    def __init__(self, model: nn.Module, ema: float) -> None:
+        self.ema = ema
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.averaged = [p.detach().clone() for p in self.params]
+
+    def update(self, step: int) -> None:
+        beta = min(self.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for a, p in zip(self.averaged, self.params, strict=True):
+                a.lerp_(p.detach(), 1 - beta)
+
+    def copy_to_model(self) -> None:
+        with torch.no_grad():
+            for p, a in zip(self.params, self.averaged, strict=True):
+                p.copy_(a)
