@@ -3,7 +3,10 @@ matching, sampled by annealed Langevin dynamics and by predictor-corrector at th
 number of score evaluations, both judged against held-out data (multi-bandwidth MMD and
 binned TV, as ratios to the train-vs-held-out floor).
 
-    python examples/score_toys.py [out_dir_or_png] [train_steps] [steps_per_level] [data]
+    python examples/score_toys.py [out_dir_or_png] [train_steps] [sampling_steps] [data]
+
+``sampling_steps``: annealed Langevin steps per sample over the 10 levels (default 1000,
+100 a level); predictor-corrector gets as many score evaluations.
 
 ``data`` is a name of ``torchlangevin.ebm.data.TOYS`` (default checkerboard) or ``all``
 for the ten benchmark sets (TorchEBM's eight, moons and rings), printed as a table.
@@ -17,8 +20,8 @@ from torchlangevin.score.demo import run_toy
 
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("score_out")
 out = target.parent if target.suffix == ".png" else target
-steps = int(sys.argv[2]) if len(sys.argv) > 2 else 6000
-per_level = int(sys.argv[3]) if len(sys.argv) > 3 else 100
+steps = int(sys.argv[2]) if len(sys.argv) > 2 else 4000
+per_level = max(1, (int(sys.argv[3]) if len(sys.argv) > 3 else 1000) // 10)
 which = sys.argv[4] if len(sys.argv) > 4 else "checkerboard"
 names = list(BENCHMARK_TOYS) if which == "all" else [which]
 print(f"{'data':16s} {'AL MMD/floor':>12s} {'PC MMD/floor':>12s} {'AL worst':>8s} "

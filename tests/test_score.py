@@ -92,3 +92,37 @@ def test_bad_input_is_named():
         score.ScoreField(mix, 1.0)(x0)
     with pytest.raises(ValueError, match="sigma_max must exceed"):
         score.geometric_sigmas(0.1, 1.0, 3)
+    with pytest.raises(ValueError, match="ema"):
+        score.fit_score(score.ScoreMLP(), x0, torch.tensor([1.0, 0.1]), ema=1.0)
+    with pytest.raises(ValueError, match="n_input_frequencies"):
+        score.ScoreMLP(n_input_frequencies=-1)
+
+
+def test_fit_score_ends_with_the_weights_average():
+    # with ema=0 the model keeps its last weights; with ema > 0 they differ from the last
+    # ones (the average lags), and the input Fourier features widen the first layer
+    data = torch.randn(256, 2, generator=torch.Generator().manual_seed(3))
+    sigmas = torch.tensor([1.0, 0.1])
+    models = []
+    for ema in (0.0, 0.9):
+        torch.manual_seed(0)
+        m = score.ScoreMLP((2,), width=16, depth=1, n_input_frequencies=3)
+        score.fit_score(m, data, sigmas, n_steps=20, batch_size=32, ema=ema, progress=False)
+        models.append(m)
+    assert models[0].layers[0].in_features == 2 * (1 + 2 * 3)
+    last, averaged = (m.layers[0].weight for m in models)
+    assert not torch.allclose(last, averaged)
+
+
+def test_feature_classifier_scores_real_digits_as_real():
+    from torchlangevin.ebm.data import digits
+    from torchlangevin.ebm.metrics import FeatureClassifier
+
+    images, labels = digits()
+    clf = FeatureClassifier(images[:1200], labels[:1200], hidden=32)
+    held = images[1200:]
+    assert clf.features(held).shape == (len(held), 32)
+    assert clf.top_prob(held) > 0.9
+    noise = torch.rand(held.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    # two halves of the held-out digits are far closer than digits and uniform noise
+    assert clf.frechet(held[:290], held[290:]) < 0.2 * clf.frechet(noise, held)

@@ -206,7 +206,7 @@ def _score_demo(args: argparse.Namespace) -> int:
               f"distance to held-out digits {r['frechet_al']:.2f} / {r['frechet_pc']:.2f} "
               f"(real training digits {r['frechet_train']:.2f})")
     else:
-        r = run_toy(args.data, args.out, n_train_steps=args.train_steps or 6000,
+        r = run_toy(args.data, args.out, n_train_steps=args.train_steps or 4000,
                     seed=args.seed, progress=True)
         print(f"{args.data}: multi-bandwidth MMD / floor: annealed Langevin "
               f"{r['mmd_ratio_al']:.2f}, predictor-corrector {r['mmd_ratio_pc']:.2f}; binned "
@@ -432,7 +432,7 @@ def _add_score_demo(sub) -> None:
     score.add_argument("--data", choices=[*TOY_NAMES, "digits"], default="checkerboard")
     score.add_argument("--out", type=_output_dir, default="score_out")
     score.add_argument("--train-steps", type=_POSITIVE,
-                       help="default 6000 (toys) or 4000 (digits)")
+                       help="default 4000")
     score.add_argument("--seed", type=_NON_NEGATIVE, default=0)
     score.set_defaults(func=_score_demo)
 

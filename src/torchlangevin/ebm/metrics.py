@@ -193,3 +193,29 @@ def frechet_distance(x: Tensor, y: Tensor) -> float:
     root_x = sqrtm(sx)
     cross = sqrtm(root_x @ sy @ root_x)
     return float((mx - my).square().sum() + torch.trace(sx + sy - 2 * cross))
+
+
+class FeatureClassifier:
+    """A classifier of real data whose penultimate layer gives features for a Frechet
+    distance (the FID idea at small scale): scikit-learn's ``MLPClassifier`` with one hidden
+    ReLU layer of ``hidden`` units, fitted on ``(x, labels)``. :meth:`features` is that
+    layer, ``relu(x W_1 + b_1)``; :meth:`top_prob` the mean probability of the top class;
+    :meth:`frechet` the :func:`frechet_distance` of two samples in the features. Needs
+    scikit-learn."""
+
+    def __init__(self, x: Tensor, labels: Tensor, hidden: int = 64, seed: int = 0) -> None:
+        from sklearn.neural_network import MLPClassifier
+
+        self.net = MLPClassifier((integer("hidden", hidden, 1),), max_iter=1000,
+                                 random_state=seed).fit(_flat(x).numpy(),
+                                                        torch.as_tensor(labels).numpy())
+
+    def features(self, x: Tensor) -> Tensor:
+        w, b = (torch.as_tensor(a) for a in (self.net.coefs_[0], self.net.intercepts_[0]))
+        return torch.relu(_flat(x) @ w.double() + b.double())
+
+    def top_prob(self, x: Tensor) -> float:
+        return float(self.net.predict_proba(_flat(x).numpy()).max(1).mean())
+
+    def frechet(self, x: Tensor, y: Tensor) -> float:
+        return frechet_distance(self.features(x), self.features(y))

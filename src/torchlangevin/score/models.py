@@ -50,10 +50,15 @@ class ScoreMLP(nn.Module):
         data_std: the data's standard deviation per coordinate (its overall scale).
         n_frequencies: Fourier features ``sin, cos(2^k log sigma / 4)``,
             ``k < n_frequencies``, and ``log sigma`` itself.
+        n_input_frequencies: Fourier features of the scaled state too,
+            ``sin, cos(pi 2^k c x_j)``, ``k < n_input_frequencies``, next to ``c x``
+            (Tancik et al. 2020): an MLP on raw coordinates learns fine structure slowly
+            (its spectral bias), and low-dimensional data with sharp edges need it.
     """
 
     def __init__(self, event_shape: Sequence[int] | int = (2,), width: int = 128,
-                 depth: int = 3, data_std: float = 1.0, n_frequencies: int = 4) -> None:
+                 depth: int = 3, data_std: float = 1.0, n_frequencies: int = 4,
+                 n_input_frequencies: int = 0) -> None:
         super().__init__()
         self.event_shape = (event_shape,) if isinstance(event_shape, int) \
             else tuple(event_shape)
@@ -63,9 +68,12 @@ class ScoreMLP(nn.Module):
         self.register_buffer("frequencies", 2.0 ** torch.arange(
             integer("n_frequencies", n_frequencies, 1), dtype=torch.float32) / 4)
         n_embed = 1 + 2 * n_frequencies
+        n_in = integer("n_input_frequencies", n_input_frequencies, 0)
+        self.register_buffer("input_frequencies", math.pi * 2.0 ** torch.arange(
+            n_in, dtype=torch.float32))
         self.layers = nn.ModuleList(
-            nn.Linear(dim if i == 0 else width, width) for i in range(depth))
-        self.embed = nn.ModuleList(nn.Linear(n_embed, width) for _ in range(depth))
+            nn.Linear(dim * (1 + 2 * n_in) if i == 0 else width, width) for i in range(depth))
+        self.embed = nn.ModuleList(nn.Linear(n_embed, 2 * width) for _ in range(depth))
         self.out = nn.Linear(width, dim)
 
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
@@ -77,8 +85,12 @@ class ScoreMLP(nn.Module):
         angles = log_s * self.frequencies.to(x.dtype)
         emb = torch.cat([log_s, angles.sin(), angles.cos()], 1)
         h = x.reshape(c, -1) * torch.rsqrt(sigma.square() + self.data_std**2)
+        if len(self.input_frequencies):
+            a = (h[:, :, None] * self.input_frequencies.to(x.dtype)).reshape(c, -1)
+            h = torch.cat([h, a.sin(), a.cos()], 1)
         for layer, embed in zip(self.layers, self.embed, strict=True):
-            h = nn.functional.silu(layer(h) + embed(emb))
+            scale, shift = embed(emb).chunk(2, dim=1)
+            h = nn.functional.silu(layer(h) * (1 + scale) + shift)
         return (self.out(h) / sigma).reshape(x.shape)
 
 
