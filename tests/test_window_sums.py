@@ -23,3 +23,9 @@ def test_far_chain_left_out_of_the_dense_covariance():
     torch.testing.assert_close(cov, alone.covariance(torch.ones(15, dtype=torch.bool)))
     # 750 draws of a correlation 0.9: the pooled estimate is within 0.05 of it (se ~ 0.007)
     assert abs(float(cov[0, 1] / cov.diagonal().prod().sqrt()) - 0.9) < 0.05
+
+
+def test_an_empty_block_of_draws_adds_nothing():
+    sums = _WindowSums(torch.zeros(16, 3, dtype=torch.float64), False, "dense")
+    sums.add(torch.zeros(0, 16, 3, dtype=torch.float64))
+    assert sums.n == 0 and not sums.cross.any()

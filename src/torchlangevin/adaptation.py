@@ -560,7 +560,7 @@ class _WindowSums:
         self.total += xs.sum(0)
         self.sq += (xs * xs).sum(0)
         if self.cross is not None:
-            rows = xs.reshape(xs.shape[0], xs.shape[1], -1)
+            rows = xs.reshape(*xs.shape[:2], self.cross.shape[-1])
             self.cross += torch.einsum("sci,scj->cij", rows, rows)
         self.n += xs.shape[0]
 
