@@ -541,8 +541,8 @@ class _WindowSums:
     ``x x^T`` over chains, for a dense or low-rank mass), and the regularised estimates they
     give: ``n/(n+5) var + 1e-3 5/(n+5)``, the same shrinkage towards ``1e-3 I`` for a
     covariance (Stan). Pooled over chains, the variance is each kept chain's own about its
-    own mean, averaged; the covariance is the within-chain correlation pooled over all
-    chains (a stuck chain adds nothing to it) scaled by those variances."""
+    own mean, averaged; the covariance is the within-chain correlation pooled over the kept
+    chains (a far-away outlier's huge draws would overflow it) scaled by those variances."""
 
     def __init__(self, x: Tensor, per_chain: bool, kind: str | None = "diag") -> None:
         self.per_chain = per_chain
@@ -550,7 +550,8 @@ class _WindowSums:
         self.sq = x.new_zeros(x.shape, dtype=torch.float64)
         self.kind = kind
         d = x[0].numel()
-        self.cross = x.new_zeros((d, d), dtype=torch.float64) if kind != "diag" else None
+        self.cross = (x.new_zeros((x.shape[0], d, d), dtype=torch.float64)
+                      if kind != "diag" else None)  # per chain, (C, d, d)
         self.n = 0  # draws per chain
 
     def add(self, xs: Tensor) -> None:
@@ -559,8 +560,8 @@ class _WindowSums:
         self.total += xs.sum(0)
         self.sq += (xs * xs).sum(0)
         if self.cross is not None:
-            rows = xs.reshape(-1, self.cross.shape[0])
-            self.cross += rows.mT @ rows
+            rows = xs.reshape(*xs.shape[:2], self.cross.shape[-1])
+            self.cross += torch.einsum("sci,scj->cij", rows, rows)
         self.n += xs.shape[0]
 
     def _within(self) -> Tensor:
@@ -575,10 +576,11 @@ class _WindowSums:
         return n / (n + 5.0) * var + 1e-3 * 5.0 / (n + 5.0)
 
     def covariance(self, keep: Tensor) -> Tensor:
-        means = self.total.reshape(self.total.shape[0], -1) / self.n
-        within = (self.cross - self.n * means.mT @ means) / (means.shape[0] * (self.n - 1))
+        means = self.total.reshape(self.total.shape[0], -1)[keep] / self.n
+        within = ((self.cross[keep].sum(0) - self.n * means.mT @ means)
+                  / (means.shape[0] * (self.n - 1)))
         sd = within.diagonal().clamp(min=1e-300).sqrt()
-        var = self._within().reshape(means.shape)[keep].mean(0)
+        var = self._within().reshape(self.total.shape[0], -1)[keep].mean(0)
         scale = var.sqrt() / sd
         cov = within * torch.outer(scale, scale)
         cov = (cov + cov.mT) / 2  # symmetric to rounding, as DenseMass checks
