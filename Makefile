@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-llc bench-llc-lm bench-tabular bench-gradients \
-	bench-venv-blackjax bench-venv-sdv clean
+	bench-ess bench-venv-blackjax bench-venv-numpyro bench-venv-sdv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,20 @@ bench-tabular: $(STAMP) .bench/tabpfgen/.installed .bench/sdv/.installed
 bench-gradients: $(STAMP) .bench/blackjax/.installed
 	mkdir -p bench_out
 	$(PY) benchmarks/gradients.py --out bench_out/gradients.json
+
+# pip resolved numpyro 0.22.0 with jax/jaxlib 0.10.2 (2026-12-01)
+.bench/numpyro/.installed:
+	$(PYTHON) -m venv .bench/numpyro
+	.bench/numpyro/bin/pip install --quiet --upgrade pip
+	.bench/numpyro/bin/pip install --quiet numpyro==0.22.0 jax==0.10.2 jaxlib==0.10.2 numpy
+	touch $@
+
+bench-venv-numpyro: .bench/numpyro/.installed
+
+# ESS per second against NumPyro's vectorized NUTS and Pyro's NUTS (pyro from the [all] extra)
+bench-ess: $(STAMP) .bench/numpyro/.installed
+	mkdir -p bench_out
+	$(PY) benchmarks/ess_per_second.py --out bench_out/ess_per_second.json
 
 bench: $(STAMP) .bench/torchebm/.installed .bench/blackjax/.installed
 	$(PY) benchmarks/core.py
