@@ -593,7 +593,7 @@ class _Observer:
         per_chain = math.nan if flat.bytes_per_row is None else flat.bytes_per_row * micro
         return {"vectorized": flat.vectorized_label,
                 "chains_per_call": str(flat.chunk_size(micro, len(self.chains))),
-                "activation_mb_per_chain": f"{per_chain / 2**20:.1f}",
+                "activation_mb_per_chain": f"{per_chain / 2**20:.4g}",
                 "vmap_fallback_reason": self.flat.fallback_reason,
                 "vmap_looped_ops": ",".join(self.flat.looped_ops),
                 "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True)}
