@@ -406,8 +406,9 @@ class _Observer:
         probe = flat.per_sample(flat.w0, self.fixed)
         check_per_sample(probe, B)
         self.token_shape = tuple(probe.shape[1:])
-        # (n, [T]): L_i(w0) for every row, in chunks of a step's rows (its activation memory)
-        init_rows = flat.full_loss(flat.w0, tensors, chunk=C * config["micro_batch_size"])
+        # (n, [T]): L_i(w0) for every row, in chunks of one chain's micro-batch: a no-grad
+        # pass over C micro-batches at once peaks as high as a gradient over one
+        init_rows = flat.full_loss(flat.w0, tensors, chunk=config["micro_batch_size"])
         self.init_loss = init_rows.mean(0)
         self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
         nan = dict(fill_value=math.nan, device=device)
