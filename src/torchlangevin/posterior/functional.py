@@ -295,7 +295,9 @@ class FlatModel:
             part = (W[start:start + k], tuple(t[start:start + k] for t in batch))
             if self.bytes_per_row is None:
                 per, grad = self._measured(*part, rows)
-            elif k == 1 and self.vectorized:
+            elif self.vectorized and self.chunk_size(batch[0].shape[1], C) == 1:
+                # by the budget, not a last chunk of one: a chain's numbers then do not
+                # depend on how many chains run beside it
                 per, grad = self._direct(*part, rows)
             else:
                 per, grad = self._vmapped_grad(*part, rows)
