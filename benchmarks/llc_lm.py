@@ -9,10 +9,13 @@ LLC with the same hyperparameters (lr, n_beta, localization, batch size, draws, 
   subprocess of that venv's Python, chains one after another (its ``slt/sampling.py``);
 - torchlangevin runs in a subprocess of this venv, all chains vmapped together.
 
-Each run is its own process, so its peak memory (``ru_maxrss``) is its own. Reported per
-(checkpoint, chains): wall time, peak RSS, LLC mean and standard error (devinterp: sd over
-chains / sqrt(chains); ours: the ESS-based ``se``), the speed ratio and the agreement in
-combined standard errors. Also one masked run of ours ("l0 attn") against the unmasked run.
+Each run is its own process, so its peak memory (``ru_maxrss``) and CPU time (user + system)
+are its own; the two sides' runs alternate (ours, devinterp, ours, ...), so a load from other
+processes on a shared machine falls on both alike, and the load average is printed with each
+row. Reported per (checkpoint, chains): median wall and CPU time, peak RSS, LLC mean and
+standard error (devinterp: sd over chains / sqrt(chains); ours: the ESS-based ``se``), the
+speed ratio and the agreement in combined standard errors. Also masked runs of ours
+("l0 attn") alternating with unmasked ones at the last checkpoint.
 
     OMP_NUM_THREADS=1 python benchmarks/llc_lm.py                   # the issue's setting
     OMP_NUM_THREADS=1 python benchmarks/llc_lm.py --draws 50 --repeats 1   # reduced
@@ -105,7 +108,9 @@ def worker(args) -> dict:
     else:
         out = run_ours(model, data, hyper, args)
     out["wall_s"] = time.perf_counter() - start
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["cpu_s"] = usage.ru_utime + usage.ru_stime  # the whole process, imports included
+    out["peak_rss_mb"] = usage.ru_maxrss / 1024
     return out
 
 
@@ -143,6 +148,7 @@ def run_ours(model, data, hyper, args) -> dict:
     ds = tree.dataset
     return {"llc": est.mean, "se": est.se, "per_chain": [float(x) for x in est.per_chain],
             "rhat": est.rhat, "vectorized": ds.attrs["vectorized"], "sample_s": sampled,
+            "chains_per_call": ds.attrs["chains_per_call"],
             "lambda_max": ds.attrs["lambda_max"],
             "distance": float(ds["metrics_distance"].values[:, -1].mean())}
 
@@ -162,12 +168,23 @@ def spawn(python: Path, which: str, ckpt: Path, chains: int, args, restriction: 
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def median_run(python, which, ckpt, chains, args, restriction="") -> dict:
-    runs = [spawn(python, which, ckpt, chains, args, restriction) for _ in range(args.repeats)]
+def median(runs: list[dict]) -> dict:
+    """The first run's estimates with the median wall time, CPU time and peak memory."""
     best = dict(runs[0])
-    for key in ("wall_s", "peak_rss_mb"):
+    for key in ("wall_s", "cpu_s", "peak_rss_mb"):
         best[key] = statistics.median(r[key] for r in runs)
+        best[f"{key}_runs"] = [r[key] for r in runs]
     return best
+
+
+def paired_runs(sides: list[tuple], repeats: int) -> list[dict]:
+    """``repeats`` runs of each side ``(python, which, ckpt, chains, args, restriction)``,
+    alternating between the sides; the median of each."""
+    runs: list[list[dict]] = [[] for _ in sides]
+    for _ in range(repeats):
+        for i, side in enumerate(sides):
+            runs[i].append(spawn(*side))
+    return [median(r) for r in runs]
 
 
 def main() -> None:
@@ -192,6 +209,8 @@ def main() -> None:
     p.add_argument("--mala-checks", type=int, default=8)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-devinterp", action="store_true")
+    p.add_argument("--reuse", default="", help="a folder of checkpoints (step_N.pt, ids.pt) "
+                   "trained before with the same model arguments: no training")
     p.add_argument("--devinterp-python", default=str(DEVINTERP_PY),
                    help="the devinterp venv's python (default: .bench/devinterp/bin/python)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "llc_lm.json"))
@@ -208,52 +227,78 @@ def run_all(args) -> None:
     if not args.skip_devinterp and not devinterp_py.exists():
         raise SystemExit(f"{devinterp_py} missing: run `make bench-venv-devinterp` or "
                          "`make bench-llc` first, or pass --skip-devinterp")
-    folder = Path(tempfile.mkdtemp(prefix="llc_lm_"))
     t0 = time.perf_counter()
-    saved = train(args, folder)
+    if args.reuse:  # checkpoints trained before with the same model and steps
+        folder = Path(args.reuse)
+        saved = [(s, folder / f"step_{s}.pt") for s in sorted(args.checkpoints)]
+        missing = [str(p) for _, p in saved if not p.exists()]
+        if missing or not (folder / "ids.pt").exists():
+            raise SystemExit(f"--reuse {folder}: missing {missing or 'ids.pt'}")
+    else:
+        folder = Path(tempfile.mkdtemp(prefix="llc_lm_"))
+        saved = train(args, folder)
     n_params = sum(q.numel() for q in build_model(args).parameters())
     print(f"model: GPT-2 layers={args.layers} d_model={args.d_model} heads={args.heads} "
           f"vocab={args.vocab} length={args.length}: {n_params:,} parameters; trained "
           f"{args.checkpoints[-1]} steps in {time.perf_counter() - t0:.0f} s; draws "
           f"{args.draws}, batch {args.batch_size}, lr {args.lr}, n_beta {args.n_beta}, "
           f"localization {args.localization}, repeats {args.repeats}", flush=True)
-    rows = []
-    for step, ckpt in saved:
-        for chains in args.chains:
-            ours = median_run(Path(sys.executable), "ours", ckpt, chains, args)
-            row = {"step": step, "chains": chains, "ours": ours}
-            if not args.skip_devinterp:
-                dev = median_run(devinterp_py, "devinterp", ckpt, chains, args)
-                combined = (ours["se"] ** 2 + dev["se"] ** 2) ** 0.5
-                row.update(devinterp=dev, speedup=dev["wall_s"] / ours["wall_s"],
-                           memory_ratio=ours["peak_rss_mb"] / dev["peak_rss_mb"],
-                           z=abs(ours["llc"] - dev["llc"]) / combined)
-            rows.append(row)
-            print(_line(row), flush=True)
+    rows = [_row(step, ckpt, chains, devinterp_py, args)
+            for step, ckpt in saved for chains in args.chains]
     step, ckpt = saved[-1]
-    masked = median_run(Path(sys.executable), "ours", ckpt, args.chains[0], args, "l0 attn")
-    full = next(r["ours"] for r in rows if r["step"] == step and r["chains"] == args.chains[0])
+    ours = Path(sys.executable)
+    masked, full = paired_runs([(ours, "ours", ckpt, args.chains[0], args, "l0 attn"),
+                                (ours, "ours", ckpt, args.chains[0], args)], args.repeats)
     print(f"masked 'l0 attn' at step {step}, {args.chains[0]} chains: {masked['wall_s']:.1f} s "
-          f"vs unmasked {full['wall_s']:.1f} s ({full['wall_s'] / masked['wall_s']:.2f}x); "
-          f"peak {masked['peak_rss_mb']:.0f} vs {full['peak_rss_mb']:.0f} MB", flush=True)
+          f"(CPU {masked['cpu_s']:.1f} s) vs unmasked {full['wall_s']:.1f} s (CPU "
+          f"{full['cpu_s']:.1f} s): {full['wall_s'] / masked['wall_s']:.2f}x; peak "
+          f"{masked['peak_rss_mb']:.0f} vs {full['peak_rss_mb']:.0f} MB; load average "
+          f"{_load()}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"args": vars(args), "n_params": n_params, "rows": rows,
-                               "masked": masked}, indent=1))
+                               "masked": masked, "unmasked": full}, indent=1))
     print(f"written {out}")
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def _row(step: int, ckpt: Path, chains: int, devinterp_py: Path, args) -> dict:
+    """Ours and devinterp's runs at one checkpoint and chain count, alternating."""
+    sides = [(Path(sys.executable), "ours", ckpt, chains, args)]
+    if not args.skip_devinterp:
+        sides.append((devinterp_py, "devinterp", ckpt, chains, args))
+    load = _load()
+    medians = paired_runs(sides, args.repeats)
+    ours = medians[0]
+    row = {"step": step, "chains": chains, "ours": ours, "load_before": load,
+           "load_after": _load()}
+    if not args.skip_devinterp:
+        dev = medians[1]
+        combined = (ours["se"] ** 2 + dev["se"] ** 2) ** 0.5
+        row.update(devinterp=dev, speedup=dev["wall_s"] / ours["wall_s"],
+                   cpu_speedup=dev["cpu_s"] / ours["cpu_s"],
+                   memory_ratio=ours["peak_rss_mb"] / dev["peak_rss_mb"],
+                   z=abs(ours["llc"] - dev["llc"]) / combined)
+    print(_line(row), flush=True)
+    return row
 
 
 def _line(row: dict) -> str:
     o = row["ours"]
     text = (f"step {row['step']:>5} chains {row['chains']}: ours {o['llc']:8.2f} ± "
-            f"{o['se']:.2f} in {o['wall_s']:6.1f} s (sampling {o['sample_s']:.1f} s), "
-            f"{o['peak_rss_mb']:6.0f} MB, vectorized={o['vectorized']}")
+            f"{o['se']:.2f} in {o['wall_s']:6.1f} s (CPU {o['cpu_s']:.1f} s, sampling "
+            f"{o['sample_s']:.1f} s), {o['peak_rss_mb']:6.0f} MB, vectorized="
+            f"{o['vectorized']}, chains_per_call={o['chains_per_call']}")
     if "devinterp" in row:
         d = row["devinterp"]
-        text += (f" | devinterp {d['llc']:8.2f} ± {d['se']:.2f} in {d['wall_s']:6.1f} s, "
-                 f"{d['peak_rss_mb']:6.0f} MB | speed {row['speedup']:.2f}x, memory "
+        text += (f" | devinterp {d['llc']:8.2f} ± {d['se']:.2f} in {d['wall_s']:6.1f} s "
+                 f"(CPU {d['cpu_s']:.1f} s), {d['peak_rss_mb']:6.0f} MB | speed "
+                 f"{row['speedup']:.2f}x (CPU {row['cpu_speedup']:.2f}x), memory "
                  f"{row['memory_ratio']:.2f}x, |diff| = {row['z']:.2f} combined se")
-    return text
+    return text + f" | load {row['load_before']} -> {row['load_after']}"
 
 
 if __name__ == "__main__":

@@ -101,6 +101,32 @@ def test_vectorised_attention_equals_chains_run_one_by_one():
         torch.testing.assert_close(grad[c], g, rtol=1e-4, atol=1e-6)
 
 
+def test_chains_in_chunks_give_the_same_gradients_and_the_budget_sets_the_chunk():
+    # Chains are independent, so chunking changes only the order of float operations (and
+    # a chunk of one runs PyTorch's fused attention): agreement to float32 rounding.
+    torch.manual_seed(0)
+    model, X = Encoder(), tokens()
+    model.eval()
+    W = FlatModel(model, next_token_loss).w0 + 0.01 * torch.randn(
+        5, sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(1))
+    batch = (X[:8].expand(5, 8, T),)
+    ref = FlatModel(model, next_token_loss, chains_per_call=5).loss_and_grad(W, batch)
+    for k in (1, 2):
+        per, grad = FlatModel(model, next_token_loss, chains_per_call=k).loss_and_grad(W, batch)
+        torch.testing.assert_close(per, ref[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(grad, ref[1], rtol=1e-4, atol=1e-6)
+    tiny = FlatModel(model, next_token_loss, activation_budget=1.0)  # under one chain's bytes
+    torch.testing.assert_close(tiny.loss_and_grad(W, batch)[1], ref[1], rtol=1e-4, atol=1e-6)
+    assert tiny.bytes_per_row > 0 and tiny.chunk_size(8, 5) == 1
+    two = FlatModel(model, next_token_loss, activation_budget=2.5 * 8 * tiny.bytes_per_row)
+    two.loss_and_grad(W, batch)
+    assert two.chunk_size(8, 5) == 2 and two.chunk_size(16, 5) == 1
+    ds = posterior.sample(model, X, chains_per_call=1, **FAST).dataset
+    assert ds.attrs["chains_per_call"] == "1" and float(ds.attrs["activation_mb_per_chain"]) > 0
+    with pytest.raises(ValueError, match="chains_per_call"):
+        FlatModel(model, next_token_loss, chains_per_call=0)
+
+
 class FusedKernel(SDPA):
     """Calls the fused CPU kernel itself: vmap loops over chains inside it (no batching
     rule), and it has no double backward, so the Hessian power iteration fails."""

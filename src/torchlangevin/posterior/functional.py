@@ -12,7 +12,15 @@ Attention runs on its differentiable path: PyTorch's inference-only fast path fo
 ``nn.MultiheadAttention`` / ``nn.TransformerEncoderLayer`` is picked whenever the weights do
 not require grad (inside vmap they report that they do not), and the fused CPU
 ``scaled_dot_product_attention`` kernels have neither a vmap rule nor a double backward; the
-fast path is switched off and SDPA uses its math backend around every model call.
+fast path is switched off and SDPA uses its math backend around every vmapped call and the
+double backward of the Hessian power iteration.
+
+Memory: a vmapped call keeps the activations of all its chains for the backward pass, so a
+gradient over ``C`` chains at once costs ``C`` times one chain's. ``loss_and_grad`` runs the
+chains in chunks of ``chains_per_call``; chosen automatically, it is the most chains whose
+saved activations fit in ``activation_budget`` bytes, measured at the first call (the bytes
+autograd saves for one chain, per row). A chunk of one chain calls the model directly, with
+no vmap and PyTorch's own attention kernels (one backward needs no math backend).
 """
 
 from __future__ import annotations
@@ -26,7 +34,23 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from ..util import integer, positive
+
 LossFn = Callable[[Tensor, tuple[Tensor, ...]], Tensor]
+
+#: default bytes of saved activations one gradient call may hold (see the module notes)
+DEFAULT_ACTIVATION_BUDGET = 64 * 2**20
+
+
+@contextlib.contextmanager
+def no_attention_fastpath() -> Iterator[None]:
+    """``nn.MultiheadAttention``'s inference-only fast path off (it has no derivative)."""
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
 
 
 @contextlib.contextmanager
@@ -34,13 +58,8 @@ def differentiable_attention() -> Iterator[None]:
     """Attention on the paths vmap and double backward can take (see the module notes)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    before = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(before)
+    with no_attention_fastpath(), sdpa_kernel(SDPBackend.MATH):
+        yield
 
 
 def logits_of(out) -> Tensor:
@@ -128,7 +147,15 @@ class FlatModel:
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn,
-                 param_masks: Mapping[str, Tensor | None] | None = None) -> None:
+                 param_masks: Mapping[str, Tensor | None] | None = None,
+                 chains_per_call: int | None = None,
+                 activation_budget: float = DEFAULT_ACTIVATION_BUDGET) -> None:
+        if chains_per_call is not None:
+            integer("chains_per_call", chains_per_call, 1)
+        positive("activation_budget", activation_budget)
+        self.chains_per_call, self.activation_budget = chains_per_call, float(activation_budget)
+        #: bytes autograd saves for one chain and one row, measured at the first gradient
+        self.bytes_per_row: float | None = None
         self.model = model
         self.loss_fn = loss_fn
         named = list(model.named_parameters())
@@ -162,9 +189,12 @@ class FlatModel:
         parts = w.split(self.sizes)
         return {n: t.view(s) for n, t, s in zip(self.names, parts, self.shapes, strict=True)}
 
-    def per_sample(self, w: Tensor, batch: Sequence[Tensor]) -> Tensor:
+    def per_sample(self, w: Tensor, batch: Sequence[Tensor], double_backward: bool = True
+                   ) -> Tensor:
+        """``loss_fn(model(batch[0]), batch)`` at weights ``w``; ``double_backward=False``
+        (one chain, one backward, no vmap) lets SDPA pick its fused kernels."""
         weights = {**self.unflatten(w), **self.frozen, **self.buffers}
-        with differentiable_attention():
+        with differentiable_attention() if double_backward else no_attention_fastpath():
             out = functional_call(self.model, weights, (batch[0],), self.kwargs,
                                   tie_weights=self.tied)
         return self.loss_fn(out, tuple(batch))
@@ -232,12 +262,7 @@ class FlatModel:
         backward passes (gradient accumulation: the same gradient, less activation memory)."""
         n = batch[0].shape[1] if rows is None else rows
         if micro_batches == 1:
-            Wr = W.detach().requires_grad_(True)
-            with torch.enable_grad():
-                per = self.batched(Wr, batch)
-                used = per if rows is None else per[:, :rows]
-                (grad,) = torch.autograd.grad(used.flatten(1).mean(1).sum(), Wr)
-            return per.detach(), grad
+            return self._chunked(W, batch, rows)
         size = -(-n // micro_batches)
         parts, grad = [], torch.zeros_like(W)
         for start in range(0, n, size):
@@ -249,6 +274,80 @@ class FlatModel:
             with torch.no_grad():
                 parts.append(self.batched(W, tuple(t[:, n:] for t in batch)))
         return torch.cat(parts, 1), grad
+
+    def chunk_size(self, rows: int, chains: int) -> int:
+        """Chains per gradient call for ``rows`` rows a chain: ``chains_per_call`` if set,
+        else ``floor(activation_budget / (bytes_per_row * rows))`` (at least 1, at most
+        ``chains``; 1 until the first call has measured ``bytes_per_row``)."""
+        if self.chains_per_call is not None:
+            return min(self.chains_per_call, chains)
+        if self.bytes_per_row is None:
+            return 1
+        fit = int(self.activation_budget // max(self.bytes_per_row * rows, 1.0))
+        return max(1, min(chains, fit))
+
+    def _chunked(self, W: Tensor, batch: Sequence[Tensor], rows: int | None
+                 ) -> tuple[Tensor, Tensor]:
+        """The gradient of every chain's mean loss, :meth:`chunk_size` chains at a time."""
+        C, start, pers, grads = W.shape[0], 0, [], []
+        while start < C:
+            k = self.chunk_size(batch[0].shape[1], C - start)
+            part = (W[start:start + k], tuple(t[start:start + k] for t in batch))
+            if self.bytes_per_row is None:
+                per, grad = self._measured(*part, rows)
+            elif self.vectorized and self.chunk_size(batch[0].shape[1], C) == 1:
+                # by the budget, not a last chunk of one: a chain's numbers then do not
+                # depend on how many chains run beside it
+                per, grad = self._direct(*part, rows)
+            else:
+                per, grad = self._vmapped_grad(*part, rows)
+            pers.append(per)
+            grads.append(grad)
+            start += k
+        if len(pers) == 1:
+            return pers[0], grads[0]
+        return torch.cat(pers), torch.cat(grads)
+
+    def _vmapped_grad(self, W: Tensor, batch: Sequence[Tensor], rows: int | None
+                      ) -> tuple[Tensor, Tensor]:
+        Wr = W.detach().requires_grad_(True)
+        with torch.enable_grad():
+            per = self.batched(Wr, batch)
+            used = per if rows is None else per[:, :rows]
+            (grad,) = torch.autograd.grad(used.flatten(1).mean(1).sum(), Wr)
+        return per.detach(), grad
+
+    def _direct(self, W: Tensor, batch: Sequence[Tensor], rows: int | None
+                ) -> tuple[Tensor, Tensor]:
+        """One chain without vmap: the same gradient, the model's own attention kernels."""
+        wr = W[0].detach().requires_grad_(True)
+        with torch.enable_grad():
+            per = self.per_sample(wr, tuple(t[0] for t in batch), double_backward=False)
+            used = per if rows is None else per[:rows]
+            (grad,) = torch.autograd.grad(used.mean(), wr)
+        return per.detach()[None], grad[None]
+
+    def _measured(self, W: Tensor, batch: Sequence[Tensor], rows: int | None
+                  ) -> tuple[Tensor, Tensor]:
+        """The vmapped gradient, counting the bytes autograd saves for it: each storage
+        once, the weights themselves not (they are ``W``'s)."""
+        seen: dict[int, int] = {}
+        unseen = [0]
+        own = W.untyped_storage().data_ptr()
+
+        def pack(t: Tensor) -> Tensor:
+            try:
+                storage = t.untyped_storage()
+                seen.setdefault(storage.data_ptr(), storage.nbytes())
+            except (RuntimeError, NotImplementedError):  # a wrapper without a storage
+                unseen[0] += t.numel() * t.element_size()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = self._vmapped_grad(W, batch, rows)
+        saved = sum(v for k, v in seen.items() if k != own) + unseen[0]
+        self.bytes_per_row = saved / (W.shape[0] * batch[0].shape[1])
+        return out
 
     @torch.no_grad()
     def full_loss(self, w: Tensor, tensors: Sequence[Tensor], chunk: int = 4096) -> Tensor:

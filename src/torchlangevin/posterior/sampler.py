@@ -11,9 +11,11 @@ At draw ``d`` (step ``num_burnin_steps + d * num_steps_bw_draws``) the observer 
 per-sample minibatch losses of that step, evaluated before the update (``sampling_loss``), and
 the losses on each observable's fixed rows (``loss_{name}``). Every step records
 ``metrics_loss``, ``metrics_grad_norm`` and ``metrics_distance = |w - w0|``. A MALA acceptance
-estimate is taken at a few draws on a fixed batch (``metrics_mala_accept``): the Metropolis
-probability the SGLD proposal would have on that batch's tempered posterior, a check that the
-step size is small enough for the discretisation not to dominate.
+estimate is taken at a few draws on that draw's minibatch (``metrics_mala_accept``): the
+Metropolis probability the SGLD proposal would have on that batch's tempered posterior, a check
+that the step size is small enough for the discretisation not to dominate. The loss and
+gradient at the current weights are the step's own, so a check costs one more gradient (at the
+proposal).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def sample(
     mala_checks: int = 8,
     progress: bool = True,
     chains: range | None = None,
+    chains_per_call: int | None = None,
 ):
     """Sample the tempered, localised posterior of ``model``'s weights.
 
@@ -124,6 +127,11 @@ def sample(
             :mod:`torchlangevin.posterior.store`).
         chains: the global indices of the chains to run here (default ``range(num_chains)``);
             used to split chains across processes.
+        chains_per_call: chains whose gradient is taken in one (vmapped) model call; by
+            default as many as keep the activations saved for the backward pass within 64 MiB
+            (measured at the first step: one chain's bytes per row), so memory does not grow
+            with ``num_chains``. A chunk of one chain calls the model without vmap. The value
+            used for a step's minibatch is ``attrs["chains_per_call"]``.
 
     Returns:
         an ``xarray.DataTree`` whose root holds ``init_loss (chain[, token_pos])``,
@@ -154,7 +162,7 @@ def sample(
                   **dict(method_kwargs or {}))
     if batch_size > n_rows:
         raise ValueError(f"batch_size={batch_size}: larger than the data ({n_rows} rows)")
-    flat = FlatModel(model, loss_fn, param_masks)
+    flat = FlatModel(model, loss_fn, param_masks, chains_per_call)
     tensors = tuple(t.to(flat.w0.device) for t in tensors)
     mask = flat.mask
     obs = _observables(observables, seed, flat.w0.device)
@@ -330,8 +338,9 @@ class Batches:
 class Potential:
     """``n_beta``-free loss of stacked weights on a step's minibatch, and its gradient.
 
-    ``last`` keeps the step's evaluation ``(weights, per-sample losses, observable losses)``
-    for the observer: the kernel's ``Info`` holds only what every step has the same shape of.
+    ``last`` keeps the step's evaluation ``(weights, per-sample losses, observable losses,
+    rows, gradient, batch)`` for the observer: the kernel's ``Info`` holds only what every step
+    has the same shape of.
     """
 
     def __init__(self, flat: FlatModel, obs: dict, micro_batches: int = 1) -> None:
@@ -350,7 +359,7 @@ class Potential:
                 extra = {k: self.flat.batched(W, rows, shared=True)
                          for k, rows in self.obs.items()}
         per = per[:, :batch.rows]
-        self.last = (W, per, extra, batch.idx)
+        self.last = (W, per, extra, batch.idx, grad, batch)
         return per.flatten(1).mean(1), grad
 
 
@@ -397,8 +406,9 @@ class _Observer:
         probe = flat.per_sample(flat.w0, self.fixed)
         check_per_sample(probe, B)
         self.token_shape = tuple(probe.shape[1:])
-        # (n, [T]): L_i(w0) for every row, in chunks of a step's rows (its activation memory)
-        init_rows = flat.full_loss(flat.w0, tensors, chunk=C * config["micro_batch_size"])
+        # (n, [T]): L_i(w0) for every row, in chunks of one chain's micro-batch: a no-grad
+        # pass over C micro-batches at once peaks as high as a gradient over one
+        init_rows = flat.full_loss(flat.w0, tensors, chunk=config["micro_batch_size"])
         self.init_loss = init_rows.mean(0)
         self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
         nan = dict(fill_value=math.nan, device=device)
@@ -463,10 +473,10 @@ class _Observer:
         self.nonfinite = torch.where(bad, torch.full_like(self.nonfinite, i), self.nonfinite)
         d = self.draw_of(i)
         if d is not None:
-            W, per, extra, idx = self.potential.last
+            _, per, extra, idx, _, _ = self.potential.last
             self.sampling_loss[:, d] = per
             self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
-            self._observe(d, W, extra)
+            self._observe(d, extra)
         self.step = step
         if self.store is not None and step % self.every == 0:
             self.store.flush(self)  # just before the driver's checkpoint at this step
@@ -491,7 +501,7 @@ class _Observer:
         return tuple(torch.cat(parts) for parts in zip(*rows, strict=True))
 
     @torch.no_grad()
-    def _observe(self, d: int, W: Tensor, extra) -> None:
+    def _observe(self, d: int, extra) -> None:
         start = 0
         for k, rows in self.obs.items():
             if isinstance(extra, dict):
@@ -502,13 +512,17 @@ class _Observer:
                 start += n
         if d in self.mala_draws and "the MALA check" not in self.diagnostic_errors:
             self.mala[:, self.mala_draws.index(d)] = self._diagnostic(
-                "the MALA check", lambda: self._mala_accept(d, W))
+                "the MALA check", lambda: self._mala_accept(d))
 
-    def _potential(self, W: Tensor) -> tuple[Tensor, Tensor]:
-        """U = n_beta L_fixed + gamma/2 |w - w0|^2 + lambda/2 |w|^2 and its gradient, per chain."""
+    def _potential(self, W: Tensor, batch: tuple[Tensor, ...],
+                   known: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
+        """U = n_beta L_batch + gamma/2 |w - w0|^2 + lambda/2 |w|^2 and its gradient, per
+        chain; ``known``: the per-sample losses and mean-loss gradient at ``W``, if taken."""
         h = self.hyper
-        fixed = tuple(t.expand(W.shape[0], *t.shape) for t in self.fixed)
-        per, grad = self.flat.loss_and_grad(W, fixed)
+        if known is None:
+            known = self.flat.loss_and_grad(
+                W, batch, micro_batches=self.config["gradient_accumulation_steps"])
+        per, grad = known
         u = h.n_beta * per.flatten(1).mean(1)
         grad = grad * h.n_beta
         if h.localization:
@@ -521,9 +535,11 @@ class _Observer:
             grad = grad * self.mask
         return u, grad
 
-    def _mala_accept(self, d: int, W: Tensor) -> Tensor:
-        """min(1, exp(log alpha)) of one SGLD proposal on the fixed batch, per chain: the
-        Langevin move with step ``lr / 2`` on ``U``, and its Metropolis ratio."""
+    def _mala_accept(self, d: int) -> Tensor:
+        """min(1, exp(log alpha)) of one SGLD proposal on draw ``d``'s minibatch, per chain:
+        the Langevin move with step ``lr / 2`` on ``U``, and its Metropolis ratio."""
+        W, per, _, _, grad, batch = self.potential.last
+        rows = tuple(t[:, :batch.rows] for t in batch.tensors)
         xi = torch.stack([
             torch.randn(W.shape[1], generator=torch.Generator().manual_seed(
                 chain_seeds(self.config["seed"], c, stream=2 + d)[0]))
@@ -532,9 +548,9 @@ class _Observer:
         if self.mask is not None:
             xi = xi * self.mask
         eps = 0.5 * self.hyper.lr
-        u0, g0 = self._potential(W)
+        u0, g0 = self._potential(W, rows, (per, grad))
         prop = langevin_move(W, g0, xi, eps, 1.0)
-        u1, g1 = self._potential(prop)
+        u1, g1 = self._potential(prop, rows)
         log_alpha = u0 - u1 + langevin_log_ratio(W, prop, g1, xi, eps, 1.0)
         return torch.exp(torch.clamp(log_alpha, max=0.0))
 
@@ -574,7 +590,11 @@ class _Observer:
         return xr.DataTree(self.dataset())
 
     def _sampling_attrs(self) -> dict[str, str]:
-        return {"vectorized": self.flat.vectorized_label,
+        flat, micro = self.flat, self.config["micro_batch_size"]
+        per_chain = math.nan if flat.bytes_per_row is None else flat.bytes_per_row * micro
+        return {"vectorized": flat.vectorized_label,
+                "chains_per_call": str(flat.chunk_size(micro, len(self.chains))),
+                "activation_mb_per_chain": f"{per_chain / 2**20:.4g}",
                 "vmap_fallback_reason": self.flat.fallback_reason,
                 "vmap_looped_ops": ",".join(self.flat.looped_ops),
                 "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True)}
