@@ -406,11 +406,7 @@ class _Observer:
         probe = flat.per_sample(flat.w0, self.fixed)
         check_per_sample(probe, B)
         self.token_shape = tuple(probe.shape[1:])
-        # (n, [T]): L_i(w0) for every row, in chunks of one chain's micro-batch: a no-grad
-        # pass over C micro-batches at once peaks as high as a gradient over one
-        init_rows = flat.full_loss(flat.w0, tensors, chunk=config["micro_batch_size"])
-        self.init_loss = init_rows.mean(0)
-        self.init_row_mean = init_rows.reshape(init_rows.shape[0], -1).mean(1)
+        self._init: tuple[Tensor, Tensor] | None = None
         nan = dict(fill_value=math.nan, device=device)
         self.sampling_loss = torch.full((C, D, B, *self.token_shape), **nan)
         self.sampling_init = torch.full((C, D), dtype=torch.float64, **nan)
@@ -420,6 +416,25 @@ class _Observer:
         n_checks = min(config["mala_checks"], D)
         self.mala_draws = sorted({int(round(x)) for x in np.linspace(D - 1, 0, n_checks)})
         self.mala = torch.full((C, len(self.mala_draws)), **nan)
+
+    def _init_losses(self) -> tuple[Tensor, Tensor]:
+        """``L_i(w0)`` for every row: its mean over rows and each row's mean over tokens,
+        computed when first needed (a run the store already holds never needs them)."""
+        if self._init is None:
+            # (n, [T]), in chunks of one chain's micro-batch: a no-grad pass over C
+            # micro-batches at once peaks as high as a gradient over one
+            rows = self.flat.full_loss(self.flat.w0, self.tensors,
+                                       chunk=self.config["micro_batch_size"])
+            self._init = rows.mean(0), rows.reshape(rows.shape[0], -1).mean(1)
+        return self._init
+
+    @property
+    def init_loss(self) -> Tensor:
+        return self._init_losses()[0]
+
+    @property
+    def init_row_mean(self) -> Tensor:
+        return self._init_losses()[1]
 
     @property
     def lambda_max(self) -> float:
