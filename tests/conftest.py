@@ -19,6 +19,18 @@ def _threads():
     yield
 
 
+@pytest.fixture
+def tabular_quiet():
+    """For the tabular tests: one thread (their MLPs are too small to split, and a second
+    thread spinning on a loaded machine slows every step many times over), and sklearn's
+    and pandas' Future/User warnings silenced."""
+    torch.set_num_threads(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        yield
+
+
 def gen(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 

@@ -1,11 +1,8 @@
 """Synthetic tables: types kept, categories real, the issue's quality bars on real data."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
@@ -22,16 +19,7 @@ from torchlangevin.tabular.datasets import mixed_table
 
 FAST = dict(n_steps=50, warmup=30, epochs=20, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    # one thread: these MLPs are too small to split, and a second thread spinning on a
-    # loaded machine slows every step many times over
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("tabular_quiet")
 
 
 @pytest.fixture(scope="module")

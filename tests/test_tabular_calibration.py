@@ -1,12 +1,9 @@
 """Decoder calibration (``tabular.calibration``): continuous columns at the class's smoothed
 real marginal, shares kept under rejection constraints, warm-up on a subset of chains."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from torchlangevin.tabular import TabularGenerator
 from torchlangevin.tabular.calibration import apply_marginal, fit_marginal
@@ -14,14 +11,7 @@ from torchlangevin.tabular.constraints import Custom
 
 FAST = dict(n_steps=30, warmup=20, epochs=5, hidden=32, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("tabular_quiet")
 
 
 def test_marginal_map_gives_the_real_mean_and_spread_and_keeps_ranks():

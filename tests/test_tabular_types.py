@@ -1,8 +1,6 @@
 """Synthetic tables, issue 22: exact discrete columns, missing rates, dtypes and order,
 conditional sampling, constraints, the privacy rows of the report."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,14 +18,7 @@ from torchlangevin.tabular.constraints import (
 
 FAST = dict(n_steps=30, warmup=20, epochs=5, hidden=32, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _quiet():
-    torch.set_num_threads(1)  # tiny MLPs: a second thread only spins on a loaded machine
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", UserWarning)
-        yield
+pytestmark = pytest.mark.usefixtures("tabular_quiet")
 
 
 def _table(n: int = 500, seed: int = 0) -> pd.DataFrame:
