@@ -134,3 +134,26 @@ def test_bad_input_names_the_argument():
     with pytest.raises(ValueError, match="inv_mass is a DenseMass over 3"):
         tl.NUTS(StdNormal(), step_size=0.1,
                 inv_mass=DenseMass.of(torch.eye(3))).init(torch.zeros(2, 2))
+
+
+def test_compiled_leaves_give_the_eager_draws():
+    # an energy with no grad (torch.func differentiates it compiled, autograd eagerly),
+    # chains stopping at different depths (the compiled leaf on fewer chains) and a
+    # per-chain step size: the compiled kernel must take the same trees
+    energy, cov = correlated(3)
+    prec = torch.linalg.inv(cov)
+
+    def autograd_energy(x):
+        return 0.5 * ((x @ prec) * x).sum(1)
+
+    g = torch.Generator().manual_seed(11)
+    x0 = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    eps = 0.1 + 0.3 * torch.rand(12, generator=g, dtype=torch.float64)
+    eager = tl.sample(tl.NUTS(autograd_energy, step_size=eps), x0, 12, seed=12)
+    compiled = tl.sample(tl.NUTS(autograd_energy, step_size=eps, compile=True), x0, 12,
+                         seed=12)
+    assert len(set(eager.stats["tree_depth"].flatten().tolist())) > 1
+    assert torch.equal(compiled.stats["n_grads"], eager.stats["n_grads"])
+    torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-10, atol=1e-10)
+    with pytest.raises(TypeError, match="compile must be True or False; got 'yes'"):
+        tl.NUTS(autograd_energy, step_size=0.1, compile="yes")

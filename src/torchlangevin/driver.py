@@ -600,13 +600,14 @@ _PROBE_TOLERANCE = 1e-5
 
 def _run_config(kernel, params, x: Tensor, seed, **options: Any) -> dict[str, Any]:
     """What a checkpoint records of the call, so that a resume with other arguments is
-    refused by name: the kernel (class, each parameter, its other attributes), the energy
+    refused by name: the kernel (class, each parameter, its other public attributes), the energy
     (qualified name and its values at the start ``x``), the chains, the seed and the run's
     length, thinning and outputs."""
     config: dict[str, Any] = {
         "kernel": persist.qualified_name(kernel),
         "kernel_attributes": persist.fingerprint(
-            {k: v for k, v in vars(kernel).items() if k not in ("energy", "params")}),
+            {k: v for k, v in vars(kernel).items()  # private attributes are caches
+             if k not in ("energy", "params") and not k.startswith("_")}),
         "energy": persist.qualified_name(kernel.energy),
         "energy_probe": _energy_probe(kernel, x),
         "n_chains": x.shape[0], "event_shape": tuple(x.shape[1:]),

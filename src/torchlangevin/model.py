@@ -655,7 +655,8 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
                      n_draws: int = 1000, *, seed: int | None = None,
                      init: Mapping[str, Any] | None = None, target_accept: float = 0.8,
                      mass: str = "auto", max_tree_depth: int = 10,
-                     progress: bool = False) -> ModelChains:
+                     progress: bool = False, compile: bool = False  # noqa: A002
+                     ) -> ModelChains:
     """Sample ``model``'s posterior the way that works by default, and say whether to trust it.
 
     The sampler: NUTS (multinomial, generalised U-turn) after Stan's windowed warm-up
@@ -674,6 +675,9 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
         mass: ``"auto"`` (dense or diagonal by dimension), ``"dense"``, ``"diag"`` or
             ``"low_rank"``.
         max_tree_depth: NUTS's most doublings.
+        compile: NUTS's leaves ``torch.compile``d (:class:`~torchlangevin.NUTS`): pays on
+            long runs of small models, where Python's overhead is most of a leaf's time;
+            costs seconds to a minute of compiling first.
     """
     if mass not in ("auto", "dense", "diag", "low_rank"):
         raise ValueError(f"mass must be 'auto', 'dense', 'diag' or 'low_rank'; got {mass!r}")
@@ -684,9 +688,10 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
         warnings.simplefilter("ignore", DivergenceWarning)  # the diagnosis reports them
         result = sample(model, n_chains, n_warmup, n_draws, seed=seed, init=init,
                         target_accept=target_accept, adapt_mass=kind, progress=progress,
-                        max_tree_depth=max_tree_depth)
-    sampler = (f"NUTS ({kind} mass, target_accept {target_accept}, max_tree_depth "
-               f"{max_tree_depth}; {n_chains} chains x {n_warmup} warm-up + {n_draws} draws)")
+                        max_tree_depth=max_tree_depth, compile=compile)
+    sampler = (f"NUTS ({'compiled, ' if compile else ''}{kind} mass, target_accept "
+               f"{target_accept}, max_tree_depth {max_tree_depth}; {n_chains} chains x "
+               f"{n_warmup} warm-up + {n_draws} draws)")
     result.diagnosis = _diagnose(result, sampler, max_tree_depth)
     if not result.diagnosis.ok:
         warnings.warn(f"the run should not be trusted: {'; '.join(result.diagnosis.problems)}",

@@ -25,6 +25,7 @@ points, what dual averaging tunes towards 0.8.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -69,6 +70,98 @@ class _Point(NamedTuple):
     p: Tensor
     energy: Tensor
     grad: Tensor
+
+
+class _Sums(NamedTuple):
+    """What a subtree accumulates over its leaves: its proposal (``None`` before the first
+    leaf), ``log`` of its weight, its momentum sum, and per chain the acceptance sum and the
+    leaves counted."""
+
+    proposal: _Point | None
+    log_w: Tensor
+    rho: Tensor
+    accept_sum: Tensor
+    count: Tensor
+
+
+def leapfrog_leaf(energy: Any, point: _Point, signed_eps: Tensor, half: Tensor,
+                  inv_mass: Mass) -> _Point:
+    """One leapfrog step from ``point``: ``signed_eps`` is the per-chain step with its
+    direction, ``half = signed_eps / (2 T)``."""
+    p = torch.addcmul(point.p, half, point.grad, value=-1.0)
+    x = torch.addcmul(point.x, signed_eps, velocity(p, inv_mass))
+    e, g = energy_and_grad(energy, x)
+    return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
+
+
+def absorb(sums: _Sums, leaf: _Point, active: Tensor, log_u: Tensor,
+           h0: Tensor, inv_t: float | Tensor, inv_mass: Mass, max_energy_error: float,
+           support: Any) -> tuple[_Sums, Tensor, Tensor]:
+    """Add a leaf to a subtree's sums; returns the sums, whether the leaf stops the chain
+    (divergence ``H - H_0 > max_energy_error``, or outside the support) and whether it
+    diverged. Results only matter for chains still ``active``: the others' are discarded
+    by the merge, so most updates need no mask. The proposal moves to the leaf with
+    probability ``w_leaf / W`` (progressive uniform sampling inside the subtree)."""
+    delta = torch.nan_to_num(leaf.energy * inv_t + kinetic(leaf.p, inv_mass) - h0,
+                             nan=math.inf)
+    stop = delta > max_energy_error
+    if support is not None:  # weight 0 and the end of the tree, but no divergence
+        outside = ~support.contains(leaf.x)
+        delta = delta.masked_fill(outside, math.inf)
+        stop = stop & ~outside
+        diverged, stop = active & stop, stop | outside
+    else:
+        diverged = active & stop
+    on = active.to(delta.dtype)
+    accept_sum = torch.addcmul(sums.accept_sum, torch.exp(torch.clamp(-delta, max=0.0)), on)
+    log_w = torch.logaddexp(sums.log_w, -delta)
+    if sums.proposal is None:  # a copy: a compiled extend guards on aliased inputs
+        proposal = _Point(*(v.clone() for v in leaf))
+    else:
+        proposal = _where(log_u < -delta - log_w, leaf, sums.proposal)
+    return (_Sums(proposal, log_w, sums.rho + leaf.p, accept_sum, sums.count + on), stop,
+            diverged)
+
+
+class _FuncGrad:
+    """An energy's value and gradient by ``torch.func.grad_and_value``, which
+    ``torch.compile`` captures (``torch.autograd.grad`` it does not)."""
+
+    def __init__(self, energy: Callable[[Tensor], Tensor]) -> None:
+        self.energy = energy
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.energy(x)
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        def total(x: Tensor) -> tuple[Tensor, Tensor]:
+            e = self.energy(x)
+            return e.sum(), e
+
+        g, (_, e) = torch.func.grad_and_value(total, has_aux=True)(x)
+        return e, g
+
+
+def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | None,
+           signed_eps: Tensor, half: Tensor, inv_mass: Mass, active: Tensor, log_u: Tensor,
+           h0: Tensor, inv_t: float | Tensor, max_energy_error: float
+           ) -> tuple[_Point, _Sums, Tensor, Tensor]:
+    """A subtree's next leaf from its far end ``edge`` (:func:`leapfrog_leaf`) and its
+    sums with it (:func:`absorb`). With ``idx``, only those chains' leaves are computed
+    (the energy sees a smaller batch) and the others keep ``edge``: what a chain that has
+    stopped computes is discarded, so this saves the lockstep's wasted gradients without
+    changing any result."""
+    if idx is None:
+        leaf = leapfrog_leaf(energy, edge, signed_eps, half, inv_mass)
+    else:
+        rows = inv_mass
+        if isinstance(inv_mass, Tensor) and inv_mass.ndim == edge.x.ndim:  # per chain
+            rows = inv_mass[idx]
+        new = leapfrog_leaf(energy, _Point(*(v[idx] for v in edge)), signed_eps[idx],
+                            half[idx], rows)
+        leaf = _Point(*(v.index_copy(0, idx, u) for v, u in zip(edge, new, strict=True)))
+    return (leaf, *absorb(sums, leaf, active, log_u, h0, inv_t, inv_mass,
+                          max_energy_error, support))
 
 
 def _where(mask: Tensor, a: NamedTuple, b: NamedTuple) -> Any:
@@ -122,6 +215,13 @@ class NUTS(Kernel):
         support: a ``Box``; a trajectory stops where it leaves the support (its points
             outside get weight 0).
         max_energy_error: ``H - H_0`` above which a trajectory is divergent.
+        compile: run each leaf (the leapfrog step with its energy and gradient, and the
+            subtree's sums: :func:`extend`) as one ``torch.compile``d function. The first
+            steps compile (seconds to a minute; again when the mass changes type, and once
+            for the smaller batches of the chains still building); afterwards a leaf costs
+            a few fused kernels instead of dozens of small ops, which is most of the time
+            on small models. An energy without ``grad`` is differentiated by
+            ``torch.func.grad_and_value``. Same draws as eager up to rounding.
     """
 
     name = "nuts"
@@ -132,9 +232,28 @@ class NUTS(Kernel):
 
     def __init__(self, energy, step_size: Parameter, inv_mass: Mass = 1.0,
                  max_tree_depth: int = 10, noise_scale: Parameter = 1.0, support=None,
-                 max_energy_error: float = 1000.0) -> None:
+                 max_energy_error: float = 1000.0, compile: bool = False) -> None:  # noqa: A002
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False; got {compile!r}")
+        self.compile = compile
+        self._extend: Callable[..., tuple[_Point, _Sums, Tensor, Tensor]] | None = None
+
+    def extend_fn(self) -> Callable[..., tuple[_Point, _Sums, Tensor, Tensor]]:
+        """:func:`extend` on this kernel's energy and support: as it is, or compiled once
+        per kernel (copies made by ``replace`` share it)."""
+        if self._extend is None:
+            energy, support = self.energy, self.support
+            if self.compile and not any(hasattr(energy, k) for k in ("grad", "energy_and_grad")):
+                energy = _FuncGrad(energy)
+
+            def fn(*args: Any) -> tuple[_Point, _Sums, Tensor, Tensor]:
+                return extend(energy, support, *args)
+
+            # dynamic: the chains still building are a smaller batch each time
+            self._extend = torch.compile(fn, dynamic=True) if self.compile else fn
+        return self._extend
 
     def noise_size(self, state: State) -> int:
         # the momentum; per depth a direction and a uniform for the merge; per leaf a
@@ -167,12 +286,13 @@ class _Trajectory:
                  eps: float | Tensor, inv_t: float | Tensor) -> None:
         x = state.x
         self.kernel, self.noise, self.params = kernel, noise, params
+        self.extend = kernel.extend_fn()
         self.n = x[0].numel()
         self.inv_mass = on_device(params.inv_mass, x)
         self.eps, self.inv_t = per_chain(eps, x), per_chain(inv_t, x)
         self.inv_t_c = inv_t  # per chain as (C,) or a float, for the energies
         p = momentum(event_noise(noise, x), self.inv_mass)
-        self.h0 = self._hamiltonian(state.energy, p)
+        self.h0 = state.energy * inv_t + kinetic(p, self.inv_mass)
         start = _Point(x, p, state.energy, state.grad)
         self.left = self.right = start
         self.proposal = start
@@ -188,34 +308,6 @@ class _Trajectory:
         self.p_ckpt = x.new_empty((params.max_tree_depth, *x.shape))
         self.rho_ckpt = torch.empty_like(self.p_ckpt)
 
-    def _hamiltonian(self, energy: Tensor, p: Tensor) -> Tensor:
-        return energy * self.inv_t_c + kinetic(p, self.inv_mass)
-
-    def _leaf(self, point: _Point, signed_eps: Tensor, half: Tensor, inv_mass: Mass
-              ) -> _Point:
-        """One leapfrog step from ``point``: ``signed_eps`` is the per-chain step with its
-        direction, ``half = signed_eps / (2 T)``."""
-        p = torch.addcmul(point.p, half, point.grad, value=-1.0)
-        x = torch.addcmul(point.x, signed_eps, velocity(p, inv_mass))
-        e, g = energy_and_grad(self.kernel.energy, x)
-        return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
-
-    def _step_active(self, sub: _Subtree, signed_eps: Tensor, half: Tensor, compact: bool
-                     ) -> _Point:
-        """The next leaf of every chain still building. When at most half of them are,
-        only those chains' gradients are computed (the energy sees a smaller batch) and
-        the others keep their last point: what a masked chain computes is discarded, so
-        this saves the lockstep's wasted gradients without changing any result."""
-        idx = sub.active.nonzero().squeeze(1) if compact else None
-        inv_mass = self.inv_mass
-        if idx is None:
-            return self._leaf(sub.edge, signed_eps, half, inv_mass)
-        if isinstance(inv_mass, Tensor) and inv_mass.ndim == sub.edge.x.ndim:  # per chain
-            inv_mass = inv_mass[idx]
-        new = self._leaf(_Point(*(v[idx] for v in sub.edge)), signed_eps[idx], half[idx],
-                         inv_mass)
-        return _Point(*(v.index_copy(0, idx, u) for v, u in zip(sub.edge, new, strict=True)))
-
     def double(self, d: int) -> None:
         """Build a subtree of ``2^d`` leaves from one end, in a random direction per chain,
         and merge it into the trajectory."""
@@ -226,27 +318,31 @@ class _Trajectory:
         half = 0.5 * signed_eps * self.inv_t
         sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
         offset = n + 2 * depth_max + 2**d - 1
-        log_u = torch.log(uniforms(noise[:, offset:offset + 2**d])).unbind(1)
+        # a tensor of its own per leaf (a compiled extend guards on strides and offsets)
+        log_u = [u.clone() for u in torch.log(uniforms(noise[:, offset:offset + 2**d])).t()]
         c, n_active = self.h0.shape[0], int(self.building.sum())
+        least = 2 if self.kernel.compile else 1  # compiled, one chain would be a new graph
         for j in range(2**d):
-            sub.add(j, self._step_active(sub, signed_eps, half, 2 * n_active <= c), log_u[j])
+            # when at most half of the chains are building, only theirs are computed
+            idx = sub.active.nonzero().squeeze(1) if least <= n_active <= c // 2 else None
+            sub.add(j, idx, signed_eps, half, log_u[j])
             n_active = int(sub.active.sum())  # one host sync a leaf: stop, or compact next
             if not n_active:
                 break
         # merge: the subtree's proposal replaces the trajectory's with min(1, W_sub / W);
         # a subtree still active at its end neither turned nor diverged
-        valid = sub.active
+        valid, sums = sub.active, sub.sums
         u = uniforms(noise[:, n + depth_max + d])
-        take = valid & (torch.log(u) < sub.log_w - self.log_w)
-        self.proposal = _where(take, sub.proposal, self.proposal)
-        self.log_w = torch.where(valid, torch.logaddexp(self.log_w, sub.log_w), self.log_w)
+        take = valid & (torch.log(u) < sums.log_w - self.log_w)
+        self.proposal = _where(take, sums.proposal, self.proposal)
+        self.log_w = torch.where(valid, torch.logaddexp(self.log_w, sums.log_w), self.log_w)
         grown = self.building
         self.right = _where(grown & forward, sub.edge, self.right)
         self.left = _where(grown & ~forward, sub.edge, self.left)
-        self.rho = torch.where(per_chain(grown, self.rho), self.rho + sub.rho, self.rho)
+        self.rho = torch.where(per_chain(grown, self.rho), self.rho + sums.rho, self.rho)
         self.depth = self.depth + grown.long()
-        self.n_grads = self.n_grads + sub.count.long()
-        self.accept_sum = self.accept_sum + sub.accept_sum
+        self.n_grads = self.n_grads + sums.count.long()
+        self.accept_sum = self.accept_sum + sums.accept_sum
         self.divergent = self.divergent | sub.diverged
         turned = _turning(velocity(self.left.p, self.inv_mass),
                           velocity(self.right.p, self.inv_mass),
@@ -263,60 +359,41 @@ class _Trajectory:
 
 
 class _Subtree:
-    """A subtree being built leaf by leaf: its far end, proposal, weight, momentum sum,
-    how many leaves each chain built, and which chains are still building it (not turned,
-    not diverged)."""
+    """A subtree being built leaf by leaf: its far end, its sums, whether it diverged, and
+    which chains are still building it (not turned, not diverged)."""
 
     def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
         self.traj, self.edge, self.active = traj, edge, active
-        self.proposal = edge
-        self.log_w = torch.full_like(traj.h0, -math.inf)
-        self.rho = torch.zeros_like(edge.p)
+        h0 = traj.h0  # five distinct tensors: a compiled absorb guards on aliasing
+        self.sums = _Sums(None, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
+                          torch.zeros_like(h0), torch.zeros_like(h0))
         self.diverged = torch.zeros_like(active)
-        self.count = torch.zeros_like(traj.h0)
-        self.accept_sum = torch.zeros_like(traj.h0)
 
-    def add(self, j: int, leaf: _Point, log_u: Tensor) -> None:
-        """Add leaf ``j``. Its results only matter for chains still active: the others'
-        are discarded by the merge, so most updates need no mask."""
+    def add(self, j: int, idx: Tensor | None, signed_eps: Tensor, half: Tensor,
+            log_u: Tensor) -> None:
+        """Add leaf ``j`` (computed for the chains ``idx``, or all): its sums
+        (:func:`extend`), then the U-turns of the subtrees it completes against the
+        checkpointed momenta."""
         traj, active = self.traj, self.active
-        delta = torch.nan_to_num(traj._hamiltonian(leaf.energy, leaf.p) - traj.h0,
-                                 nan=math.inf)
-        support = traj.kernel.support
-        outside = None if support is None else ~support.contains(leaf.x)
-        stop = delta > traj.params.max_energy_error
-        if outside is not None:  # weight 0 and the end of the tree, but no divergence
-            delta = delta.masked_fill(outside, math.inf)
-            stop &= ~outside
-        self.diverged |= active & stop
-        on = active.to(delta.dtype)
-        self.accept_sum.addcmul_(torch.exp(torch.clamp(-delta, max=0.0)), on)
-        self.count += on
-        # progressive uniform sampling inside the subtree: the leaf with prob w_leaf / W
-        log_w = torch.logaddexp(self.log_w, -delta)
-        if j:
-            take = log_u < -delta - log_w
-            self.proposal = _where(take, leaf, self.proposal)
-        else:
-            self.proposal = leaf
-        self.log_w = log_w
-        self.rho += leaf.p
+        leaf, self.sums, stop, diverged = traj.extend(
+            self.sums, self.edge, idx, signed_eps, half, traj.inv_mass, active, log_u, traj.h0,
+            traj.inv_t_c,
+            traj.params.max_energy_error)
+        self.diverged = self.diverged | diverged
         self.edge = leaf
         lo, hi = checkpoints(j)
         if j % 2 == 0:
             traj.p_ckpt[hi] = leaf.p
-            traj.rho_ckpt[hi] = self.rho
+            traj.rho_ckpt[hi] = self.sums.rho
         elif hi >= lo:  # the U-turn of every subtree this leaf completes, at once
             k, shape = hi - lo + 1, (-1, *leaf.p.shape[1:])  # checkpoints as extra chains
             p_i = traj.p_ckpt[lo:hi + 1]
-            rho = (self.rho - traj.rho_ckpt[lo:hi + 1] + p_i).reshape(shape)
+            rho = (self.sums.rho - traj.rho_ckpt[lo:hi + 1] + p_i).reshape(shape)
             v_i = _stacked_velocity(p_i, traj.inv_mass).reshape(shape)
 
             def rows(t: Tensor) -> Tensor:
                 return t.expand(k, *t.shape).reshape(shape)
 
-            stop |= _turning(v_i, rows(velocity(leaf.p, traj.inv_mass)), p_i.reshape(shape),
-                             rows(leaf.p), rho).view(k, -1).any(0)
-        if outside is not None:
-            stop |= outside
+            stop = stop | _turning(v_i, rows(velocity(leaf.p, traj.inv_mass)),
+                                   p_i.reshape(shape), rows(leaf.p), rho).view(k, -1).any(0)
         self.active = active & ~stop
