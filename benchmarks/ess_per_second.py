@@ -143,7 +143,8 @@ def torch_run(req: dict, models: dict) -> dict:
         models[req["name"]] = m = our_model(req["name"])
         with warnings.catch_warnings():  # a first short run: lazy initialisation
             warnings.simplefilter("ignore")
-            tl.sample_posterior(m, req["chains"], 20, 20, seed=10_000)
+            tl.sample_posterior(m, req["chains"], 20, 20, seed=10_000,
+                                compile=req.get("compile", False))
     m = models[req["name"]]
     adapt, run = _Timed(tl_model.adapt), _Timed(tl_model.run_kernel)
     tl_model.adapt, tl_model.run_kernel = adapt, run
@@ -151,7 +152,7 @@ def torch_run(req: dict, models: dict) -> dict:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = tl.sample_posterior(m, req["chains"], req["warmup"], req["draws"],
-                                         seed=req["seed"])
+                                         seed=req["seed"], compile=req.get("compile", False))
     finally:
         tl_model.adapt, tl_model.run_kernel = adapt.fn, run.fn
     draws = {k: result.posterior[k].numpy() for k in m.param_names}
@@ -263,7 +264,7 @@ def one(worker: Worker, name: str, params: list[str], args, chains: int, seed: i
         tmp: Path) -> dict:
     out = tmp / f"{worker.side}-{name}-{seed}.npz"
     req = {"name": name, "chains": chains, "warmup": args.warmup, "draws": args.draws,
-           "seed": seed, "out": str(out)}
+           "seed": seed, "out": str(out), "compile": args.compile}
     reply = worker.run(req)
     reply["ess_bulk_min"] = ess = min_ess(out, params)
     reply["ess_per_s"] = ess / reply["sample_s"]
@@ -371,6 +372,9 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-pyro", action="store_true", help="skip the Pyro comparison")
+    parser.add_argument("--compile", action="store_true",
+                        help="ours with sample_posterior(compile=True) (compiled NUTS leaves; "
+                             "the compiling happens in the untimed first run and warm-up)")
     parser.add_argument("--from-pyro", action="store_true",
                         help="also run ours through tl.from_pyro against Pyro")
     parser.add_argument("--out", type=Path)

@@ -6,6 +6,7 @@ errors, ``z = (m - m_ref) / sqrt(sd^2 / ESS + sd_ref^2 / ESS_ref)`` (the referen
 ratio, passing within 10%. Also min bulk ESS, wall time and ESS/s.
 
     PYTHONPATH=src python benchmarks/posteriordb/run.py [posterior ...] [--chains 16]
+        [--target-accept 0.8] [--max-tree-depth 10] [--compile]
         [--json DIR]   # also write DIR/<posterior>.json, one per posterior
 
 ``python benchmarks/posteriordb/report.py DIR`` turns those files into RESULTS.md's table.
@@ -61,12 +62,15 @@ def compare(result, reference: dict[str, torch.Tensor]) -> list[dict]:
     return rows
 
 
-def run(posterior: str, chains: int, warmup: int, draws: int, seed: int) -> dict:
+def run(posterior: str, chains: int, warmup: int, draws: int, seed: int,
+        **options) -> dict:
+    """One run of ``tl.sample_posterior`` (``options``: its keyword arguments, e.g.
+    Stan's ``adapt_delta`` as ``target_accept``) and its comparison with the reference."""
     model, reference = load(posterior)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", tl.model.UntrustedRunWarning)
-        result = tl.sample_posterior(model, chains, warmup, draws, seed=seed)
+        result = tl.sample_posterior(model, chains, warmup, draws, seed=seed, **options)
     wall = time.perf_counter() - start
     rows = compare(result, reference)
     min_ess = min(r["ess_bulk"] for r in rows)
@@ -76,7 +80,10 @@ def run(posterior: str, chains: int, warmup: int, draws: int, seed: int) -> dict
             "diagnosis": d, "sampler": d.sampler, "divergences": d.divergences,
             "max_rhat": d.max_rhat, "mean_tree_depth": d.mean_tree_depth,
             "max_tree_depth_hits": d.max_tree_depth_hits, "min_bfmi": d.min_bfmi,
-            "problems": list(d.problems), "seed": seed}
+            "problems": list(d.problems), "seed": seed,
+            # per chain, each reference parameter's mean: a stuck chain shows here
+            "chain_means": {n: v.double().mean(1).tolist()
+                            for n, v in stan_names(result).items() if n in reference}}
 
 
 def main() -> None:
@@ -86,12 +93,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-accept", type=float, default=0.8,
+                        help="sample_posterior's target_accept (Stan's adapt_delta)")
+    parser.add_argument("--max-tree-depth", type=int, default=10)
+    parser.add_argument("--compile", action="store_true", help="compiled NUTS leaves")
     parser.add_argument("--json", type=Path, default=None,
                         help="write DIR/<posterior>.json with every row and the diagnosis")
     args = parser.parse_args()
     torch.set_num_threads(1)
     for posterior in args.posteriors:
-        out = run(posterior, args.chains, args.warmup, args.draws, args.seed)
+        out = run(posterior, args.chains, args.warmup, args.draws, args.seed,
+                  target_accept=args.target_accept, max_tree_depth=args.max_tree_depth,
+                  compile=args.compile)
         worst_z = max(abs(r["z"]) for r in out["rows"])
         worst_sd = max(abs(r["sd_ratio"] - 1) for r in out["rows"])
         print(f"{posterior}: {'PASS' if out['ok'] else 'FAIL'}; max |z| {worst_z:.2f}, max "
