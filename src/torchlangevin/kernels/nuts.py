@@ -73,11 +73,10 @@ class _Point(NamedTuple):
 
 
 class _Sums(NamedTuple):
-    """What a subtree accumulates over its leaves: its proposal (``None`` before the first
-    leaf), ``log`` of its weight, its momentum sum, and per chain the acceptance sum and the
-    leaves counted."""
+    """What a subtree accumulates over its leaves: its proposal, ``log`` of its weight, its
+    momentum sum, and per chain the acceptance sum and the leaves counted."""
 
-    proposal: _Point | None
+    proposal: _Point
     log_w: Tensor
     rho: Tensor
     accept_sum: Tensor
@@ -94,14 +93,15 @@ def leapfrog_leaf(energy: Any, point: _Point, signed_eps: Tensor, half: Tensor,
     return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
 
 
-def absorb(sums: _Sums, leaf: _Point, active: Tensor, log_u: Tensor,
+def absorb(sums: _Sums, leaf: _Point, active: Tensor, first: Tensor, log_u: Tensor,
            h0: Tensor, inv_t: float | Tensor, inv_mass: Mass, max_energy_error: float,
            support: Any) -> tuple[_Sums, Tensor, Tensor]:
     """Add a leaf to a subtree's sums; returns the sums, whether the leaf stops the chain
     (divergence ``H - H_0 > max_energy_error``, or outside the support) and whether it
     diverged. Results only matter for chains still ``active``: the others' are discarded
     by the merge, so most updates need no mask. The proposal moves to the leaf with
-    probability ``w_leaf / W`` (progressive uniform sampling inside the subtree)."""
+    probability ``w_leaf / W`` (progressive uniform sampling inside the subtree; always
+    at the ``first`` leaf)."""
     delta = torch.nan_to_num(leaf.energy * inv_t + kinetic(leaf.p, inv_mass) - h0,
                              nan=math.inf)
     stop = delta > max_energy_error
@@ -115,12 +115,9 @@ def absorb(sums: _Sums, leaf: _Point, active: Tensor, log_u: Tensor,
     on = active.to(delta.dtype)
     accept_sum = torch.addcmul(sums.accept_sum, torch.exp(torch.clamp(-delta, max=0.0)), on)
     log_w = torch.logaddexp(sums.log_w, -delta)
-    if sums.proposal is None:  # a copy: a compiled extend guards on aliased inputs
-        proposal = _Point(*(v.clone() for v in leaf))
-    else:
-        proposal = _where(log_u < -delta - log_w, leaf, sums.proposal)
-    return (_Sums(proposal, log_w, sums.rho + leaf.p, accept_sum, sums.count + on), stop,
-            diverged)
+    take = first | (log_u < -delta - log_w)
+    return (_Sums(_where(take, leaf, sums.proposal), log_w, sums.rho + leaf.p, accept_sum,
+                  sums.count + on), stop, diverged)
 
 
 class _FuncGrad:
@@ -143,8 +140,8 @@ class _FuncGrad:
 
 
 def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | None,
-           signed_eps: Tensor, half: Tensor, inv_mass: Mass, active: Tensor, log_u: Tensor,
-           h0: Tensor, inv_t: float | Tensor, max_energy_error: float
+           signed_eps: Tensor, half: Tensor, inv_mass: Mass, active: Tensor, first: Tensor,
+           log_u: Tensor, h0: Tensor, inv_t: float | Tensor, max_energy_error: float
            ) -> tuple[_Point, _Sums, Tensor, Tensor]:
     """A subtree's next leaf from its far end ``edge`` (:func:`leapfrog_leaf`) and its
     sums with it (:func:`absorb`). With ``idx``, only those chains' leaves are computed
@@ -160,7 +157,7 @@ def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | N
         new = leapfrog_leaf(energy, _Point(*(v[idx] for v in edge)), signed_eps[idx],
                             half[idx], rows)
         leaf = _Point(*(v.index_copy(0, idx, u) for v, u in zip(edge, new, strict=True)))
-    return (leaf, *absorb(sums, leaf, active, log_u, h0, inv_t, inv_mass,
+    return (leaf, *absorb(sums, leaf, active, first, log_u, h0, inv_t, inv_mass,
                           max_energy_error, support))
 
 
@@ -295,7 +292,9 @@ class _Trajectory:
         self.h0 = state.energy * inv_t + kinetic(p, self.inv_mass)
         start = _Point(x, p, state.energy, state.grad)
         self.left = self.right = start
-        self.proposal = start
+        self.proposal = _Point(*(v.clone() for v in start))  # not the edges' tensors
+        self.first = torch.ones(1, dtype=torch.bool, device=x.device)
+        self.later = ~self.first
         self.log_w = torch.zeros_like(self.h0)
         self.rho = p.clone()
         c = x.shape[0]
@@ -365,7 +364,9 @@ class _Subtree:
     def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
         self.traj, self.edge, self.active = traj, edge, active
         h0 = traj.h0  # five distinct tensors: a compiled absorb guards on aliasing
-        self.sums = _Sums(None, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
+        # the proposal until the first leaf replaces it: the trajectory's, which never
+        # shares tensors with an edge (a compiled extend guards on aliased inputs)
+        self.sums = _Sums(traj.proposal, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
                           torch.zeros_like(h0), torch.zeros_like(h0))
         self.diverged = torch.zeros_like(active)
 
@@ -376,8 +377,8 @@ class _Subtree:
         checkpointed momenta."""
         traj, active = self.traj, self.active
         leaf, self.sums, stop, diverged = traj.extend(
-            self.sums, self.edge, idx, signed_eps, half, traj.inv_mass, active, log_u, traj.h0,
-            traj.inv_t_c,
+            self.sums, self.edge, idx, signed_eps, half, traj.inv_mass, active,
+            traj.first if j == 0 else traj.later, log_u, traj.h0, traj.inv_t_c,
             traj.params.max_energy_error)
         self.diverged = self.diverged | diverged
         self.edge = leaf
