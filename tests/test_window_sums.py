@@ -29,3 +29,23 @@ def test_an_empty_block_of_draws_adds_nothing():
     sums = _WindowSums(torch.zeros(16, 3, dtype=torch.float64), False, "dense")
     sums.add(torch.zeros(0, 16, 3, dtype=torch.float64))
     assert sums.n == 0 and not sums.cross.any()
+
+
+def test_chains_that_never_moved_give_the_regularised_identity():
+    # arma11's first window: every chain stuck at its start (re-initialised chains share
+    # a donor's point), so each chain's variance is rounding around 0, sometimes negative;
+    # the dense estimate must be Stan's regularisation 1e-3 * 5 / (n + 5) on the diagonal,
+    # finite and positive definite, not 0 / 0
+    g = torch.Generator().manual_seed(1)
+    start = torch.randn(16, 4, generator=g, dtype=torch.float64) * 1.7
+    xs = start.expand(25, 16, 4) * (1 + 1e-16 * torch.randn(25, 16, 4, generator=g,
+                                                             dtype=torch.float64))
+    sums = _WindowSums(xs[0], False, "dense")
+    sums.add(xs)
+    keep = torch.ones(16, dtype=torch.bool)
+    keep[[8, 15]] = False
+    mass = sums.estimate(0, torch.float64, keep)
+    n = 25 * 14
+    eye = torch.eye(4, dtype=torch.float64)
+    torch.testing.assert_close(mass.inv_mass, 1e-3 * 5 / (n + 5) * eye, rtol=1e-6, atol=1e-12)
+    assert bool((sums.variance(keep) > 0).all())

@@ -565,8 +565,9 @@ class _WindowSums:
         self.n += xs.shape[0]
 
     def _within(self) -> Tensor:
-        """Each chain's variance about its own mean, ``(C, *event)``."""
-        return (self.sq - self.total * self.total / self.n) / (self.n - 1)
+        """Each chain's variance about its own mean, ``(C, *event)`` (a chain that has not
+        moved gives rounding around 0: clamped at 0)."""
+        return ((self.sq - self.total * self.total / self.n) / (self.n - 1)).clamp(min=0.0)
 
     def variance(self, keep: Tensor) -> Tensor:
         var = self._within()
@@ -579,10 +580,14 @@ class _WindowSums:
         means = self.total.reshape(self.total.shape[0], -1)[keep] / self.n
         within = ((self.cross[keep].sum(0) - self.n * means.mT @ means)
                   / (means.shape[0] * (self.n - 1)))
-        sd = within.diagonal().clamp(min=1e-300).sqrt()
+        sd = within.diagonal().clamp(min=0.0).sqrt()
+        # the correlation; where a coordinate did not move in any kept chain (rounding
+        # only), none: stuck chains must give the regularised identity, not 0 / 0
+        sds = torch.outer(sd, sd)
+        corr = torch.where(sds > 0, within / sds, 0.0).clamp(-1.0, 1.0)
+        corr.diagonal().fill_(1.0)
         var = self._within().reshape(self.total.shape[0], -1)[keep].mean(0)
-        scale = var.sqrt() / sd
-        cov = within * torch.outer(scale, scale)
+        cov = corr * torch.outer(var.sqrt(), var.sqrt())
         cov = (cov + cov.mT) / 2  # symmetric to rounding, as DenseMass checks
         n = self.n * int(keep.sum())
         eye = torch.eye(cov.shape[0], dtype=cov.dtype, device=cov.device)
