@@ -157,3 +157,14 @@ def test_compiled_leaves_give_the_eager_draws():
     torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-10, atol=1e-10)
     with pytest.raises(TypeError, match="compile must be True or False; got 'yes'"):
         tl.NUTS(autograd_energy, step_size=0.1, compile="yes")
+
+
+def test_compile_true_on_the_driver_points_to_the_compiled_leaves():
+    # the tree's loops stop where the chains do: no compiled block of steps, and the error
+    # says what does compile (not torch's data-dependent-guard error from inside dynamo)
+    x0 = torch.zeros(4, 2)
+    for run in (lambda: tl.sample(tl.NUTS(StdNormal(), 0.1), x0, 5, compile=True),
+                lambda: tl.adapt(tl.NUTS(StdNormal(), 0.1), x0, 50, compile=True)):
+        with pytest.raises(ValueError, match=r"NUTS is not compilable: .*NUTS\(\.\.\., "
+                                             r"compile=True\)"):
+            run()

@@ -234,9 +234,10 @@ def _block_len(kernel, params, compile: bool | int, callback) -> int:  # noqa: A
         raise ValueError("compile=True runs blocks of steps with no Python in between, so it "
                          "cannot call a callback after each step; drop one of the two")
     if not getattr(kernel, "compilable", True):
+        advice = getattr(kernel, "compile_advice", "run it eagerly")
         raise ValueError(f"compile=True needs a kernel whose steps have no Python control "
                          f"flow on the step count; {type(kernel).__name__} is not compilable: "
-                         f"run it eagerly")
+                         f"{advice}")
     for name, value in params._asdict().items():
         if isinstance(value, Schedule):
             raise ValueError(f"compile=True needs a float or per-chain {name}; got the "

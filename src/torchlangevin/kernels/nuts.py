@@ -226,6 +226,9 @@ class NUTS(Kernel):
     positive_params = ("step_size", "noise_scale")
     Params = NUTSParams
     param_rules = {"max_tree_depth": lambda name, v: _depth(name, v)}
+    #: the tree's doublings and leaves stop where the chains do: Python control flow
+    compilable = False
+    compile_advice = "run it eagerly, as NUTS(..., compile=True) (each leaf compiled)"
 
     def __init__(self, energy, step_size: Parameter, inv_mass: Mass = 1.0,
                  max_tree_depth: int = 10, noise_scale: Parameter = 1.0, support=None,
