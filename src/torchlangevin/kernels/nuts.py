@@ -24,7 +24,9 @@ points, what dual averaging tunes towards 0.8.
 
 from __future__ import annotations
 
+import itertools
 import math
+import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -193,6 +195,10 @@ def checkpoints(leaf: int) -> tuple[int, int]:
     return hi - trailing + 1, hi
 
 
+#: numbers the compiled leaves' code objects (one per kernel, shared by its copies)
+_LEAF_IDS = itertools.count()
+
+
 def _depth(name: str, value: Any) -> int:
     depth = integer(name, value, 1)
     if depth > 16:  # 65,535 leapfrog steps a step, and as many noise columns
@@ -251,8 +257,16 @@ class NUTS(Kernel):
             def fn(*args: Any) -> tuple[_Point, _Sums, Tensor, Tensor]:
                 return extend(energy, support, *args)
 
-            # dynamic: the chains still building are a smaller batch each time
-            self._extend = torch.compile(fn, dynamic=True) if self.compile else fn
+            if self.compile:
+                # a code object of its own: dynamo's recompile limit (8) counts graphs per
+                # code object, and every kernel's leaf (other energies, other masses) would
+                # share one, then silently run eager once a process had seen a few models
+                code = fn.__code__.replace(co_name=f"nuts_leaf_{next(_LEAF_IDS)}")
+                fn = types.FunctionType(code, fn.__globals__, code.co_name, None,
+                                        fn.__closure__)
+                # dynamic: the chains still building are a smaller batch each time
+                fn = torch.compile(fn, dynamic=True)
+            self._extend = fn
         return self._extend
 
     def noise_size(self, state: State) -> int:
