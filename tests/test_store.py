@@ -261,3 +261,25 @@ def test_every_record_is_fsynced_before_the_commit_marker_that_covers_it(tmp_pat
         elif "/c/" in path:
             pending.add(path)
     assert commits >= 5 and not pending
+
+
+def test_sync_tree_skips_a_file_another_writer_renamed_away(tmp_path, monkeypatch):
+    # two ranks write one store: rank 0's walk lists rank 1's temporary chunk, which is
+    # renamed into place before rank 0 opens it (the race test_distributed met under
+    # load); the walk syncs the rest and does not fail
+    from torchlangevin import util
+
+    (tmp_path / "c").mkdir()
+    for name in ("0.0", "0.1.partial", "0.2"):
+        (tmp_path / "c" / name).write_bytes(b"x")
+    synced, real_open = [], open
+
+    def racing_open(path, *args, **kwargs):
+        if str(path).endswith(".partial"):
+            raise FileNotFoundError(path)
+        synced.append(os.path.basename(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", racing_open)
+    util.sync_tree(tmp_path, 0)
+    assert sorted(synced) == ["0.0", "0.2"]

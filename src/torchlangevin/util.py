@@ -115,15 +115,21 @@ def sync_folder(folder: str | os.PathLike) -> None:
 
 def sync_tree(root: str | os.PathLike, since_ns: int) -> None:
     """fsync every file under ``root`` modified at or after ``since_ns`` (``time.time_ns``),
-    then the folders holding them: what a library (Zarr) wrote there is on disk."""
+    then the folders holding them: what a library (Zarr) wrote there is on disk. A file
+    that is gone by the time it is reached was another writer's temporary one (another
+    rank's chunk, renamed into place), which that writer syncs itself: it is skipped."""
     folders = set()
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            if os.stat(path).st_mtime_ns >= since_ns:
+            try:
+                if os.stat(path).st_mtime_ns < since_ns:
+                    continue
                 with open(path, "rb") as f:
                     os.fsync(f.fileno())
-                folders.add(folder)
+            except FileNotFoundError:
+                continue
+            folders.add(folder)
     for folder in sorted(folders, key=len, reverse=True):
         sync_folder(folder)
 
