@@ -46,7 +46,7 @@ import torch
 from torch import Tensor
 
 from .blocks import NoiseStream, block_length, run_block
-from .kernels.base import Kernel, State
+from .kernels.base import Kernel, State, check_compilable
 from .mass import DenseMass, LowRankMass
 from .schedules import Schedule
 from .util import integer, seeded_generator
@@ -307,10 +307,8 @@ def adapt(kernel: Kernel, x0: Tensor, n_steps: int = 1000, *,
     target = _check(kernel, n_steps, target_accept, adapt_mass, per_chain_mass)
     if outliers not in OUTLIER_ACTIONS:
         raise ValueError(f"outliers must be one of {OUTLIER_ACTIONS}; got {outliers!r}")
-    if compile and not getattr(kernel, "compilable", True):
-        advice = getattr(kernel, "compile_advice", "run it eagerly")
-        raise ValueError(f"compile=True runs the warm-up in compiled blocks of steps; "
-                         f"{type(kernel).__name__} is not compilable: {advice}")
+    if compile:
+        check_compilable(kernel, "the warm-up")
     params = kernel.params
     gen = seeded_generator(seed, x0.device)
     with torch.no_grad():

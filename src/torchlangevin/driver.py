@@ -25,7 +25,7 @@ from . import distributed, persist
 from .blocks import NoiseStream, block_length, flatten, run_block, unflatten
 from .chains import Chains
 from .energy import check_compilable_gradient
-from .kernels.base import register_runner, slice_params
+from .kernels.base import check_compilable, register_runner, slice_params
 from .schedules import Schedule
 from .util import check_fits, integer, progress_bar
 
@@ -233,11 +233,7 @@ def _block_len(kernel, params, compile: bool | int, callback) -> int:  # noqa: A
     if callback is not None:
         raise ValueError("compile=True runs blocks of steps with no Python in between, so it "
                          "cannot call a callback after each step; drop one of the two")
-    if not getattr(kernel, "compilable", True):
-        advice = getattr(kernel, "compile_advice", "run it eagerly")
-        raise ValueError(f"compile=True needs a kernel whose steps have no Python control "
-                         f"flow on the step count; {type(kernel).__name__} is not compilable: "
-                         f"{advice}")
+    check_compilable(kernel, "the run")
     for name, value in params._asdict().items():
         if isinstance(value, Schedule):
             raise ValueError(f"compile=True needs a float or per-chain {name}; got the "

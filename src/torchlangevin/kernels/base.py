@@ -207,6 +207,16 @@ def on_device(v: Mass, x: Tensor) -> Mass:
 _RUNNER: list[Callable[..., Chains]] = []
 
 
+def check_compilable(kernel: Any, what: str) -> None:
+    """Fail clearly unless ``kernel``'s steps can be compiled into blocks (``compilable``):
+    ``what`` (the run or the warm-up) asked for ``compile=True``."""
+    if not getattr(kernel, "compilable", True):
+        advice = getattr(kernel, "compile_advice", Kernel.compile_advice)
+        raise ValueError(f"compile=True runs {what} in compiled blocks of steps, which needs "
+                         f"steps without Python control flow; {type(kernel).__name__} is not "
+                         f"compilable: {advice}")
+
+
 def register_runner(run: Callable[..., Chains]) -> None:
     """Make ``run(kernel, x, n_steps, **kwargs)`` what :meth:`Kernel.sample` calls."""
     _RUNNER[:] = [run]
@@ -226,6 +236,8 @@ class Kernel:
     couples_chains: ClassVar[bool] = False
     needs_batch: ClassVar[bool] = False
     compilable: ClassVar[bool] = True
+    #: what :func:`check_compilable` tells a caller of ``compile=True`` to do instead
+    compile_advice: ClassVar[str] = "run it eagerly"
     #: ``step(..., donate=True)`` may write the new state into the old one's buffers (the
     #: block runner asks for it only when nothing else holds the old state)
     in_place: ClassVar[bool] = False
