@@ -380,9 +380,10 @@ class _Subtree:
 
     def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
         self.traj, self.edge, self.active = traj, edge, active
-        h0 = traj.h0  # five distinct tensors: a compiled absorb guards on aliasing
-        # the proposal until the first leaf replaces it: the trajectory's, which never
-        # shares tensors with an edge (a compiled extend guards on aliased inputs)
+        # no two inputs of a compiled extend may share a tensor (it guards on aliasing):
+        # the sums start as distinct zeros, and the proposal, until the first leaf
+        # replaces it, is the trajectory's, which never shares tensors with an edge
+        h0 = traj.h0
         self.sums = _Sums(traj.proposal, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
                           torch.zeros_like(h0), torch.zeros_like(h0))
         self.diverged = torch.zeros_like(active)
