@@ -2,7 +2,12 @@
 recipe for all: ``torchlangevin.score.demo.run_toy`` at its defaults.
 
     python benchmarks/score_toys.py [--seeds 0,1,2] [--data all] [--jobs 2]
-        [--json benchmarks/results/score_toys-DATE.json] [--md table.md]
+        [--json benchmarks/results/score_toys-DATE.json] [--md table.md] [--model energy]
+
+``--model energy``: the energy-based recipe instead, ``run_energy_toy`` at its defaults (a
+noise-conditional energy fitted by DSM; fresh chains by annealed MALA, then long-run
+chains 1,000 MALA steps further at the last level), JSON default
+``benchmarks/results/ebm_toys-DATE.json``.
 
 For each data set and seed: a score model trained by denoising score matching, sampled by
 annealed Langevin dynamics (AL) and by predictor-corrector (PC) at (about) the same number
@@ -30,41 +35,46 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
-def one(job: tuple[str, int]) -> dict[str, float | str | int]:
+def one(job: tuple[str, int, str]) -> dict[str, float | str | int]:
     """One data set, one seed, in a fresh worker with one torch thread."""
     import torch
 
-    from torchlangevin.score.demo import run_toy
+    from torchlangevin.score import demo
 
     torch.set_num_threads(1)
-    name, seed = job
+    name, seed, model = job
     t0 = time.process_time()
-    r = run_toy(name, seed=seed)
+    r = (demo.run_toy if model == "score" else demo.run_energy_toy)(name, seed=seed)
     return {"data": name, "seed": seed, "cpu_s": time.process_time() - t0, **r}
 
 
-COLUMNS = ("mmd_ratio_al", "mmd_ratio_pc", "worst_ratio_al", "worst_ratio_pc",
-           "tv_ratio_al", "tv_ratio_pc")
+#: per model: the two samplers' keys and names
+SAMPLERS = {"score": (("al", "AL"), ("pc", "PC")),
+            "energy": (("fresh", "fresh"), ("long", "long-run"))}
 
 
-def _medians(mine: list[dict]) -> dict[str, float]:
+def _medians(mine: list[dict], keys: list[str]) -> dict[str, float]:
     """The median over seeds of each column (and the evaluations, the same for all)."""
-    keys = (*COLUMNS, "cpu_s", "evals_al", "evals_pc")
-    return {"n": len(mine), **{c: statistics.median(r[c] for r in mine) for c in keys}}
+    return {"n": len(mine), **{c: statistics.median(r[c] for r in mine)
+                               for c in (*keys, "cpu_s")}}
 
 
-def table(rows: list[dict], names: list[str]) -> str:
+def table(rows: list[dict], names: list[str], model: str = "score") -> str:
     """Medians over seeds, one line a data set, as Markdown."""
-    head = ("| data | AL MMD/floor | PC MMD/floor | AL worst | PC worst | AL TV/floor | "
-            "PC TV/floor | evals AL | evals PC | CPU s / run | seeds |")
+    (a, an), (b, bn) = SAMPLERS[model]
+    columns = [f"{m}_ratio_{k}" for m in ("mmd", "worst", "tv") for k in (a, b)]
+    evals = [f"evals_{a}", f"evals_{b}"]
+    head = (f"| data | {an} MMD/floor | {bn} MMD/floor | {an} worst | {bn} worst | "
+            f"{an} TV/floor | {bn} TV/floor | evals {an} | evals {bn} | CPU s / run | seeds |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    meds = {name: _medians([r for r in rows if r["data"] == name]) for name in names}
+    meds = {name: _medians([r for r in rows if r["data"] == name], columns + evals)
+            for name in names}
     for name, med in meds.items():
-        lines.append(f"| {name} | " + " | ".join(f"{med[c]:.2f}" for c in COLUMNS)
-                     + f" | {med['evals_al']:.0f} | {med['evals_pc']:.0f} | "
-                     f"{med['cpu_s']:.0f} | {med['n']:.0f} |")
-    al, pc = (max(m[c] for m in meds.values()) for c in ("mmd_ratio_al", "mmd_ratio_pc"))
-    lines.append(f"\nlargest median MMD/floor: AL {al:.2f}, PC {pc:.2f}")
+        lines.append(f"| {name} | " + " | ".join(f"{med[c]:.2f}" for c in columns)
+                     + " | " + " | ".join(f"{med[c]:.0f}" for c in evals)
+                     + f" | {med['cpu_s']:.0f} | {med['n']:.0f} |")
+    worst = [max(m[f"mmd_ratio_{k}"] for m in meds.values()) for k in (a, b)]
+    lines.append(f"\nlargest median MMD/floor: {an} {worst[0]:.2f}, {bn} {worst[1]:.2f}")
     return "\n".join(lines)
 
 
@@ -75,21 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default="all", help="comma-separated toy names, or all")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
-    p.add_argument("--json", type=Path,
-                   default=Path(f"benchmarks/results/score_toys-{date.today()}.json"))
+    p.add_argument("--model", choices=("score", "energy"), default="score")
+    p.add_argument("--json", type=Path, default=None)
     p.add_argument("--md", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
     names = list(BENCHMARK_TOYS) if args.data == "all" else args.data.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    jobs = [(n, s) for n in names for s in seeds]
+    jobs = [(n, s, args.model) for n in names for s in seeds]
+    (a, an), (b, bn) = SAMPLERS[args.model]
+    prefix = "score_toys" if args.model == "score" else "ebm_toys"
+    args.json = args.json or Path(f"benchmarks/results/{prefix}-{date.today()}.json")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:
         rows = []
         for r in pool.map(one, jobs):
             rows.append(r)
-            print(f"{r['data']:16s} seed {r['seed']}: AL {r['mmd_ratio_al']:.2f} "
-                  f"PC {r['mmd_ratio_pc']:.2f} ({r['cpu_s']:.0f} CPU s)", flush=True)
-    text = table(rows, names)
+            print(f"{r['data']:16s} seed {r['seed']}: {an} {r['mmd_ratio_' + a]:.2f} "
+                  f"{bn} {r['mmd_ratio_' + b]:.2f} ({r['cpu_s']:.0f} CPU s)", flush=True)
+    text = table(rows, names, args.model)
     load = os.getloadavg()
     meta = {"date": str(date.today()), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "python": sys.version.split()[0],

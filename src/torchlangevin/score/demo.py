@@ -1,7 +1,9 @@
 """Score-based generation on the 2-D toys and the 8x8 digits (``torchlangevin
 score-demo``): train a :class:`ScoreMLP` by denoising score matching, sample it by annealed
 Langevin dynamics and by predictor-corrector at (about) the same number of score
-evaluations, and judge both against held-out data."""
+evaluations, and judge both against held-out data; and the energy-based recipe
+(:func:`run_energy_toy`): a :class:`NoiseConditionalEnergy` trained the same way, sampled
+by annealed MALA."""
 
 from __future__ import annotations
 
@@ -10,13 +12,16 @@ from pathlib import Path
 
 import torch
 
+from ..blocks import draw_noise, run_block
 from ..ebm.data import TOYS, digits, toy
 from ..ebm.metrics import judge
-from .models import ScoreMLP, noise_ladder
-from .sampling import ScoreSamples, annealed_langevin, predictor_corrector
+from ..kernels import MALA
+from ..kernels.base import State
+from .models import NoiseConditionalEnergy, ScoreMLP, noise_ladder
+from .sampling import ScoreSamples, annealed_langevin, annealed_mala, predictor_corrector
 from .train import fit_score
 
-__all__ = ["run_toy", "run_digits"]
+__all__ = ["run_toy", "run_energy_toy", "run_digits"]
 
 
 def _samplers(model: ScoreMLP, data: torch.Tensor, x0: torch.Tensor, n_levels: int,
@@ -46,16 +51,8 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
     Writes ``score_<name>.png`` (data, annealed Langevin, predictor-corrector) into ``out``.
     Returns the MMD and TV of both samplers with the floors and ratios, the score
     evaluations per sample and the seconds spent training and sampling."""
-    if name not in TOYS:
-        raise ValueError(f"data must be one of {sorted(TOYS)}; got {name!r}")
-    g = torch.Generator().manual_seed(seed)
-    train, held = toy(name, 10000, g), toy(name, 1000, g)
-    torch.manual_seed(seed)
-    model = ScoreMLP((2,), data_std=float(train.std()), n_input_frequencies=5)
-    t0 = time.perf_counter()
-    ladder = noise_ladder(train, n_levels, sigma_min)
-    fit_score(model, train, ladder, n_steps=n_train_steps, batch_size=512, seed=seed,
-              progress=progress)
+    train, held, model, ladder, g, t0 = _fit_toy(ScoreMLP, name, n_train_steps, n_levels,
+                                                 sigma_min, seed, progress)
     t1 = time.perf_counter()
     x0 = float(ladder[0]) * torch.randn(n_sets * 1000, 2, generator=g)
     al, pc = _samplers(model, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
@@ -72,6 +69,120 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
     if out is not None:
         _toy_figure(name, train, al.final, pc.final, result, Path(out))
     return result
+
+
+def _fit_toy(cls: type[ScoreMLP], name: str, n_train_steps: int, n_levels: int,
+             sigma_min: float, seed: int, progress: bool) -> tuple:
+    """10,000 training and 1,000 held-out points of the toy ``name``, and a ``cls`` model
+    (five octaves of Fourier features of the state) fitted by DSM on them over the ladder:
+    ``(train, held, model, ladder, generator, start time)``."""
+    if name not in TOYS:
+        raise ValueError(f"data must be one of {sorted(TOYS)}; got {name!r}")
+    g = torch.Generator().manual_seed(seed)
+    train, held = toy(name, 10000, g), toy(name, 1000, g)
+    torch.manual_seed(seed)
+    model = cls((2,), data_std=float(train.std()), n_input_frequencies=5)
+    t0 = time.perf_counter()
+    ladder = noise_ladder(train, n_levels, sigma_min)
+    fit_score(model, train, ladder, n_steps=n_train_steps, batch_size=512, seed=seed,
+              progress=progress)
+    model.requires_grad_(False)
+    return train, held, model, ladder, g, t0
+
+
+def run_energy_toy(name: str = "checkerboard", out: str | Path | None = None,
+                   n_train_steps: int = 4000, n_levels: int = 10, n_steps_each: int = 100,
+                   step_lr: float = 2e-5, sigma_min: float = 0.01, long_steps: int = 1000,
+                   n_sets: int = 5, seed: int = 0, progress: bool = False) -> dict[str, float]:
+    """The energy-based model recipe, the same for every data set: a
+    :class:`NoiseConditionalEnergy` ``E(x, sigma)`` fitted as :func:`run_toy` fits its score
+    model (DSM over the ladder; the score is ``-grad_x E``), whose density is
+    ``exp(-E(x, sigma_min))``.
+
+    Fresh chains: ``n_sets * 1000`` from ``N(0, sigma_1^2)``, annealed down the ladder by
+    MALA (:func:`annealed_mala`, ``n_steps_each`` steps a level, no denoising step), so
+    they are exact draws of each level's density once mixed; long-run chains: the same
+    chains after ``long_steps`` more MALA steps at ``sigma_min`` (at the last level's step),
+    which would drift away if the annealed samples were not the density's (Nijkamp et al.
+    2020's convergence check). Both judged by
+    :func:`~torchlangevin.ebm.metrics.judge`. The masses of well-separated modes are set
+    at the wide levels, where the modes overlap: at ``sigma_min`` no data lies between
+    them, so DSM leaves the energy offset between two such modes free, and a chain that
+    could cross would not find the data's weights there (the annealing does).
+
+    Writes ``energy_<name>.png`` (the data, the fresh chains on the learned energy's
+    contours) into ``out``. Returns the ratios to the floor, each level's MALA acceptance
+    (its minimum), the gradient evaluations per sample and the seconds spent."""
+    train, held, model, ladder, g, t0 = _fit_toy(NoiseConditionalEnergy, name,
+                                                 n_train_steps, n_levels, sigma_min, seed,
+                                                 progress)
+    t1 = time.perf_counter()
+    x0 = float(ladder[0]) * torch.randn(n_sets * 1000, 2, generator=g)
+    fresh = annealed_mala(model.energy, x0, ladder, n_steps_each, step_lr, seed=seed + 1,
+                          progress=progress)
+    long_run, long_accept = _continue_at(model, fresh.final, float(ladder[-1]),
+                                         step_lr / 2, long_steps, seed + 2)
+    t2 = time.perf_counter()
+    result = {"train_s": t1 - t0, "sample_s": t2 - t1, "evals_fresh": fresh.n_evals,
+              "evals_long": fresh.n_evals + long_steps,
+              "acceptance_min": float(fresh.acceptance.min()),
+              "acceptance_long": long_accept}
+    for key, samples in (("fresh", fresh.final), ("long", long_run)):
+        j = judge(samples, train, held, n_sets=n_sets)
+        result.update({f"mmd_{key}": j.mmd, f"mmd_ratio_{key}": j.mmd_ratio,
+                       f"worst_ratio_{key}": j.worst_ratio, f"tv_ratio_{key}": j.tv_ratio,
+                       "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
+    if out is not None:
+        _energy_figure(name, train, fresh.final, model, float(ladder[-1]), result, Path(out))
+    return result
+
+
+def _continue_at(model: NoiseConditionalEnergy, x: torch.Tensor, sigma: float,
+                 step_size: float, n_steps: int, seed: int) -> tuple[torch.Tensor, float]:
+    """``n_steps`` MALA steps on ``exp(-E(., sigma))`` from ``x``: the chains and the mean
+    acceptance probability."""
+    kernel = MALA(lambda z: model.energy(z, sigma), step_size)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    with torch.no_grad():
+        state: State = kernel.init(x, kernel.params)
+        noise = draw_noise([gen], n_steps, x.shape[0], kernel.noise_size(state), x)
+        state, trace = run_block(kernel, state, kernel.params, noise)
+    return state.x, float(trace.info.acceptance_prob.mean())
+
+
+def _energy_figure(name: str, train: torch.Tensor, samples: torch.Tensor,
+                   model: NoiseConditionalEnergy, sigma: float, result: dict[str, float],
+                   out: Path) -> Path:
+    """The data, and the fresh chains over the contours of ``E(x, sigma_min)``."""
+    from ..viz.plots import pyplot
+
+    plt = pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    lo, hi = train.min(0).values - 0.2 * train.std(0), train.max(0).values + 0.2 * train.std(0)
+    xs, ys = (torch.linspace(float(lo[i]), float(hi[i]), 200) for i in range(2))
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        energy = model.energy(grid, sigma).reshape(200, 200)
+    log_density = (energy.min() - energy).clamp_min(-12).numpy()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
+    axes[0].scatter(train[:5000, 0].numpy(), train[:5000, 1].numpy(), s=1, alpha=0.5)
+    axes[0].set_title("data (5,000 training points)", fontsize=9)
+    axes[1].imshow(log_density, origin="lower", extent=(float(lo[0]), float(hi[0]), float(lo[1]),
+                   float(hi[1])), cmap="viridis", aspect="auto")
+    axes[1].set_title(f"learned log density -E(x, {sigma:g}) (12 nats shown)", fontsize=9)
+    axes[2].scatter(samples[:5000, 0].numpy(), samples[:5000, 1].numpy(), s=1, alpha=0.5)
+    axes[2].set_title(f"fresh chains (annealed MALA): MMD {result['mmd_ratio_fresh']:.2f}x "
+                      f"floor\n{result['evals_fresh']} gradients / sample", fontsize=9)
+    for ax in axes:
+        ax.set_xlim(float(lo[0]), float(hi[0]))
+        ax.set_ylim(float(lo[1]), float(hi[1]))
+        ax.set_aspect("equal")
+    fig.suptitle(f"{name}: noise-conditional energy by denoising score matching", fontsize=10)
+    fig.tight_layout()
+    path = out / f"energy_{name}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def _toy_figure(name: str, train: torch.Tensor, al: torch.Tensor, pc: torch.Tensor,

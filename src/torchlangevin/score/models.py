@@ -12,7 +12,8 @@ from torch import Tensor, nn
 from ..energy import check_states
 from ..util import integer, positive
 
-__all__ = ["ScoreMLP", "noise_ladder", "geometric_sigmas", "MixtureScore"]
+__all__ = ["ScoreMLP", "NoiseConditionalEnergy", "noise_ladder", "geometric_sigmas",
+           "MixtureScore"]
 
 
 def geometric_sigmas(sigma_max: float, sigma_min: float, n_levels: int) -> Tensor:
@@ -76,8 +77,8 @@ class ScoreMLP(nn.Module):
         self.embed = nn.ModuleList(nn.Linear(n_embed, 2 * width) for _ in range(depth))
         self.out = nn.Linear(width, dim)
 
-    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
-        """The score at ``x (C, *event)`` for noise ``sigma`` (a float or ``(C,)``)."""
+    def _hidden(self, x: Tensor, sigma: float | Tensor) -> tuple[Tensor, Tensor]:
+        """The last hidden layer ``(C, width)`` and ``sigma`` as a ``(C, 1)`` column."""
         c = x.shape[0]
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1, 1)
         sigma = sigma.expand(c, 1)
@@ -91,7 +92,46 @@ class ScoreMLP(nn.Module):
         for layer, embed in zip(self.layers, self.embed, strict=True):
             scale, shift = embed(emb).chunk(2, dim=1)
             h = nn.functional.silu(layer(h) * (1 + scale) + shift)
+        return h, sigma
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """The score at ``x (C, *event)`` for noise ``sigma`` (a float or ``(C,)``)."""
+        h, sigma = self._hidden(x, sigma)
         return (self.out(h) / sigma).reshape(x.shape)
+
+
+class NoiseConditionalEnergy(ScoreMLP):
+    """A noise-conditional energy-based model: ``E(x, sigma) = g(c x, log sigma) / sigma``
+    with the trunk of :class:`ScoreMLP` and a scalar head ``g``; the density at each level
+    is ``p_sigma(x) ~ exp(-E(x, sigma))`` and ``model(x, sigma)`` is its score
+    ``-grad_x E`` (by autograd, differentiable while gradients are enabled), so
+    :func:`~torchlangevin.score.fit_score` trains it by denoising score matching
+    (Salimans & Ho 2021's energy-parameterised score) and every score sampler runs on it.
+    Having an energy, each level can be sampled exactly, by MALA
+    (:func:`~torchlangevin.score.annealed_mala`): ``exp(-E(x, sigma_min))`` is the learned
+    density, reached by annealing down the ladder instead of by a long chain on one
+    rugged landscape. Arguments as :class:`ScoreMLP`'s."""
+
+    def __init__(self, event_shape: Sequence[int] | int = (2,), width: int = 128,
+                 depth: int = 3, data_std: float = 1.0, n_frequencies: int = 4,
+                 n_input_frequencies: int = 0) -> None:
+        super().__init__(event_shape, width, depth, data_std, n_frequencies,
+                         n_input_frequencies)
+        self.out = nn.Linear(self.out.in_features, 1)
+
+    def energy(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """``E(x, sigma)``, ``(C,)``."""
+        h, sigma = self._hidden(x, sigma)
+        return (self.out(h) / sigma).squeeze(1)
+
+    def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """The score ``-grad_x E(x, sigma)``; a graph is kept for the parameters' gradients
+        only while gradients are enabled (training), else the result is detached."""
+        keep = torch.is_grad_enabled()
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(self.energy(xg, sigma).sum(), xg, create_graph=keep)
+        return -grad if keep else -grad.detach()
 
 
 class MixtureScore:
@@ -101,7 +141,8 @@ class MixtureScore:
 
         grad log q_sigma(x) = sum_k r_k(x) (mu_k - x) / (std^2 + sigma^2),
 
-    ``r_k`` the components' posterior weights. ``sample(n, generator)`` draws exactly."""
+    ``r_k`` the components' posterior weights; :meth:`energy` is ``-log q_sigma``.
+    ``sample(n, generator)`` draws exactly."""
 
     def __init__(self, means: Tensor, weights: Tensor, std: float) -> None:
         self.means = torch.as_tensor(means, dtype=torch.float64)
@@ -118,6 +159,15 @@ class MixtureScore:
         d2 = torch.cdist(xd, self.means).square()
         resp = torch.softmax(self.weights.log() - d2 / (2 * var), dim=1)
         return ((resp @ self.means - xd) / var).to(x.dtype)
+
+    def energy(self, x: Tensor, sigma: float | Tensor) -> Tensor:
+        """``-log q_sigma(x)`` up to a constant in ``x``, ``(C,)``: the mixture's energy at
+        noise ``sigma`` (for :func:`~torchlangevin.score.annealed_mala`)."""
+        var = self.std**2 + torch.as_tensor(sigma, dtype=torch.float64).reshape(-1) ** 2
+        d2 = torch.cdist(x.double(), self.means).square()
+        log_q = torch.logsumexp(self.weights.log() - d2 / (2 * var[:, None]), dim=1) \
+            - 0.5 * x[0].numel() * var.log()
+        return (-log_q).to(x.dtype)
 
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)

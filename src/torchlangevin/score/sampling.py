@@ -1,7 +1,8 @@
 """Sampling with a noise-conditional score ``s(x, sigma)``: annealed Langevin dynamics
 (Song & Ermon 2019) and a predictor-corrector sampler for the variance-exploding SDE
 (Song et al. 2021). Both move the chains with the library's Langevin kernel (a score is
-``-grad E`` of the level's energy) and its Langevin move."""
+``-grad E`` of the level's energy) and its Langevin move. With a noise-conditional energy
+``E(x, sigma)``, annealed MALA adds the Metropolis check at every level."""
 
 from __future__ import annotations
 
@@ -15,13 +16,15 @@ from torch import Tensor
 from ..blocks import draw_noise, record, run_block
 from ..energy import check_states
 from ..integrators import langevin_move
-from ..kernels import Langevin
+from ..kernels import MALA, Langevin
 from ..kernels.base import State
 from ..util import integer, positive, progress_bar, seeded_generator
 
-__all__ = ["ScoreField", "ScoreSamples", "annealed_langevin", "predictor_corrector"]
+__all__ = ["ScoreField", "ScoreSamples", "annealed_langevin", "annealed_mala",
+           "predictor_corrector"]
 
 ScoreFn = Callable[[Tensor, float], Tensor]
+EnergyFn = Callable[[Tensor, float], Tensor]
 
 
 class ScoreField:
@@ -47,12 +50,14 @@ class ScoreField:
 class ScoreSamples:
     """``final (C, *event)``: the samples (after the denoising step, if asked);
     ``trajectory (steps + 1, C, *event)`` when asked: the start and every move;
-    ``n_evals``: score evaluations per sample; ``sigmas``: the ladder used."""
+    ``n_evals``: score evaluations per sample; ``sigmas``: the ladder used;
+    ``acceptance (L,)``: for annealed MALA, the mean acceptance probability at each level."""
 
     final: Tensor
     n_evals: int
     sigmas: Tensor
     trajectory: Tensor | None = None
+    acceptance: Tensor | None = None
 
 
 def _check(x0: Tensor, sigmas: Tensor) -> tuple[Tensor, list[float]]:
@@ -108,6 +113,70 @@ def annealed_langevin(score: ScoreFn, x0: Tensor, sigmas: Tensor, n_steps_each: 
         bar.close()
     trajectory = torch.cat([frames[0][None], *frames[1:], x[None]]) if frames else None
     return ScoreSamples(x, n_evals, torch.tensor(levels), trajectory)
+
+
+class LevelEnergy:
+    """One level of a noise-conditional energy as a kernel's energy, ``x -> E(x, sigma)``;
+    ``n_evals`` counts the calls (each covers all chains and, by autograd, gives the
+    gradient too)."""
+
+    def __init__(self, energy: EnergyFn, sigma: float) -> None:
+        self.energy, self.sigma, self.n_evals = energy, float(sigma), 0
+
+    def __call__(self, x: Tensor) -> Tensor:
+        self.n_evals += 1
+        return self.energy(x, self.sigma)
+
+
+def annealed_mala(energy: EnergyFn, x0: Tensor, sigmas: Tensor, n_steps_each: int = 100,
+                  step_lr: float = 2e-5, denoise: bool = False, seed: int | None = None,
+                  progress: bool = True, return_trajectory: bool = False) -> ScoreSamples:
+    """Annealed Langevin dynamics with a Metropolis check at every level: at
+    ``sigma_i``, largest first, ``n_steps_each`` steps of the ``MALA`` kernel on
+    ``exp(-E(x, sigma_i))`` with :func:`annealed_langevin`'s step ``alpha_i / 2``,
+    ``alpha_i = step_lr sigma_i^2 / sigma_L^2``, so each level's chains leave that level's
+    density exactly invariant and the last level's samples are the model's density
+    ``exp(-E(x, sigma_L))`` (reached by annealing, which crosses between modes, where one
+    long chain at ``sigma_L`` would not). ``energy(x, sigma) -> (C,)``, e.g.
+    :meth:`NoiseConditionalEnergy.energy`. ``denoise``: a last Tweedie step
+    ``x + sigma_L^2 s(x, sigma_L)``. Gradient evaluations per sample:
+    ``L (n_steps_each + 1) + denoise``."""
+    x, levels = _check(x0, sigmas)
+    n_steps_each = integer("n_steps_each", n_steps_each, 1)
+    step_lr = positive("step_lr", step_lr)
+    gen = seeded_generator(seed, x.device)
+    frames = [x.clone()] if return_trajectory else None
+    n_evals, acceptance = 0, []
+    bar = progress_bar(progress, len(levels) * n_steps_each, "annealed MALA")
+    with torch.no_grad():
+        for sigma in levels:
+            field = LevelEnergy(energy, sigma)
+            kernel = MALA(field, step_size=step_lr * sigma**2 / levels[-1]**2 / 2)
+            state = kernel.init(x, kernel.params)
+            noise = draw_noise([gen], n_steps_each, x.shape[0], kernel.noise_size(state), x)
+            state, trace = run_block(kernel, state, kernel.params, noise)
+            x, n_evals = state.x, n_evals + field.n_evals
+            acceptance.append(float(trace.info.acceptance_prob.mean()))
+            if frames is not None:
+                frames.append(trace.x)
+            if bar is not None:
+                bar.update(n_steps_each)
+        if denoise:
+            x = x + levels[-1]**2 * _score_of(energy, x, levels[-1])
+            n_evals += 1
+    if bar is not None:
+        bar.close()
+    trajectory = torch.cat([frames[0][None], *frames[1:], x[None]]) if frames else None
+    return ScoreSamples(x, n_evals, torch.tensor(levels), trajectory,
+                        torch.tensor(acceptance))
+
+
+def _score_of(energy: EnergyFn, x: Tensor, sigma: float) -> Tensor:
+    """``-grad_x E(x, sigma)`` by autograd."""
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(energy(xg, sigma).sum(), xg)
+    return -grad
 
 
 def _snr_step(score: Tensor, noise: Tensor, snr: float) -> float:
