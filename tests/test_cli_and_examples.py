@@ -39,9 +39,24 @@ def test_example_runs(script, tmp_path):
     assert (tmp_path / "out.png").exists()
 
 
+def test_ebm_demo_command_runs_the_ladder_recipe(tmp_path, capsys, monkeypatch):
+    import functools
+
+    from torchlangevin.score import demo
+
+    # the real recipe, on a short ladder with few chains (the defaults take ~80 s)
+    monkeypatch.setattr(demo, "run_energy_toy", functools.partial(
+        demo.run_energy_toy, n_levels=3, n_steps_each=3, long_steps=2, n_sets=1))
+    assert main(["ebm-demo", "--data", "grid", "--train-steps", "2", "--out",
+                 str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "fresh chains (annealed MALA)" in out and "12 gradients per sample" in out
+    assert (tmp_path / "energy_grid.png").exists()
+
+
 def test_ebm_demo_command_runs(tmp_path, capsys):
-    assert main(["ebm-demo", "--data", "rings", "--epochs", "1", "--sample-steps", "50",
-                 "--out", str(tmp_path)]) == 0
+    assert main(["ebm-demo", "--data", "rings", "--recipe", "pcd", "--epochs", "1",
+                 "--sample-steps", "50", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "persistent chains" in out and "fresh chains" in out and "floor" in out
     assert (tmp_path / "rings_energy.png").exists()

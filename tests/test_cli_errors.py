@@ -119,6 +119,8 @@ OTHERS = [
     (["ebm-demo", "--epochs", "0"], "argument --epochs: expected an integer >= 1"),
     (["ebm-demo", "--sample-steps", "0"], "argument --sample-steps: expected an integer >= 1"),
     (["ebm-demo", "--data", "swiss"], "argument --data: invalid choice: 'swiss'"),
+    (["ebm-demo", "--recipe", "cd"], "argument --recipe: invalid choice: 'cd'"),
+    (["ebm-demo", "--train-steps", "0"], "argument --train-steps: expected an integer >= 1"),
     (["llc-demo", "--chains", "0"], "argument --chains: expected an integer >= 1"),
     (["llc-demo", "--draws", "0"], "argument --draws: expected an integer >= 1"),
     (["llc-demo", "--epochs", "-1"], "argument --epochs: expected an integer >= 0"),
