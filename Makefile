@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: demo test lint bench bench-llc bench-llc-lm bench-tabular bench-gradients \
-	bench-ess bench-venv-blackjax bench-venv-numpyro bench-venv-sdv clean
+	bench-ess bench-venv-blackjax bench-venv-numpyro bench-venv-sdv bench-venv-torchebm clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,8 @@ lint: $(STAMP)
 	.bench/torchebm/bin/pip install --quiet "$(TORCH)"
 	.bench/torchebm/bin/pip install --quiet torchebm==0.8.9 numpy
 	touch $@
+
+bench-venv-torchebm: .bench/torchebm/.installed
 
 # pip resolved jax/jaxlib 0.10.2 for blackjax 1.7.1 (2026-12-01); scikit-learn for the
 # breast_cancer target of bench-gradients
