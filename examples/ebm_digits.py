@@ -15,5 +15,8 @@ r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 30,
                sample_steps=int(sys.argv[3]) if len(sys.argv) > 3 else 200)
 if target.suffix == ".png":
     (out / "digits_grid.png").replace(target)
-print(f"top-class probability on generated digits {r['top_prob_generated']:.2f} "
-      f"(real digits {r['top_prob_real']:.2f}); grid written")
+print(f"top-class probability (logistic regression / MLP) on generated digits "
+      f"{r['top_prob_generated']:.2f} / {r['top_prob_mlp_generated']:.2f} (held-out real "
+      f"digits {r['top_prob_real']:.2f} / {r['top_prob_mlp_real']:.2f}); Frechet distance "
+      f"to held-out digits {r['frechet_generated']:.2f} (real training digits "
+      f"{r['frechet_train']:.2f}); grid written")

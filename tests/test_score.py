@@ -173,3 +173,15 @@ def test_feature_classifier_scores_real_digits_as_real():
     noise = torch.rand(held.shape, generator=torch.Generator().manual_seed(0)) * 2 - 1
     # two halves of the held-out digits are far closer than digits and uniform noise
     assert clf.frechet(held[:290], held[290:]) < 0.2 * clf.frechet(noise, held)
+
+
+def test_digits_demo_runs_the_energy_recipe(tmp_path):
+    from torchlangevin.score.demo import run_digits
+
+    r = run_digits(tmp_path, n_train_steps=1, n_levels=2, n_steps_each=2, n_generated=80,
+                   model="energy")
+    assert r["evals_al"] == 2 * 3 + 1 and 0.0 <= r["acceptance_min"] <= 1.0
+    assert r["frechet_al"] > r["frechet_train"]  # one training step: far from digits
+    assert (tmp_path / "energy_digits.png").exists()
+    with pytest.raises(ValueError, match="model must be"):
+        run_digits(model="ebm")

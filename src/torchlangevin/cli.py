@@ -175,14 +175,17 @@ def _ebm_demo(args: argparse.Namespace) -> int:
     from .ebm.demo import run_digits, run_toy
 
     t0 = time.perf_counter()
-    if args.data == "digits":
-        r = run_digits(args.out, epochs=args.epochs or 30, seed=args.seed)
-        print(f"digits: a logistic regression trained on real digits gives its top class mean "
-              f"probability {r['top_prob_generated']:.2f} on generated images (real: "
-              f"{r['top_prob_real']:.2f}); {time.perf_counter() - t0:.0f} s; grid in {args.out}")
-        return 0
     if args.recipe == "ladder":
         return _ebm_ladder(args, t0)
+    if args.data == "digits":
+        r = run_digits(args.out, epochs=args.epochs or 30, seed=args.seed)
+        print(f"digits: top-class probability of classifiers trained on real digits "
+              f"(logistic regression / MLP): generated {r['top_prob_generated']:.2f} / "
+              f"{r['top_prob_mlp_generated']:.2f}, held-out real {r['top_prob_real']:.2f} / "
+              f"{r['top_prob_mlp_real']:.2f}; Frechet distance to held-out digits "
+              f"{r['frechet_generated']:.2f} (real training digits {r['frechet_train']:.2f}); "
+              f"{time.perf_counter() - t0:.0f} s; grid in {args.out}")
+        return 0
     r = run_toy(args.data, args.out, epochs=args.epochs or 100, seed=args.seed,
                 sample_steps=args.sample_steps)
     print(f"{args.data}: MMD^2 to held-out data: persistent chains {r['mmd_model']:.5f}, "
@@ -196,9 +199,20 @@ def _ebm_demo(args: argparse.Namespace) -> int:
 
 
 def _ebm_ladder(args: argparse.Namespace, t0: float) -> int:
-    """``ebm-demo --recipe ladder``: the noise-conditional energy (score.run_energy_toy)."""
-    from .score.demo import run_energy_toy
+    """``ebm-demo --recipe ladder``: the noise-conditional energy (score.run_energy_toy,
+    or score.run_digits(model="energy"))."""
+    from .score.demo import run_digits, run_energy_toy
 
+    if args.data == "digits":
+        r = run_digits(args.out, n_train_steps=args.train_steps or 4000, seed=args.seed,
+                       progress=True, model="energy")
+        print(f"digits: top-class probability of classifiers trained on real digits "
+              f"(logistic regression / MLP): annealed MALA {r['top_prob_al']:.2f} / "
+              f"{r['top_prob_mlp_al']:.2f}, held-out real {r['top_prob_held_out']:.2f} / "
+              f"{r['top_prob_mlp_held_out']:.2f}; Frechet distance to held-out digits "
+              f"{r['frechet_al']:.2f} (real training digits {r['frechet_train']:.2f}); "
+              f"{time.perf_counter() - t0:.0f} s; images in {args.out}")
+        return 0
     r = run_energy_toy(args.data, args.out, n_train_steps=args.train_steps or 4000,
                        seed=args.seed, progress=True)
     print(f"{args.data}: multi-bandwidth MMD / floor: fresh chains (annealed MALA) "
@@ -433,12 +447,12 @@ def _add_sample(sub) -> None:
 
 
 def _add_ebm_demo(sub) -> None:
-    toy = sub.add_parser("ebm-demo", help="train an energy on a toy set (a noise-conditional "
-                         "energy, or persistent CD) or on digits (persistent CD)")
+    toy = sub.add_parser("ebm-demo", help="train an energy on a toy set or digits: a "
+                         "noise-conditional energy, or persistent CD")
     toy.add_argument("--data", choices=[*TOY_NAMES, "digits"], default="moons")
     toy.add_argument("--out", type=_output_dir, default="ebm_out")
     toy.add_argument("--recipe", choices=["ladder", "pcd"], default="ladder",
-                     help="toys: 'ladder' (default) fits E(x, sigma) by denoising score "
+                     help="'ladder' (default) fits E(x, sigma) by denoising score "
                      "matching over a noise ladder and samples by annealed MALA; 'pcd' fits "
                      "E(x) by persistent CD with MALA negatives")
     toy.add_argument("--train-steps", type=_POSITIVE, help="ladder: default 4000")

@@ -27,11 +27,16 @@ __all__ = ["run_toy", "run_energy_toy", "run_digits"]
 def _samplers(model: ScoreMLP, data: torch.Tensor, x0: torch.Tensor, n_levels: int,
               n_steps_each: int, step_lr: float, sigma_min: float, seed: int,
               progress: bool) -> tuple[ScoreSamples, ScoreSamples]:
-    """Annealed Langevin on ``n_levels`` levels, and predictor-corrector (one corrector
-    step, two evaluations a level) on as many levels as give the same evaluations."""
+    """Annealed Langevin (annealed MALA, with the denoising step, for an energy) on
+    ``n_levels`` levels, and predictor-corrector (one corrector step, two evaluations a
+    level) on as many levels as give the same evaluations."""
     ladder = noise_ladder(data, n_levels, sigma_min)
-    al = annealed_langevin(model, x0, ladder, n_steps_each, step_lr, seed=seed,
-                           progress=progress)
+    if isinstance(model, NoiseConditionalEnergy):
+        al = annealed_mala(model.energy, x0, ladder, n_steps_each, step_lr, denoise=True,
+                           seed=seed, progress=progress)
+    else:
+        al = annealed_langevin(model, x0, ladder, n_steps_each, step_lr, seed=seed,
+                               progress=progress)
     pc_ladder = noise_ladder(data, max(2, al.n_evals // 2), sigma_min)
     pc = predictor_corrector(model, x0, pc_ladder, seed=seed + 1, progress=progress)
     return al, pc
@@ -216,7 +221,7 @@ def _toy_figure(name: str, train: torch.Tensor, al: torch.Tensor, pc: torch.Tens
 def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
                n_levels: int = 25, n_steps_each: int = 40, step_lr: float = 1.2e-5,
                sigma_min: float = 0.01, n_generated: int = 500, seed: int = 0,
-               progress: bool = False) -> dict[str, float]:
+               progress: bool = False, model: str = "score") -> dict[str, float]:
     """Fit a score model to 80% of scikit-learn's 8x8 digits (pixels in [-1, 1]; DSM,
     ``n_train_steps`` Adam steps of 256, EMA weights), draw ``n_generated`` images by
     annealed Langevin and by predictor-corrector at the same evaluations, and judge them
@@ -232,7 +237,13 @@ def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
     (:class:`~torchlangevin.ebm.metrics.FeatureClassifier`): the mean probability of
     their top class, and the Frechet distance to the held-out digits in the MLP's hidden
     (penultimate) layer, next to the held-out digits' own values (real training digits
-    for the distance). Writes ``score_digits.png`` (64 images of each sampler)."""
+    for the distance). Writes ``score_digits.png`` (64 images of each sampler).
+
+    ``model="energy"``: the same with a :class:`NoiseConditionalEnergy` (the energy-based
+    recipe), sampled by annealed MALA (``"al"`` keys; ``"pc"``: predictor-corrector on its
+    score) and written to ``energy_digits.png``."""
+    if model not in ("score", "energy"):
+        raise ValueError(f"model must be 'score' or 'energy'; got {model!r}")
     from sklearn.linear_model import LogisticRegression
 
     from ..ebm.metrics import FeatureClassifier
@@ -247,14 +258,16 @@ def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
                                                      labels[order[:cut]].numpy())
     mlp = FeatureClassifier(flat, labels[order[:cut]], seed=seed)
     torch.manual_seed(seed)
-    model = ScoreMLP((1, 8, 8), width=256, data_std=float(train.std()))
+    cls = ScoreMLP if model == "score" else NoiseConditionalEnergy
+    net = cls((1, 8, 8), width=256, data_std=float(train.std()))
     t0 = time.perf_counter()
     ladder = noise_ladder(train, n_levels, sigma_min)
-    fit_score(model, train, ladder, n_steps=n_train_steps, batch_size=256, seed=seed,
+    fit_score(net, train, ladder, n_steps=n_train_steps, batch_size=256, seed=seed,
               progress=progress)
+    net.requires_grad_(False)
     t1 = time.perf_counter()
     x0 = float(ladder[0]) * torch.randn(n_generated, 1, 8, 8, generator=g)
-    al, pc = _samplers(model, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
+    al, pc = _samplers(net, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
                        seed + 1, progress)
     t2 = time.perf_counter()
 
@@ -269,13 +282,15 @@ def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
         result.update({f"top_prob_{key}": top(samples),
                        f"top_prob_mlp_{key}": mlp.top_prob(samples),
                        f"frechet_{key}": mlp.frechet(samples, held)})
+    if al.acceptance is not None:
+        result["acceptance_min"] = float(al.acceptance.min())
     if out is not None:
-        _digits_figure(al.final, pc.final, result, Path(out))
+        _digits_figure(al.final, pc.final, result, Path(out), model)
     return result
 
 
 def _digits_figure(al: torch.Tensor, pc: torch.Tensor, result: dict[str, float],
-                   out: Path) -> Path:
+                   out: Path, model: str = "score") -> Path:
     """The first 64 images of each sampler, two 8 x 8 grids."""
     from ..viz.plots import pyplot
 
@@ -287,10 +302,11 @@ def _digits_figure(al: torch.Tensor, pc: torch.Tensor, result: dict[str, float],
             ax = fig.add_subplot(8, 17, (i // 8) * 17 + i % 8 + 1 + 9 * k)
             ax.imshow(img[0].clamp(-1, 1).numpy(), cmap="gray_r", vmin=-1, vmax=1)
             ax.axis("off")
-        name = "annealed Langevin" if label == "al" else "predictor-corrector"
+        name = "predictor-corrector" if label == "pc" else \
+            "annealed Langevin" if model == "score" else "annealed MALA"
         fig.text(0.08 + 0.5 * k, 0.94, f"{name}: top-class p {result['top_prob_' + label]:.2f}, "
                  f"Frechet {result['frechet_' + label]:.1f}", fontsize=9)
-    path = out / "score_digits.png"
+    path = out / f"{model}_digits.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
