@@ -156,8 +156,9 @@ def _save_digits_grid(generated: torch.Tensor, result: dict[str, float], out: Pa
     for ax, img in zip(axes.flat, generated[:128], strict=False):
         ax.imshow(img[0].numpy(), cmap="gray_r", vmin=-1, vmax=1)
         ax.axis("off")
-    fig.suptitle(f"generated digits: classifier top-class probability "
-                 f"{result['top_prob_generated']:.2f} (real {result['top_prob_real']:.2f})",
-                 fontsize=9)
+    fig.suptitle(f"generated digits: top-class probability {result['top_prob_generated']:.2f} "
+                 f"(logistic) / {result['top_prob_mlp_generated']:.2f} (MLP), held-out real "
+                 f"{result['top_prob_real']:.2f} / {result['top_prob_mlp_real']:.2f}; Frechet "
+                 f"{result['frechet_generated']:.1f}", fontsize=9)
     fig.savefig(out / "digits_grid.png", dpi=100)
     plt.close(fig)

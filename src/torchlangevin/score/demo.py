@@ -304,8 +304,9 @@ def _digits_figure(al: torch.Tensor, pc: torch.Tensor, result: dict[str, float],
             ax.axis("off")
         name = "predictor-corrector" if label == "pc" else \
             "annealed Langevin" if model == "score" else "annealed MALA"
-        fig.text(0.08 + 0.5 * k, 0.94, f"{name}: top-class p {result['top_prob_' + label]:.2f}, "
-                 f"Frechet {result['frechet_' + label]:.1f}", fontsize=9)
+        fig.text(0.08 + 0.5 * k, 0.94, f"{name}: top-class p {result['top_prob_' + label]:.2f}"
+                 f" (logistic) / {result['top_prob_mlp_' + label]:.2f} (MLP), Frechet "
+                 f"{result['frechet_' + label]:.1f}", fontsize=9)
     path = out / f"{model}_digits.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
