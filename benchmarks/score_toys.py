@@ -7,7 +7,9 @@ recipe for all: ``torchlangevin.score.demo.run_toy`` at its defaults.
 ``--model energy``: the energy-based recipe instead, ``run_energy_toy`` at its defaults (a
 noise-conditional energy fitted by DSM; fresh chains by annealed MALA, then long-run
 chains 1,000 MALA steps further at the last level), JSON default
-``benchmarks/results/ebm_toys-DATE.json``.
+``benchmarks/results/ebm_toys-DATE.json``. ``--model score-energy``: ``run_toy`` with the
+energy-parameterised score (``model="energy"``: annealed MALA with the denoising step, and
+predictor-corrector on ``-grad_x E``).
 
 For each data set and seed: a score model trained by denoising score matching, sampled by
 annealed Langevin dynamics (AL) and by predictor-corrector (PC) at (about) the same number
@@ -44,12 +46,16 @@ def one(job: tuple[str, int, str]) -> dict[str, float | str | int]:
     torch.set_num_threads(1)
     name, seed, model = job
     t0 = time.process_time()
-    r = (demo.run_toy if model == "score" else demo.run_energy_toy)(name, seed=seed)
+    if model == "energy":
+        r = demo.run_energy_toy(name, seed=seed)
+    else:
+        r = demo.run_toy(name, seed=seed, model="energy" if model == "score-energy" else "score")
     return {"data": name, "seed": seed, "cpu_s": time.process_time() - t0, **r}
 
 
 #: per model: the two samplers' keys and names
 SAMPLERS = {"score": (("al", "AL"), ("pc", "PC")),
+            "score-energy": (("al", "AL (MALA)"), ("pc", "PC")),
             "energy": (("fresh", "fresh"), ("long", "long-run"))}
 
 
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--data", default="all", help="comma-separated toy names, or all")
     p.add_argument("--jobs", type=int, default=1, help="worker processes (one thread each)")
-    p.add_argument("--model", choices=("score", "energy"), default="score")
+    p.add_argument("--model", choices=("score", "energy", "score-energy"), default="score")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--md", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
@@ -93,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     jobs = [(n, s, args.model) for n in names for s in seeds]
     (a, an), (b, bn) = SAMPLERS[args.model]
-    prefix = "score_toys" if args.model == "score" else "ebm_toys"
+    prefix = {"score": "score_toys", "energy": "ebm_toys",
+              "score-energy": "score_energy_toys"}[args.model]
     args.json = args.json or Path(f"benchmarks/results/{prefix}-{date.today()}.json")
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max(1, args.jobs)) as pool:

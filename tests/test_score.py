@@ -185,3 +185,12 @@ def test_digits_demo_runs_the_energy_recipe(tmp_path):
     assert (tmp_path / "energy_digits.png").exists()
     with pytest.raises(ValueError, match="model must be"):
         run_digits(model="ebm")
+
+
+def test_toy_demo_runs_on_an_energy_parameterised_score():
+    from torchlangevin.score.demo import run_toy
+
+    r = run_toy("grid", n_train_steps=1, n_levels=2, n_steps_each=2, n_sets=1, model="energy")
+    assert r["evals_al"] == 2 * 3 + 1 and r["mmd_ratio_al"] > 0 and r["mmd_ratio_pc"] > 0
+    with pytest.raises(ValueError, match="model must be"):
+        run_toy("grid", model="mlp")

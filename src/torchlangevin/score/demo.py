@@ -45,7 +45,7 @@ def _samplers(model: ScoreMLP, data: torch.Tensor, x0: torch.Tensor, n_levels: i
 def run_toy(name: str = "checkerboard", out: str | Path | None = None,
             n_train_steps: int = 4000, n_levels: int = 10, n_steps_each: int = 100,
             step_lr: float = 2e-5, sigma_min: float = 0.01, n_sets: int = 5,
-            seed: int = 0, progress: bool = False) -> dict[str, float]:
+            seed: int = 0, progress: bool = False, model: str = "score") -> dict[str, float]:
     """Fit a score model to 10,000 points of the toy ``name`` (DSM, ``n_train_steps``
     Adam steps of 512, weights averaged (EMA 0.999); a :class:`ScoreMLP` with five octaves
     of Fourier features of the state, which the sharp edges of the toys need), then draw
@@ -55,12 +55,18 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
 
     Writes ``score_<name>.png`` (data, annealed Langevin, predictor-corrector) into ``out``.
     Returns the MMD and TV of both samplers with the floors and ratios, the score
-    evaluations per sample and the seconds spent training and sampling."""
-    train, held, model, ladder, g, t0 = _fit_toy(ScoreMLP, name, n_train_steps, n_levels,
-                                                 sigma_min, seed, progress)
+    evaluations per sample and the seconds spent training and sampling.
+
+    ``model="energy"``: the score is ``-grad_x E`` of a :class:`NoiseConditionalEnergy`
+    (a conservative field), the ``"al"`` sampler annealed MALA with the denoising step."""
+    if model not in ("score", "energy"):
+        raise ValueError(f"model must be 'score' or 'energy'; got {model!r}")
+    cls = ScoreMLP if model == "score" else NoiseConditionalEnergy
+    train, held, net, ladder, g, t0 = _fit_toy(cls, name, n_train_steps, n_levels,
+                                               sigma_min, seed, progress)
     t1 = time.perf_counter()
     x0 = float(ladder[0]) * torch.randn(n_sets * 1000, 2, generator=g)
-    al, pc = _samplers(model, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
+    al, pc = _samplers(net, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
                        seed + 1, progress)
     t2 = time.perf_counter()
     result = {"train_s": t1 - t0, "sample_s": t2 - t1,
