@@ -54,6 +54,20 @@ def test_ebm_demo_command_runs_the_ladder_recipe(tmp_path, capsys, monkeypatch):
     assert (tmp_path / "energy_grid.png").exists()
 
 
+def test_score_demo_command_runs_on_an_energy(tmp_path, capsys, monkeypatch):
+    import functools
+
+    from torchlangevin.score import demo
+
+    monkeypatch.setattr(demo, "run_toy", functools.partial(
+        demo.run_toy, n_levels=3, n_steps_each=3, n_sets=1))
+    assert main(["score-demo", "--data", "rings", "--model", "energy", "--train-steps", "2",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "annealed MALA" in out and "predictor-corrector" in out
+    assert (tmp_path / "score_rings.png").exists()
+
+
 def test_ebm_demo_command_runs(tmp_path, capsys):
     assert main(["ebm-demo", "--data", "rings", "--recipe", "pcd", "--epochs", "1",
                  "--sample-steps", "50", "--out", str(tmp_path)]) == 0
