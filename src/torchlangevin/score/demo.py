@@ -78,7 +78,7 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
                        f"tv_{key}": j.tv, f"tv_ratio_{key}": j.tv_ratio,
                        "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
     if out is not None:
-        _toy_figure(name, train, al.final, pc.final, result, Path(out))
+        _toy_figure(name, train, al.final, pc.final, result, Path(out), model)
     return result
 
 
@@ -184,20 +184,25 @@ def _energy_figure(name: str, train: torch.Tensor, samples: torch.Tensor,
     axes[2].scatter(samples[:5000, 0].numpy(), samples[:5000, 1].numpy(), s=1, alpha=0.5)
     axes[2].set_title(f"fresh chains (annealed MALA): MMD {result['mmd_ratio_fresh']:.2f}x "
                       f"floor\n{result['evals_fresh']} gradients / sample", fontsize=9)
+    return _save(plt, fig, axes, lo, hi, f"{name}: noise-conditional energy by denoising "
+                 f"score matching", out / f"energy_{name}.png")
+
+
+def _save(plt, fig, axes, lo: torch.Tensor, hi: torch.Tensor, title: str, path: Path) -> Path:
+    """Give the 2-D panels the box ``[lo, hi]`` and equal axes, title the figure, write it."""
     for ax in axes:
         ax.set_xlim(float(lo[0]), float(hi[0]))
         ax.set_ylim(float(lo[1]), float(hi[1]))
         ax.set_aspect("equal")
-    fig.suptitle(f"{name}: noise-conditional energy by denoising score matching", fontsize=10)
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = out / f"energy_{name}.png"
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 
 
 def _toy_figure(name: str, train: torch.Tensor, al: torch.Tensor, pc: torch.Tensor,
-                result: dict[str, float], out: Path) -> Path:
+                result: dict[str, float], out: Path, model: str = "score") -> Path:
     """Three scatter plots side by side: the data, annealed Langevin, predictor-corrector."""
     from ..viz.plots import pyplot
 
@@ -206,22 +211,17 @@ def _toy_figure(name: str, train: torch.Tensor, al: torch.Tensor, pc: torch.Tens
     lo, hi = train.min(0).values - 0.2 * train.std(0), train.max(0).values + 0.2 * train.std(0)
     fig, axes = plt.subplots(1, 3, figsize=(12, 4.2))
     panels = [(train[:5000], "data (5,000 training points)"),
-              (al[:5000], f"annealed Langevin: MMD {result['mmd_ratio_al']:.2f}x floor\n"
+              (al[:5000], f"annealed {'Langevin' if model == 'score' else 'MALA'}: MMD "
+                          f"{result['mmd_ratio_al']:.2f}x floor\n"
                           f"{result['evals_al']} score evaluations / sample"),
               (pc[:5000], f"predictor-corrector: MMD {result['mmd_ratio_pc']:.2f}x floor\n"
                           f"{result['evals_pc']} score evaluations / sample")]
     for ax, (pts, title) in zip(axes, panels, strict=True):
         ax.scatter(pts[:, 0].numpy(), pts[:, 1].numpy(), s=1, alpha=0.5)
-        ax.set_xlim(float(lo[0]), float(hi[0]))
-        ax.set_ylim(float(lo[1]), float(hi[1]))
-        ax.set_aspect("equal")
         ax.set_title(title, fontsize=9)
-    fig.suptitle(f"{name}: score model by denoising score matching", fontsize=10)
-    fig.tight_layout()
-    path = out / f"score_{name}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    kind = "score model" if model == "score" else "energy-parameterised score"
+    return _save(plt, fig, axes, lo, hi, f"{name}: {kind} by denoising score matching",
+                 out / f"score_{name}.png")
 
 
 def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
