@@ -12,11 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..blocks import draw_noise, run_block
 from ..ebm.data import TOYS, digits, toy
 from ..ebm.metrics import judge
-from ..kernels import MALA
-from ..kernels.base import State
 from .models import NoiseConditionalEnergy, ScoreMLP, noise_ladder
 from .sampling import ScoreSamples, annealed_langevin, annealed_mala, predictor_corrector
 from .train import fit_score
@@ -71,12 +68,7 @@ def run_toy(name: str = "checkerboard", out: str | Path | None = None,
     t2 = time.perf_counter()
     result = {"train_s": t1 - t0, "sample_s": t2 - t1,
               "evals_al": al.n_evals, "evals_pc": pc.n_evals}
-    for key, samples in (("al", al.final), ("pc", pc.final)):
-        j = judge(samples, train, held, n_sets=n_sets)
-        result.update({f"mmd_{key}": j.mmd, f"mmd_ratio_{key}": j.mmd_ratio,
-                       f"worst_ratio_{key}": j.worst_ratio,
-                       f"tv_{key}": j.tv, f"tv_ratio_{key}": j.tv_ratio,
-                       "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
+    _judge_into(result, {"al": al.final, "pc": pc.final}, train, held, n_sets)
     if out is not None:
         _toy_figure(name, train, al.final, pc.final, result, Path(out), model)
     return result
@@ -131,34 +123,31 @@ def run_energy_toy(name: str = "checkerboard", out: str | Path | None = None,
     x0 = float(ladder[0]) * torch.randn(n_sets * 1000, 2, generator=g)
     fresh = annealed_mala(model.energy, x0, ladder, n_steps_each, step_lr, seed=seed + 1,
                           progress=progress)
-    long_run, long_accept = _continue_at(model, fresh.final, float(ladder[-1]),
-                                         step_lr / 2, long_steps, seed + 2)
+    # the long run is annealed MALA on the last level alone: its step is the last level's
+    long_run = annealed_mala(model.energy, fresh.final, ladder[-1:], long_steps, step_lr,
+                             seed=seed + 2, progress=progress)
     t2 = time.perf_counter()
     result = {"train_s": t1 - t0, "sample_s": t2 - t1, "evals_fresh": fresh.n_evals,
               "evals_long": fresh.n_evals + long_steps,
               "acceptance_min": float(fresh.acceptance.min()),
-              "acceptance_long": long_accept}
-    for key, samples in (("fresh", fresh.final), ("long", long_run)):
-        j = judge(samples, train, held, n_sets=n_sets)
-        result.update({f"mmd_{key}": j.mmd, f"mmd_ratio_{key}": j.mmd_ratio,
-                       f"worst_ratio_{key}": j.worst_ratio, f"tv_ratio_{key}": j.tv_ratio,
-                       "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
+              "acceptance_long": float(long_run.acceptance[0])}
+    _judge_into(result, {"fresh": fresh.final, "long": long_run.final}, train, held, n_sets)
     if out is not None:
         _energy_figure(name, train, fresh.final, model, float(ladder[-1]), result, Path(out))
     return result
 
 
-def _continue_at(model: NoiseConditionalEnergy, x: torch.Tensor, sigma: float,
-                 step_size: float, n_steps: int, seed: int) -> tuple[torch.Tensor, float]:
-    """``n_steps`` MALA steps on ``exp(-E(., sigma))`` from ``x``: the chains and the mean
-    acceptance probability."""
-    kernel = MALA(lambda z: model.energy(z, sigma), step_size)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    with torch.no_grad():
-        state: State = kernel.init(x, kernel.params)
-        noise = draw_noise([gen], n_steps, x.shape[0], kernel.noise_size(state), x)
-        state, trace = run_block(kernel, state, kernel.params, noise)
-    return state.x, float(trace.info.acceptance_prob.mean())
+def _judge_into(result: dict[str, float], samples: dict[str, torch.Tensor],
+                train: torch.Tensor, held: torch.Tensor, n_sets: int) -> None:
+    """Judge each named sample set (:func:`~torchlangevin.ebm.metrics.judge`) and put its
+    MMD, TV, their ratios to the floor and the worst bandwidth's ratio into ``result``
+    under ``<measure>_<name>``, with the floors."""
+    for key, x in samples.items():
+        j = judge(x, train, held, n_sets=n_sets)
+        result.update({f"mmd_{key}": j.mmd, f"mmd_ratio_{key}": j.mmd_ratio,
+                       f"worst_ratio_{key}": j.worst_ratio,
+                       f"tv_{key}": j.tv, f"tv_ratio_{key}": j.tv_ratio,
+                       "mmd_floor": j.mmd_floor, "tv_floor": j.tv_floor})
 
 
 def _energy_figure(name: str, train: torch.Tensor, samples: torch.Tensor,
