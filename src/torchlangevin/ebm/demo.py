@@ -108,21 +108,14 @@ def run_digits(out: str | Path | None = None, epochs: int = 30, seed: int = 0,
     ``frechet_train`` for as many real training digits). Writes ``digits_grid.png`` into
     ``out`` if given. Needs scikit-learn.
     """
-    from sklearn.linear_model import LogisticRegression
-
     from ..energy import Box
     from ..kernels import Langevin
     from .data import digits
     from .losses import uniform_init
-    from .metrics import FeatureClassifier
+    from .metrics import DigitsJudge
 
-    images, labels = digits()
-    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))
-    cut = int(0.8 * len(images))
-    train, held = images[order[:cut]], images[order[cut:]]
-    flat = train.reshape(cut, -1)
-    logistic = LogisticRegression(max_iter=2000).fit(flat.numpy(), labels[order[:cut]].numpy())
-    mlp = FeatureClassifier(flat, labels[order[:cut]], seed=seed)
+    judges = DigitsJudge(*digits(), torch.Generator().manual_seed(seed), seed=seed)
+    train, held, mlp = judges.train, judges.held, judges.mlp
     torch.manual_seed(seed)
     model = conv_energy()
     low, high = -torch.ones(1, 8, 8), torch.ones(1, 8, 8)
@@ -132,15 +125,12 @@ def run_digits(out: str | Path | None = None, epochs: int = 30, seed: int = 0,
         energy_reg=1.0, init=init, seed=seed)
     start = init(n_generated, torch.Generator().manual_seed(seed + 5))
     generated = sample(kernel, start, 1, burn_in=sample_steps, seed=seed + 3).final
-
-    def top(x: torch.Tensor) -> float:
-        return float(logistic.predict_proba(x.reshape(len(x), -1).numpy()).max(1).mean())
-
-    result = {"top_prob_generated": top(generated), "top_prob_real": top(held),
+    result = {"top_prob_generated": judges.top_logistic(generated),
+              "top_prob_real": judges.top_logistic(held),
               "top_prob_mlp_generated": mlp.top_prob(generated),
               "top_prob_mlp_real": mlp.top_prob(held),
               "frechet_generated": mlp.frechet(generated, held),
-              "frechet_train": mlp.frechet(flat[:n_generated], held)}
+              "frechet_train": judges.frechet_train(n_generated)}
     if out is not None:
         _save_digits_grid(generated, result, Path(out))
     return result

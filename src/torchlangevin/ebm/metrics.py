@@ -219,3 +219,30 @@ class FeatureClassifier:
 
     def frechet(self, x: Tensor, y: Tensor) -> float:
         return frechet_distance(self.features(x), self.features(y))
+
+
+class DigitsJudge:
+    """Digits split 80/20 by ``generator`` (``train``, ``held``), and two judges fitted on
+    the 80% of real digits: a logistic regression (:meth:`top_logistic`, the mean
+    probability of its top class) and a :class:`FeatureClassifier` (``mlp``: its top-class
+    probability and the Frechet distance in its hidden layer). :meth:`frechet_train` is
+    that distance for ``n`` real training digits, the scale to read the others on. Needs
+    scikit-learn."""
+
+    def __init__(self, images: Tensor, labels: Tensor, generator: torch.Generator,
+                 seed: int = 0) -> None:
+        from sklearn.linear_model import LogisticRegression
+
+        order = torch.randperm(len(images), generator=generator)
+        cut = int(0.8 * len(images))
+        self.train, self.held = images[order[:cut]], images[order[cut:]]
+        flat = self.train.reshape(cut, -1)
+        self.logistic = LogisticRegression(max_iter=2000).fit(flat.numpy(),
+                                                              labels[order[:cut]].numpy())
+        self.mlp = FeatureClassifier(flat, labels[order[:cut]], seed=seed)
+
+    def top_logistic(self, x: Tensor) -> float:
+        return float(self.logistic.predict_proba(x.reshape(len(x), -1).numpy()).max(1).mean())
+
+    def frechet_train(self, n: int) -> float:
+        return self.mlp.frechet(self.train[:n], self.held)

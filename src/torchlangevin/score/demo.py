@@ -239,19 +239,11 @@ def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
     score) and written to ``energy_digits.png``."""
     if model not in ("score", "energy"):
         raise ValueError(f"model must be 'score' or 'energy'; got {model!r}")
-    from sklearn.linear_model import LogisticRegression
+    from ..ebm.metrics import DigitsJudge
 
-    from ..ebm.metrics import FeatureClassifier
-
-    images, labels = digits()
     g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(images), generator=g)
-    cut = int(0.8 * len(images))
-    train, held = images[order[:cut]], images[order[cut:]]
-    flat = train.reshape(cut, -1)
-    logistic = LogisticRegression(max_iter=2000).fit(flat.numpy(),
-                                                     labels[order[:cut]].numpy())
-    mlp = FeatureClassifier(flat, labels[order[:cut]], seed=seed)
+    judges = DigitsJudge(*digits(), g, seed=seed)  # g goes on to draw the starts
+    train, held, mlp, top = judges.train, judges.held, judges.mlp, judges.top_logistic
     torch.manual_seed(seed)
     cls = ScoreMLP if model == "score" else NoiseConditionalEnergy
     net = cls((1, 8, 8), width=256, data_std=float(train.std()))
@@ -265,14 +257,10 @@ def run_digits(out: str | Path | None = None, n_train_steps: int = 4000,
     al, pc = _samplers(net, train, x0, n_levels, n_steps_each, step_lr, sigma_min,
                        seed + 1, progress)
     t2 = time.perf_counter()
-
-    def top(x: torch.Tensor) -> float:
-        return float(logistic.predict_proba(x.reshape(len(x), -1).numpy()).max(1).mean())
-
     result = {"train_s": t1 - t0, "sample_s": t2 - t1, "evals_al": al.n_evals,
               "evals_pc": pc.n_evals, "top_prob_held_out": top(held),
               "top_prob_mlp_held_out": mlp.top_prob(held),
-              "frechet_train": mlp.frechet(flat[:n_generated], held)}
+              "frechet_train": judges.frechet_train(n_generated)}
     for key, samples in (("al", al.final.clamp(-1, 1)), ("pc", pc.final.clamp(-1, 1))):
         result.update({f"top_prob_{key}": top(samples),
                        f"top_prob_mlp_{key}": mlp.top_prob(samples),
