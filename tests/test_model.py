@@ -221,6 +221,17 @@ def test_eight_schools_gives_named_draws_and_arviz_names():
         assert rhat < 1.05
 
 
+def test_per_chain_step_sizes_reach_the_kernel_and_the_diagnosis():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a short run: divergences and untrusted
+        result = tl.sample_posterior(_eight_schools(), n_chains=4, n_warmup=60, n_draws=20,
+                                     seed=0, per_chain=True, max_tree_depth=5)
+    step = result.adapted.kernel.step_size
+    assert torch.is_tensor(step) and step.shape == (4,) and bool((step > 0).all())
+    assert len(set(step.tolist())) == 4  # each chain tuned on its own acceptance
+    assert "per-chain step sizes" in result.diagnosis.sampler
+
+
 def test_unknown_constraint_is_named():
     with pytest.raises(ValueError, match=r"params\['k'\].*IntegerInterval"):
         Model(lambda p: p.k, {"k": Param((), constraints.integer_interval(0, 3))})

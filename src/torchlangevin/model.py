@@ -515,8 +515,8 @@ def sample(model: Model, n_chains: int = 4, n_warmup: int = 1000, n_draws: int =
            kernel: Callable[..., Any] | None = None, seed: int | None = None,
            init: Mapping[str, Any] | None = None, thin: int = 1,
            target_accept: float | None = None, adapt_mass: bool | str = True,
-           step_size: float = 0.1, progress: bool = False, **kernel_options: Any
-           ) -> ModelChains:
+           per_chain: bool = False, step_size: float = 0.1, progress: bool = False,
+           **kernel_options: Any) -> ModelChains:
     """Warm up (:func:`~torchlangevin.adapt`) and sample ``model``; the draws by name.
 
     Args:
@@ -532,8 +532,8 @@ def sample(model: Model, n_chains: int = 4, n_warmup: int = 1000, n_draws: int =
             from it).
         init: constrained values by name to start every chain from (default: uniform in
             ``(-2, 2)`` on the unconstrained scale).
-        thin, target_accept, adapt_mass: as in :func:`~torchlangevin.sample` and
-            :func:`~torchlangevin.adapt`.
+        thin, target_accept, adapt_mass, per_chain: as in :func:`~torchlangevin.sample`
+            and :func:`~torchlangevin.adapt` (``per_chain``: one step size per chain).
         step_size: the step size the warm-up starts from.
         progress: progress bar on long runs.
 
@@ -551,7 +551,8 @@ def sample(model: Model, n_chains: int = 4, n_warmup: int = 1000, n_draws: int =
         raise TypeError(f"kernel must be a kernel class or factory, called as "
                         f"kernel(energy, step_size=...); got {kernel!r}")
     tuned = adapt(make(model.energy, step_size=step_size, **kernel_options), x0, n_warmup,
-                  target_accept=target_accept, adapt_mass=adapt_mass, seed=warm_seed)
+                  target_accept=target_accept, adapt_mass=adapt_mass, per_chain=per_chain,
+                  seed=warm_seed)
     chains = run_kernel(tuned.kernel, tuned.x, n_draws, thin=thin, seed=run_seed,
                         progress=progress)
     _warn_divergences(chains.divergences)
@@ -654,7 +655,7 @@ def _diagnose(result: ModelChains, sampler: str, max_tree_depth: int) -> Diagnos
 def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
                      n_draws: int = 1000, *, seed: int | None = None,
                      init: Mapping[str, Any] | None = None, target_accept: float = 0.8,
-                     mass: str = "auto", max_tree_depth: int = 10,
+                     mass: str = "auto", max_tree_depth: int = 10, per_chain: bool = False,
                      progress: bool = False, compile: bool = False  # noqa: A002
                      ) -> ModelChains:
     """Sample ``model``'s posterior the way that works by default, and say whether to trust it.
@@ -675,6 +676,11 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
         mass: ``"auto"`` (dense or diagonal by dimension), ``"dense"``, ``"diag"`` or
             ``"low_rank"``.
         max_tree_depth: NUTS's most doublings.
+        per_chain: dual averaging on each chain's own acceptance, one step size a chain,
+            as Stan and NumPyro run their chains (default: one step size from the
+            chains' mean acceptance). Each chain's noisy average ends below the step that
+            meets the target, so fewer divergences (non-centred eight schools, 16 x 1,000
+            draws: 1 against 19-28) for longer trees (about 3x the time there).
         compile: NUTS's leaves ``torch.compile``d (:class:`~torchlangevin.NUTS`): pays on
             long runs of small models, where Python's overhead is most of a leaf's time;
             costs seconds to a minute of compiling first.
@@ -688,8 +694,9 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
         warnings.simplefilter("ignore", DivergenceWarning)  # the diagnosis reports them
         result = sample(model, n_chains, n_warmup, n_draws, seed=seed, init=init,
                         target_accept=target_accept, adapt_mass=kind, progress=progress,
-                        max_tree_depth=max_tree_depth, compile=compile)
-    sampler = (f"NUTS ({'compiled, ' if compile else ''}{kind} mass, target_accept "
+                        per_chain=per_chain, max_tree_depth=max_tree_depth, compile=compile)
+    sampler = (f"NUTS ({'compiled, ' if compile else ''}{kind} mass, "
+               f"{'per-chain step sizes, ' if per_chain else ''}target_accept "
                f"{target_accept}, max_tree_depth {max_tree_depth}; {n_chains} chains x "
                f"{n_warmup} warm-up + {n_draws} draws)")
     result.diagnosis = _diagnose(result, sampler, max_tree_depth)
