@@ -11,7 +11,7 @@ from torchlangevin.ebm.demo import run_digits
 
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("ebm_out")
 out = target.parent if target.suffix == ".png" else target
-r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 30,
+r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 25,
                sample_steps=int(sys.argv[3]) if len(sys.argv) > 3 else 200)
 if target.suffix == ".png":
     (out / "digits_grid.png").replace(target)
