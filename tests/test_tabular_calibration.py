@@ -63,6 +63,7 @@ def test_rejection_constraints_keep_the_real_shares():
     assert gen.diagnostics_["constraints"]["redraw_rate"] > 0.02  # the rule did bite
     real = df["level"].value_counts(normalize=True)
     got = syn["level"].value_counts(normalize=True)
-    # shares within TV 0.03: the refitted decoder is exact on the valid draws; the redrawn
-    # rows' own batches add sampling noise of ~sqrt(p (1 - p) / r) on r redrawn rows
-    assert 0.5 * real.subtract(got, fill_value=0).abs().sum() <= 0.03
+    # the decoder, refitted until the valid draws settle, gives every batch's valid draws
+    # the real quotas, so only quota rounding is left: within two rows' worth of TV (a
+    # decoder refitted once: TV 0.005-0.011 over seeds 0-3 here, 7-16 rows)
+    assert 0.5 * real.subtract(got, fill_value=0).abs().sum() <= 2 / len(df)
