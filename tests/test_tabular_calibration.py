@@ -65,5 +65,5 @@ def test_rejection_constraints_keep_the_real_shares():
     got = syn["level"].value_counts(normalize=True)
     # the decoder, refitted until the valid draws settle, gives every batch's valid draws
     # the real quotas, so only quota rounding is left: within two rows' worth of TV (a
-    # decoder refitted once: TV 0.005-0.011 over seeds 0-3 here, 7-16 rows)
+    # decoder refitted once: TV 0.005-0.011, 3-7 rows, on this data's seeds 0-3)
     assert 0.5 * real.subtract(got, fill_value=0).abs().sum() <= 2 / len(df)

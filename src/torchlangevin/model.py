@@ -679,8 +679,8 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
         per_chain: dual averaging on each chain's own acceptance, one step size a chain,
             as Stan and NumPyro run their chains (default: one step size from the
             chains' mean acceptance). Each chain's noisy average ends below the step that
-            meets the target, so fewer divergences (non-centred eight schools, 16 x 1,000
-            draws: 1 against 19-28) for longer trees (about 3x the time there).
+            meets the target: fewer divergences, longer trees (measured on the non-centred
+            eight schools in ``benchmarks/README.md``).
         compile: NUTS's leaves ``torch.compile``d (:class:`~torchlangevin.NUTS`): pays on
             long runs of small models, where Python's overhead is most of a leaf's time;
             costs seconds to a minute of compiling first.

@@ -276,9 +276,9 @@ class TabularGenerator:
         """The decoder under which draws ``x`` of class ``c`` decode to its real shares and
         marginals. With constraints checked by rejection, the real shares are those of valid
         rows, so the decoder is refitted on the draws that decode valid until that set stops
-        changing (at most 10 times): the redrawn rows then do not tilt the shares (flchain's
-        follow-up rule, broken by ~20% of draws, moved ``sample.yr``'s shares by TV 0.075
-        without refits, 0.029 after 3, 0.004 after 10)."""
+        changing (at most 10 times): the redrawn rows then do not tilt the shares. A fixed
+        few refits is not enough where a rule ties a coded column to the others (flchain's
+        follow-up rule and ``sample.yr``; ``benchmarks/tabular_RESULTS.md``)."""
         rows = self._class_rows(c)
         cal = self.encoder_.calibration(x, rows, exact=exact, temperature=self.temperature)
         if not any(not k.rewrites for k in self.constraints_):
