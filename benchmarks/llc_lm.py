@@ -149,6 +149,8 @@ def run_ours(model, data, hyper, args) -> dict:
     return {"llc": est.mean, "se": est.se, "per_chain": [float(x) for x in est.per_chain],
             "rhat": est.rhat, "vectorized": ds.attrs["vectorized"], "sample_s": sampled,
             "chains_per_call": ds.attrs["chains_per_call"],
+            "chains_per_block": ds.attrs["chains_per_block"],
+            "seconds": json.loads(ds.attrs["seconds"]),
             "lambda_max": ds.attrs["lambda_max"],
             "distance": float(ds["metrics_distance"].values[:, -1].mean())}
 
@@ -291,7 +293,8 @@ def _line(row: dict) -> str:
     text = (f"step {row['step']:>5} chains {row['chains']}: ours {o['llc']:8.2f} ± "
             f"{o['se']:.2f} in {o['wall_s']:6.1f} s (CPU {o['cpu_s']:.1f} s, sampling "
             f"{o['sample_s']:.1f} s), {o['peak_rss_mb']:6.0f} MB, vectorized="
-            f"{o['vectorized']}, chains_per_call={o['chains_per_call']}")
+            f"{o['vectorized']}, chains_per_call={o['chains_per_call']}, chains_per_block="
+            f"{o['chains_per_block']}, seconds {o['seconds']}")
     if "devinterp" in row:
         d = row["devinterp"]
         text += (f" | devinterp {d['llc']:8.2f} ± {d['se']:.2f} in {d['wall_s']:6.1f} s "

@@ -69,7 +69,8 @@ class Encoder(nn.Module):
 @pytest.mark.parametrize("cls", [SDPA, MHA, Encoder])
 def test_attention_models_sample_vectorised(cls):
     # These crashed on the first step (MHA / encoder: the inference-only fast path has no
-    # derivative) or lost every draw in the power iteration (SDPA's fused CPU kernel).
+    # derivative) or lost every draw in the Hessian's eigenvalue iteration (SDPA's fused CPU
+    # kernel).
     torch.manual_seed(0)
     model = cls()
     with warnings.catch_warnings():
@@ -78,10 +79,10 @@ def test_attention_models_sample_vectorised(cls):
     assert ds.attrs["vectorized"] == "True" and ds.attrs["vmap_looped_ops"] == ""
     assert np.isfinite(ds["sampling_loss"].values).all()
     assert np.isfinite(ds["metrics_mala_accept"].values).all()
-    # the Hessian's power iteration needs a double backward through attention: two rounds
+    # the Hessian's Lanczos iteration needs a double backward through attention: two rounds
     flat = FlatModel(model.eval(), next_token_loss)
-    lam = flat.hvp_power(flat.w0, (tokens()[:8],), 10.0, torch.Generator().manual_seed(0),
-                         iters=2)
+    lam = flat.top_eigenvalue(flat.w0, (tokens()[:8],), 10.0,
+                              torch.Generator().manual_seed(0), iters=2, rows=3)
     assert math.isfinite(lam) and lam > 0
 
 
@@ -129,7 +130,7 @@ def test_chains_in_chunks_give_the_same_gradients_and_the_budget_sets_the_chunk(
 
 class FusedKernel(SDPA):
     """Calls the fused CPU kernel itself: vmap loops over chains inside it (no batching
-    rule), and it has no double backward, so the Hessian power iteration fails."""
+    rule), and it has no double backward, so the Hessian's Lanczos iteration fails."""
 
     def attend(self, q, k, v):
         return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)[0]
@@ -138,14 +139,14 @@ class FusedKernel(SDPA):
 def test_looped_operators_are_reported_and_a_failing_diagnostic_keeps_the_draws(tmp_path):
     torch.manual_seed(0)
     for store in (None, tmp_path / "run.zarr"):
-        with pytest.warns(RuntimeWarning, match="power iteration failed"):
+        with pytest.warns(RuntimeWarning, match="Lanczos iteration failed"):
             ds = posterior.sample(FusedKernel(), tokens(), store=store,
                                   **{**KW, "mala_checks": 1}).dataset
         # with a store too: laid out before the first call, it takes these at the end
         assert ds.attrs["vectorized"] == "partial"
         assert "flash_attention" in ds.attrs["vmap_looped_ops"]
         assert math.isnan(ds.attrs["lambda_max"])
-        assert "power iteration" in ds.attrs["diagnostic_errors"]
+        assert "Lanczos iteration" in ds.attrs["diagnostic_errors"]
         assert np.isfinite(ds["sampling_loss"].values).all()  # the draws are all there
 
 

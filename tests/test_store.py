@@ -37,11 +37,11 @@ def mse(out, batch):
     return 0.5 * (out - batch[1]).pow(2).squeeze(-1)
 
 
-def run(store=None, loss=mse):
+def run(store=None, loss=mse, **extra):
     model, data = problem()
     observables = {"probe": (data[0][:8], data[1][:8])}
     return posterior.sample(model, data, loss, store=store, observables=observables,
-                            **KW).dataset
+                            **KW, **extra).dataset
 
 
 def arrays(ds) -> dict[str, np.ndarray]:
@@ -76,7 +76,7 @@ class Events:
         return mse(out, batch)
 
 
-def attempt(store, kill_at: int) -> int:
+def attempt(store, kill_at: int, **extra) -> int:
     """One run into ``store`` in a forked process killed at event ``kill_at``; its exit code
     (``-SIGKILL`` if the kill came first, 0 if the run finished)."""
     pid = os.fork()
@@ -87,7 +87,7 @@ def attempt(store, kill_at: int) -> int:
             torch.set_num_threads(1)  # the parent's OpenMP workers did not survive the fork
             events = Events(kill_at)
             os.replace = events.patched_replace
-            run(store, loss=_named(events.loss))
+            run(store, loss=_named(events.loss), **extra)
             code = 0
         except BaseException:
             traceback.print_exc()
@@ -164,6 +164,39 @@ def test_a_checkpoint_ahead_of_the_store_starts_its_chains_over(reference, tmp_p
     zarr.open_group(store, mode="r+")[NEXT_STEP][:] = 4
     with pytest.warns(RuntimeWarning, match="further on than the store's records"):
         assert_same(arrays(run(store)), want)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_chains_run_in_blocks_resume_after_kill_9_to_the_same_records(tmp_path):
+    # chains_per_call=1: two blocks of one chain, run one after the other into one store,
+    # each with its own checkpoint. Killed at seeded moments, the store resumes to the
+    # in-memory blocked run bit for bit; that run equals the all-at-once one to float32
+    # rounding (a block of one chain calls the model without vmap).
+    blocked, together = run(chains_per_call=1), run()
+    assert blocked.attrs["chains_per_block"] == "1" and together.attrs["chains_per_block"] == "2"
+    for name in ("sampling_loss", "metrics_loss", "loss_probe", "metrics_mala_accept"):
+        np.testing.assert_allclose(blocked[name].values, together[name].values, rtol=1e-5,
+                                   atol=1e-6, err_msg=name)
+    events = Events()  # the moments the uninterrupted blocked run into a store passes
+    real, os.replace = os.replace, events.patched_replace
+    try:
+        assert_same(arrays(run(tmp_path / "ref.zarr", _named(events.loss), chains_per_call=1)),
+                    arrays(blocked))
+    finally:
+        os.replace = real
+    rng, kills = np.random.default_rng(5), 0
+    for stores in itertools.count():  # stores run to the end under kills, >= 6 kills in all
+        store = tmp_path / f"run{stores}.zarr"
+        for tries in itertools.count():
+            code = attempt(store, int(rng.integers(1, events.count + 1)), chains_per_call=1)
+            assert code in (0, -signal.SIGKILL), f"the run failed (exit {code}); see stderr"
+            if code == 0:
+                break
+            kills += 1
+            assert tries < 60, "no progress after 60 kills"
+        assert_same(arrays(run(store, chains_per_call=1)), arrays(blocked))
+        if kills >= 6:
+            break
 
 
 # ---- integrity -----------------------------------------------------------------------------

@@ -81,31 +81,37 @@ class Hyper(_HyperFields):
 @torch.no_grad()
 def sgmcmc_update_(w: Tensor, grad: Tensor, noise: Tensor, w0: Tensor, hyper: Hyper,
                    state: Tensor | None = None, mask: Tensor | None = None) -> None:
-    """Apply one update in place. ``noise`` is standard normal and is overwritten.
+    """Apply one update to ``w`` in place; ``noise`` (standard normal) is left as it is.
 
     ``state`` is RMSprop's ``V`` or SGHMC's momentum (same shape as ``w``), updated in place.
+    One temporary the size of ``w`` (the drift; RMSprop a second, its preconditioner).
     """
     h = hyper
-    drift = grad.mul(h.n_beta)
     if h.localization:
-        drift.add_(w - w0, alpha=h.localization)
+        drift = torch.sub(w, w0).mul_(h.localization).add_(grad, alpha=h.n_beta)
+    else:
+        drift = grad.mul(h.n_beta)
     if h.weight_decay:
         drift.add_(w, alpha=h.weight_decay)
-    noise.mul_(h.noise_level)
+    scale = None  # what multiplies the noise besides sigma: sqrt(M) and the mask
     if h.method == "rmsprop_sgld":
         state.mul_(h.alpha).addcmul_(grad, grad, value=1.0 - h.alpha)
         precond = state.sqrt().add_(h.eps).reciprocal_()
         drift.mul_(precond)
-        noise.mul_(precond.sqrt_())
+        scale = precond.sqrt_()
     if mask is not None:
         drift.mul_(mask)
-        noise.mul_(mask)
+        scale = mask if scale is None else scale.mul_(mask)
+    target, sd = (state, (h.friction * h.lr) ** 0.5) if h.method == "sghmc" else (w, h.lr**0.5)
     if h.method == "sghmc":
-        state.mul_(1.0 - h.friction).add_(drift, alpha=-0.5 * h.lr)
-        state.add_(noise, alpha=(h.friction * h.lr) ** 0.5)
-        w.add_(state)
+        state.mul_(1.0 - h.friction)
+    target.add_(drift, alpha=-0.5 * h.lr)
+    if scale is None:
+        target.add_(noise, alpha=sd * h.noise_level)
     else:
-        w.add_(drift, alpha=-0.5 * h.lr).add_(noise, alpha=h.lr**0.5)
+        target.addcmul_(noise, scale, value=sd * h.noise_level)
+    if h.method == "sghmc":
+        w.add_(state)
     if h.bounding_box_size is not None:
         torch.clamp_(w, min=w0 - h.bounding_box_size, max=w0 + h.bounding_box_size)
 
@@ -165,7 +171,7 @@ class SGMCMC:
         info = SGInfo(loss, grad.norm(dim=1), (state.x - w0).norm(dim=1))
         w = state.x.clone()
         buffer = None if state.buffer is None else state.buffer.clone()
-        sgmcmc_update_(w, grad, noise.clone(), w0, params, buffer, self.mask)
+        sgmcmc_update_(w, grad, noise, w0, params, buffer, self.mask)
         return SGState(w, None, state.step + 1, buffer), info
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -131,7 +132,10 @@ def sample(
             default as many as keep the activations saved for the backward pass within 64 MiB
             (measured at the first step: one chain's bytes per row), so memory does not grow
             with ``num_chains``. A chunk of one chain calls the model without vmap. The value
-            used for a step's minibatch is ``attrs["chains_per_call"]``.
+            used for a step's minibatch is ``attrs["chains_per_call"]``. Chains are also run
+            in blocks of that many, one block after another (``attrs["chains_per_block"]``):
+            the weights, gradients and noise held at once are those of one call's chains, as
+            devinterp's one chain at a time, and a chain's draws are the same either way.
 
     Returns:
         an ``xarray.DataTree`` whose root holds ``init_loss (chain[, token_pos])``,
@@ -180,16 +184,71 @@ def sample(
     was_training = model.training
     model.eval()  # dropout and batch statistics are not part of the posterior
     try:
-        run = _Observer(flat, tensors, hyper, mask, obs, config, chains, checkpoint_every)
+        # what every block of chains shares, computed once; the loss's shape checked first
+        cache: dict[str, Any] = {"token_shape": token_shape(flat, tensors)}
+        blocks = _chain_blocks(flat, tensors, micro, chains)
+
+        def observer(block: range) -> _Observer:
+            return _Observer(flat, tensors, hyper, mask, obs, config, block, checkpoint_every,
+                             cache, len(blocks[0]))
+
         if store is None:
-            run.sample(progress)
-            return _gathered(run) if shared else run.tree()
+            ds = _joined([_sampled(observer(b), progress) for b in blocks])
+            return _gathered(ds, num_chains) if shared else _tree(ds)
         key = fingerprint(flat.w0, mask, tensors, *flat.frozen.values(),
                           [obs[k] for k in sorted(obs)], json.dumps(config, sort_keys=True),
                           getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
-        return _sample_into(run, Path(store), key, shared, progress)
+        return _sample_into(observer, blocks, chains, Path(store), key, shared, progress)
     finally:
         model.train(was_training)
+
+
+def _chain_blocks(flat: FlatModel, tensors: tuple[Tensor, ...], micro: int, chains: range
+                  ) -> list[range]:
+    """``chains`` cut into blocks run one after another, each of as many chains as one
+    gradient call takes (``chains_per_call``, or by the activation budget, measured here on
+    one chain and the data's first ``micro`` rows): where the model's activations let only
+    ``k`` chains into a call, holding more chains' weights, gradients and noise at once buys
+    no speed and costs memory ``(C / k)`` times over."""
+    C = len(chains)
+    if flat.chains_per_call is None and C > 1:
+        flat.measure(flat.w0[None], tuple(t[:micro][None] for t in tensors))
+    k = flat.chunk_size(micro, C)
+    return [range(i, min(i + k, chains.stop)) for i in range(chains.start, chains.stop, k)]
+
+
+def token_shape(flat: FlatModel, tensors: tuple[Tensor, ...]) -> tuple[int, ...]:
+    """The per-row loss's shape beyond the row: ``()``, or ``(T,)`` per token; checked on
+    two rows of the data."""
+    rows = min(2, tensors[0].shape[0])
+    with torch.no_grad():
+        probe = flat.per_sample(flat.w0, tuple(t[:rows] for t in tensors))
+    check_per_sample(probe, rows)
+    return tuple(probe.shape[1:])
+
+
+def _sampled(run: _Observer, progress: bool):
+    run.sample(progress)
+    return run.dataset()
+
+
+def _joined(parts: list):
+    """The blocks' datasets as one along ``chain``, with the last block's attributes (the
+    diagnostics' errors are shared, so the last has them all)."""
+    import xarray as xr
+
+    if len(parts) == 1:
+        return parts[0]
+    ds = xr.concat(parts, dim="chain", data_vars="minimal", coords="minimal",
+                   compat="override", combine_attrs="override")
+    ds.attrs = dict(parts[-1].attrs)
+    return ds
+
+
+def _tree(ds):
+    import xarray as xr
+
+    return xr.DataTree(ds)
 
 
 def _check_args(model: Any, loss_fn: Any, init_noise: float | None, seed: int) -> None:
@@ -225,13 +284,12 @@ def _chain_range(chains: range | None, num_chains: int) -> range:
     return chains
 
 
-def _gathered(run: _Observer):
+def _gathered(ds, num_chains: int):
     """Every rank's records joined along ``chain`` on every rank: each per-chain array
     travels as a tensor (:func:`~torchlangevin.distributed.all_gather_tensor`); the rest is
     the same on every rank."""
     import xarray as xr
 
-    ds = run.dataset()
     data = {}
     for name, var in ds.data_vars.items():
         if "chain" in var.dims:
@@ -239,32 +297,39 @@ def _gathered(run: _Observer):
             data[name] = (var.dims, distributed.all_gather_tensor(local).numpy())
         else:
             data[name] = var
-    coords = {**ds.coords, "chain": np.arange(run.config["num_chains"])}
+    coords = {**ds.coords, "chain": np.arange(num_chains)}
     return xr.DataTree(xr.Dataset(data, coords=coords, attrs=ds.attrs))
 
 
-def _sample_into(run: _Observer, path: Path, key: str, shared: bool, progress: bool):
-    """Sample with a Zarr store: lay it out, resume or return what it holds, write."""
+def _sample_into(observer, blocks: list[range], chains: range, path: Path, key: str,
+                 shared: bool, progress: bool):
+    """Sample with a Zarr store: lay it out, return what it holds if this process's chains
+    are all finished, else resume or run each block of chains and write."""
     from .store import ZarrStore
 
-    zs = ZarrStore(path, key, run.config, run.chains)
+    run = observer(blocks[0])
+    whole = ZarrStore(path, key, run.config, chains)
     if shared:  # rank 0 lays the store out, every rank then fills its own chains
         if distributed.world()[0] == 0:
-            zs.create(run)
+            whole.create(run)
         distributed.barrier()
-    done = zs.open(run)
+    done = whole.open(run, load=False)
     if done is None:
-        run.batches.resume_limit = zs.committed
-        try:
-            run.sample(progress, store=zs)
-        except CheckpointAhead:  # an interrupt saved the checkpoint, not the flush after it
-            zs.restart()
-            run.sample(progress, store=zs)
-        zs.flush(run)
+        for block in blocks:
+            run = run if block == run.chains else observer(block)
+            zs = ZarrStore(path, key, run.config, block)
+            if zs.open(run) is None:
+                run.batches.resume_limit = zs.committed
+                try:
+                    run.sample(progress, store=zs)
+                except CheckpointAhead:  # the interrupt saved the checkpoint, not the flush
+                    zs.restart()
+                    run.sample(progress, store=zs)
+                zs.flush(run)
     if shared:
         distributed.barrier()
-        return zs.tree(run, all_chains=True)
-    return done if done is not None else zs.tree(run)
+        return whole.tree(run, all_chains=True)
+    return done if done is not None else whole.tree(run)
 
 
 def _observables(observables, seed: int, device) -> dict[str, tuple[Tensor, ...]]:
@@ -368,8 +433,11 @@ class _Observer:
     that records losses and metrics after every step."""
 
     def __init__(self, flat: FlatModel, tensors, hyper: Hyper, mask, obs, config,
-                 chains, checkpoint_every: int) -> None:
+                 chains, checkpoint_every: int, cache: dict | None = None,
+                 chains_per_block: int | None = None) -> None:
         self.flat, self.tensors, self.hyper, self.mask, self.obs = flat, tensors, hyper, mask, obs
+        #: shared by the blocks of one run: the initial losses, lambda_max, diagnostic errors
+        self.cache = {} if cache is None else cache
         self.config, self.chains, self.checkpoint_every = config, chains, checkpoint_every
         self.every = checkpoint_every * config["num_steps_bw_draws"]  # steps per checkpoint
         C, P, device = len(chains), flat.n_params, flat.w0.device
@@ -392,8 +460,8 @@ class _Observer:
         self.step = 0  # steps recorded so far
         self.nonfinite = torch.full((C,), -1, dtype=torch.long, device=device)
         self._allocate(C, device)
-        self._lambda_max: float | None = None
-        self.diagnostic_errors: dict[str, str] = {}
+        self.diagnostic_errors: dict[str, str] = self.cache.setdefault("diagnostic_errors", {})
+        self.chains_per_block = C if chains_per_block is None else chains_per_block
         self.store = None
 
     def _allocate(self, C: int, device) -> None:
@@ -403,10 +471,9 @@ class _Observer:
             tensors[0].shape[0], generator=torch.Generator().manual_seed(config["seed"])
         )[:B].sort().values.to(device)
         self.fixed = tuple(t[fixed_rows] for t in tensors)
-        probe = flat.per_sample(flat.w0, self.fixed)
-        check_per_sample(probe, B)
-        self.token_shape = tuple(probe.shape[1:])
-        self._init: tuple[Tensor, Tensor] | None = None
+        if "token_shape" not in self.cache:
+            self.cache["token_shape"] = token_shape(flat, self.fixed)
+        self.token_shape = self.cache["token_shape"]
         nan = dict(fill_value=math.nan, device=device)
         self.sampling_loss = torch.full((C, D, B, *self.token_shape), **nan)
         self.sampling_init = torch.full((C, D), dtype=torch.float64, **nan)
@@ -420,13 +487,15 @@ class _Observer:
     def _init_losses(self) -> tuple[Tensor, Tensor]:
         """``L_i(w0)`` for every row: its mean over rows and each row's mean over tokens,
         computed when first needed (a run the store already holds never needs them)."""
-        if self._init is None:
+        if "init" not in self.cache:
             # (n, [T]), in chunks of one chain's micro-batch: a no-grad pass over C
             # micro-batches at once peaks as high as a gradient over one
+            start = time.perf_counter()
             rows = self.flat.full_loss(self.flat.w0, self.tensors,
                                        chunk=self.config["micro_batch_size"])
-            self._init = rows.mean(0), rows.reshape(rows.shape[0], -1).mean(1)
-        return self._init
+            self._clock("the initial losses", start)
+            self.cache["init"] = rows.mean(0), rows.reshape(rows.shape[0], -1).mean(1)
+        return self.cache["init"]
 
     @property
     def init_loss(self) -> Tensor:
@@ -438,18 +507,21 @@ class _Observer:
 
     @property
     def lambda_max(self) -> float:
-        """Largest eigenvalue of ``n_beta`` times the Hessian at ``w0`` on the fixed batch."""
-        if self._lambda_max is None:
-            self._lambda_max = math.nan
+        """Largest eigenvalue of ``n_beta`` times the Hessian at ``w0`` on the fixed batch
+        (Lanczos, a quarter of a micro-batch per double backward)."""
+        if "lambda_max" not in self.cache:
+            self.cache["lambda_max"] = math.nan
             if self.config["mala_checks"]:
-                self._lambda_max = self._diagnostic(
-                    "the Hessian power iteration", lambda: self.flat.hvp_power(
+                self.cache["lambda_max"] = self._diagnostic(
+                    "the Hessian's Lanczos iteration", lambda: self.flat.top_eigenvalue(
                         self.flat.w0, self.fixed, self.hyper.n_beta,
-                        torch.Generator().manual_seed(self.config["seed"])))
-        return self._lambda_max
+                        torch.Generator().manual_seed(self.config["seed"]),
+                        rows=max(1, self.config["micro_batch_size"] // 4)))
+        return self.cache["lambda_max"]
 
     def _diagnostic(self, what: str, fn):
         """Run a diagnostic; a failure is a warning and NaN, never the loss of the draws."""
+        start = time.perf_counter()
         try:
             return fn()
         except Exception as err:  # noqa: BLE001 - diagnostics must not lose a run's draws
@@ -458,6 +530,13 @@ class _Observer:
             warnings.warn(f"posterior.sample: {what} failed ({reason}); its diagnostic is NaN "
                           "and the draws are kept", RuntimeWarning, stacklevel=4)
             return math.nan
+        finally:
+            self._clock(what, start)
+
+    def _clock(self, what: str, start: float) -> None:
+        """Add the seconds since ``start`` to ``what``'s (``attrs["seconds"]``)."""
+        seconds = self.cache.setdefault("seconds", {})
+        seconds[what] = seconds.get(what, 0.0) + time.perf_counter() - start
 
     def draw_of(self, step: int) -> int | None:
         d, r = divmod(step - self.config["num_burnin_steps"], self.config["num_steps_bw_draws"])
@@ -467,6 +546,7 @@ class _Observer:
     def sample(self, progress: bool, store=None) -> None:
         """Run the kernel on the driver from wherever the observer's buffers stand."""
         self.store = store
+        start = time.perf_counter()
         try:
             run_chains(self.kernel, self.W0, self.num_steps, seed=self.noise_seeds,
                        batches=self.batches, callback=self, progress=progress,
@@ -476,6 +556,8 @@ class _Observer:
             if store is not None and not isinstance(e, (CheckpointAhead, StoreDamaged)):
                 store.flush(self)
             raise
+        finally:
+            self._clock("run", start)
         self._warn_nonfinite()
 
     def __call__(self, step: int, state, info) -> None:
@@ -493,6 +575,7 @@ class _Observer:
             self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
             self._observe(d, extra)
         self.step = step
+        self.potential.last = None  # the step's weights and gradient: not held into the next
         if self.store is not None and step % self.every == 0:
             self.store.flush(self)  # just before the driver's checkpoint at this step
 
@@ -552,19 +635,30 @@ class _Observer:
 
     def _mala_accept(self, d: int) -> Tensor:
         """min(1, exp(log alpha)) of one SGLD proposal on draw ``d``'s minibatch, per chain:
-        the Langevin move with step ``lr / 2`` on ``U``, and its Metropolis ratio."""
+        the Langevin move with step ``lr / 2`` on ``U``, and its Metropolis ratio. Chains go
+        as many at a time as a gradient call takes, so the check's temporaries stay the size
+        of those chains' weights."""
         W, per, _, _, grad, batch = self.potential.last
-        rows = tuple(t[:, :batch.rows] for t in batch.tensors)
+        C = W.shape[0]
+        k = self.flat.chunk_size(batch.rows, C)
+        return torch.cat([self._mala_chunk(d, slice(i, min(i + k, C)), W, per, grad, batch)
+                          for i in range(0, C, k)])
+
+    def _mala_chunk(self, d: int, chains: slice, W: Tensor, per: Tensor, grad: Tensor,
+                    batch: Batch) -> Tensor:
+        W, per, grad = W[chains], per[chains], grad[chains]
+        rows = tuple(t[chains, :batch.rows] for t in batch.tensors)
         xi = torch.stack([
             torch.randn(W.shape[1], generator=torch.Generator().manual_seed(
                 chain_seeds(self.config["seed"], c, stream=2 + d)[0]))
-            for c in self.chains
+            for c in self.chains[chains]
         ]).to(W)
         if self.mask is not None:
             xi = xi * self.mask
         eps = 0.5 * self.hyper.lr
         u0, g0 = self._potential(W, rows, (per, grad))
         prop = langevin_move(W, g0, xi, eps, 1.0)
+        del g0
         u1, g1 = self._potential(prop, rows)
         log_alpha = u0 - u1 + langevin_log_ratio(W, prop, g1, xi, eps, 1.0)
         return torch.exp(torch.clamp(log_alpha, max=0.0))
@@ -609,10 +703,15 @@ class _Observer:
         per_chain = math.nan if flat.bytes_per_row is None else flat.bytes_per_row * micro
         return {"vectorized": flat.vectorized_label,
                 "chains_per_call": str(flat.chunk_size(micro, len(self.chains))),
+                "chains_per_block": str(self.chains_per_block),
                 "activation_mb_per_chain": f"{per_chain / 2**20:.4g}",
                 "vmap_fallback_reason": self.flat.fallback_reason,
                 "vmap_looped_ops": ",".join(self.flat.looped_ops),
-                "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True)}
+                "diagnostic_errors": json.dumps(self.diagnostic_errors, sort_keys=True),
+                # where the time went: "run" (the driver's, all blocks) includes the MALA
+                # checks and the initial losses; the Lanczos iteration comes after it
+                "seconds": json.dumps({k: round(v, 3) for k, v in
+                                       self.cache.get("seconds", {}).items()})}
 
     def sampling_attrs(self) -> dict[str, str]:
         """What only running the model tells (whether vmap ran, which diagnostics failed):

@@ -135,9 +135,10 @@ class ZarrStore:
         return self._arrays[name]
 
     # -- resume --------------------------------------------------------------------------------
-    def open(self, run):
-        """Load a previous run's records for ``run``'s chains into ``run`` (creating the
-        store first if needed). Returns the finished tree when all of them are already done.
+    def open(self, run, load: bool = True):
+        """Load a previous run's records for this view's chains into ``run`` (creating the
+        store first if needed; ``load=False``: only look). Returns the finished tree when all
+        of them are already done.
         """
         self.create(run)
         root = self._root()
@@ -150,7 +151,7 @@ class ZarrStore:
         self.committed = int(self._read(NEXT_STEP)[self.block].min())
         if self.committed >= run.num_steps:
             return self.tree(run)
-        if self.committed:
+        if self.committed and load:
             self._load(run, root)
         return None
 
