@@ -67,3 +67,22 @@ def test_rejection_constraints_keep_the_real_shares():
     # the real quotas, so only quota rounding is left: within two rows' worth of TV (a
     # decoder refitted once: TV 0.005-0.011, 3-7 rows, on this data's seeds 0-3)
     assert 0.5 * real.subtract(got, fill_value=0).abs().sum() <= 2 / len(df)
+    refits = gen.diagnostics_["calibration_refits"][None]
+    assert refits["settled"] and 1 <= refits["refits"] <= 10
+
+
+def test_a_refit_loop_that_does_not_settle_is_reported(monkeypatch):
+    # with a limit of one refit the valid set of the rule above is still changing
+    import torchlangevin.tabular.generator as generator
+
+    monkeypatch.setattr(generator, "_REFITS", 1)
+    rng = np.random.default_rng(2)
+    level = rng.choice([0, 1, 2, 3], 800, p=[.4, .3, .2, .1])
+    x = level + rng.standard_normal(800)
+    keep = x + level <= 4.0
+    df = pd.DataFrame({"level": level, "x": x})[keep].reset_index(drop=True)
+    rule = Custom(lambda d: (d["x"] + d["level"] <= 4.0).to_numpy(), ["x", "level"], "x+l<=4")
+    gen = TabularGenerator(**FAST).fit(df, constraints=[rule])
+    with pytest.warns(RuntimeWarning, match="refitted 1 times"):
+        gen.sample(len(df))
+    assert gen.diagnostics_["calibration_refits"][None] == {"refits": 1, "settled": False}

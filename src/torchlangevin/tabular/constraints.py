@@ -13,7 +13,10 @@ error, naming how many rows do) and then holds on 100% of sampled rows, in one o
   ``fn(rows)``;
 - by rejection: ``Range`` with number bounds and ``Custom(is_valid)``; a row that fails any
   check after decoding is drawn again (``TabularGenerator.diagnostics_["constraints"]``
-  reports how many were), and sampling raises rather than return a failing row.
+  reports how many were), and sampling raises rather than return a failing row. The decoder
+  is refitted on the draws that decode valid until that set settles, at most 10 times
+  (``diagnostics_["calibration_refits"]``: the most refits per class, and whether it settled;
+  a warning when it did not).
 
 Constraints apply in the order given; a later one sees the columns as earlier ones rewrote
 them (list a column-bounded ``Range`` before an ``Inequality`` on its bounds).

@@ -283,14 +283,25 @@ class TabularGenerator:
         cal = self.encoder_.calibration(x, rows, exact=exact, temperature=self.temperature)
         if not any(not k.rewrites for k in self.constraints_):
             return cal
-        last = None
-        for _ in range(_REFITS):
+        last, refits, settled = None, 0, True
+        while True:
             ok = ~self._broken(self._reverse(self.encoder_.decode(x, cal)))
             if ok.all() or ok.sum() < 2 or (last is not None and (ok == last).all()):
                 break
-            last = ok
+            if refits == _REFITS:
+                settled = False
+                warnings.warn(
+                    f"TabularGenerator: class {c!r}: the decoder refitted {_REFITS} times on "
+                    "the draws that decode valid, and that set still changes; the shares of "
+                    "the constrained columns may lean from the real ones "
+                    "(diagnostics_['calibration_refits'])", RuntimeWarning, stacklevel=4)
+                break
+            last, refits = ok, refits + 1
             cal = self.encoder_.calibration(x[torch.as_tensor(ok)], rows,
                                             temperature=self.temperature)
+        seen = self.diagnostics_.setdefault("calibration_refits", {}).setdefault(
+            c, {"refits": 0, "settled": True})  # over this sample's batches: the most refits
+        seen["refits"], seen["settled"] = max(seen["refits"], refits), seen["settled"] and settled
         return cal
 
     def _reverse(self, out: pd.DataFrame) -> pd.DataFrame:
