@@ -433,3 +433,28 @@ def test_top_hessian_eigenvalue_is_exact_on_a_linear_model():
             lam = flat.top_eigenvalue(flat.w0, (X, y), 7.0, torch.Generator().manual_seed(0),
                                       rows=rows)
             assert lam == pytest.approx(expected, rel=1e-4)
+
+
+def test_blocks_of_chains_share_one_progress_bar(monkeypatch):
+    # chains_per_call=1 runs 3 blocks of one chain: one bar over all of them, a tick a step
+    import torchlangevin.posterior.sampler as sampler
+
+    class Bar:
+        def __init__(self, enabled, total, desc):
+            self.total, self.desc, self.n, self.closed = total, desc, 0, False
+
+        def update(self, k):
+            self.n += k
+
+        def close(self):
+            self.closed = True
+
+    bars = []
+    monkeypatch.setattr(sampler, "progress_bar", lambda *a: bars.append(Bar(*a)) or bars[-1])
+    model, X, y, _ = regression(n=64, d=2)
+    ds = posterior.sample(model, (X, y), mse, lr=1e-3, num_chains=3, num_draws=5,
+                          num_burnin_steps=2, batch_size=8, chains_per_call=1,
+                          mala_checks=0).dataset
+    assert ds.attrs["chains_per_block"] == "1" and ds.sizes["chain"] == 3
+    (bar,) = bars
+    assert bar.total == bar.n == 3 * 7 and bar.closed and "3 blocks of 1 chains" in bar.desc

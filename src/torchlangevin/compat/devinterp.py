@@ -6,7 +6,9 @@
     result = compute_llc(tree)          # result["llc_mean"], result["llc_per_chain"], ...
 
 ``sample`` takes devinterp's arguments by their names and maps them onto
-:func:`torchlangevin.posterior.sample`: all chains run together (vmapped), ``init_seed`` is
+:func:`torchlangevin.posterior.sample`: the chains run together (vmapped), or where one
+gradient call takes only ``k`` of them (its activations fill the budget: a transformer LM on
+CPU) in blocks of ``k``, one block after another (``attrs["chains_per_block"]``), ``init_seed`` is
 ``seed``, ``llc_weight_decay`` is ``weight_decay``, ``sampling_method="sgmcmc_sgld" |
 "rmsprop_sgld"`` (with ``sampling_method_kwargs`` / ``rmsprop_eps`` / ``rmsprop_alpha``) is
 ``method``, ``output_path`` is the Zarr ``store`` (resumable), an observable ``(dataset, k)``

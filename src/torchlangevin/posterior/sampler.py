@@ -36,7 +36,7 @@ from .. import distributed
 from ..driver import sample as run_chains
 from ..integrators import langevin_log_ratio, langevin_move
 from ..kernels.sgmcmc import SGMCMC, Hyper
-from ..util import integer
+from ..util import integer, progress_bar
 from .data import Minibatches, as_tensors, fingerprint
 from .functional import FlatModel, LossFn, check_per_sample, next_token_loss
 from .store import CheckpointAhead, StoreDamaged
@@ -183,6 +183,7 @@ def sample(
     }
     was_training = model.training
     model.eval()  # dropout and batch statistics are not part of the posterior
+    bar = None
     try:
         # what every block of chains shares, computed once; the loss's shape checked first
         cache: dict[str, Any] = {"token_shape": token_shape(flat, tensors)}
@@ -192,6 +193,11 @@ def sample(
             return _Observer(flat, tensors, hyper, mask, obs, config, block, checkpoint_every,
                              cache, len(blocks[0]))
 
+        if len(blocks) > 1:  # one bar over the blocks, not one for each
+            steps = num_burnin_steps + num_draws * num_steps_bw_draws
+            bar = progress_bar(progress, steps * len(blocks),
+                               f"{method}, {len(blocks)} blocks of {len(blocks[0])} chains")
+            progress = bar if bar is not None else False
         if store is None:
             ds = _joined([_sampled(observer(b), progress) for b in blocks])
             return _gathered(ds, num_chains) if shared else _tree(ds)
@@ -200,6 +206,8 @@ def sample(
                           getattr(loss_fn, "__qualname__", repr(loss_fn)), type(model))
         return _sample_into(observer, blocks, chains, Path(store), key, shared, progress)
     finally:
+        if bar is not None:
+            bar.close()
         model.train(was_training)
 
 
@@ -227,7 +235,7 @@ def token_shape(flat: FlatModel, tensors: tuple[Tensor, ...]) -> tuple[int, ...]
     return tuple(probe.shape[1:])
 
 
-def _sampled(run: _Observer, progress: bool):
+def _sampled(run: _Observer, progress: Any):
     run.sample(progress)
     return run.dataset()
 
@@ -302,7 +310,7 @@ def _gathered(ds, num_chains: int):
 
 
 def _sample_into(observer, blocks: list[range], chains: range, path: Path, key: str,
-                 shared: bool, progress: bool):
+                 shared: bool, progress: Any):
     """Sample with a Zarr store: lay it out, return what it holds if this process's chains
     are all finished, else resume or run each block of chains and write."""
     from .store import ZarrStore
@@ -463,6 +471,7 @@ class _Observer:
         self.diagnostic_errors: dict[str, str] = self.cache.setdefault("diagnostic_errors", {})
         self.chains_per_block = C if chains_per_block is None else chains_per_block
         self.store = None
+        self.bar = None
 
     def _allocate(self, C: int, device) -> None:
         config, tensors, flat = self.config, self.tensors, self.flat
@@ -543,9 +552,12 @@ class _Observer:
         return d if d >= 0 and r == 0 else None
 
     # -- the run -----------------------------------------------------------------------------
-    def sample(self, progress: bool, store=None) -> None:
-        """Run the kernel on the driver from wherever the observer's buffers stand."""
+    def sample(self, progress: Any, store=None) -> None:
+        """Run the kernel on the driver from wherever the observer's buffers stand;
+        ``progress``: a bool, or a bar the blocks of chains share (updated every step)."""
         self.store = store
+        self.bar = None if isinstance(progress, bool) else progress
+        progress = progress if self.bar is None else False
         start = time.perf_counter()
         try:
             run_chains(self.kernel, self.W0, self.num_steps, seed=self.noise_seeds,
@@ -575,6 +587,8 @@ class _Observer:
             self.sampling_init[:, d] = self.init_row_mean[idx].double().mean(1)
             self._observe(d, extra)
         self.step = step
+        if self.bar is not None:
+            self.bar.update(1)
         self.potential.last = None  # the step's weights and gradient: not held into the next
         if self.store is not None and step % self.every == 0:
             self.store.flush(self)  # just before the driver's checkpoint at this step
