@@ -1,5 +1,5 @@
 """Train a conv energy on scikit-learn's 8x8 digits by persistent contrastive divergence and
-save a grid of generated digits (about two minutes on 2 CPU cores).
+save a grid of generated digits (under two minutes on one CPU thread).
 
     python examples/ebm_digits.py [out_dir_or_png] [epochs] [sample_steps]
 """
@@ -7,8 +7,11 @@ save a grid of generated digits (about two minutes on 2 CPU cores).
 import sys
 from pathlib import Path
 
+import torch
+
 from torchlangevin.ebm.demo import run_digits
 
+torch.set_num_threads(1)  # small layers: a second thread costs more than it gives
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("ebm_out")
 out = target.parent if target.suffix == ".png" else target
 r = run_digits(out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 25,

@@ -8,8 +8,11 @@ energy with model samples; prints MMD to held-out data, the floor and a Gaussian
 import sys
 from pathlib import Path
 
+import torch
+
 from torchlangevin.ebm.demo import run_toy
 
+torch.set_num_threads(1)  # small layers: a second thread costs more than it gives
 target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("ebm_out")
 out = target.parent if target.suffix == ".png" else target
 r = run_toy("moons", out, epochs=int(sys.argv[2]) if len(sys.argv) > 2 else 100,
