@@ -6,7 +6,7 @@ errors, ``z = (m - m_ref) / sqrt(sd^2 / ESS + sd_ref^2 / ESS_ref)`` (the referen
 ratio, passing within 10%. Also min bulk ESS, wall time and ESS/s.
 
     PYTHONPATH=src python benchmarks/posteriordb/run.py [posterior ...] [--chains 16]
-        [--target-accept 0.8] [--max-tree-depth 10] [--compile]
+        [--target-accept 0.8] [--max-tree-depth 10] [--compile] [--per-chain]
         [--json DIR]   # also write DIR/<posterior>.json, one per posterior
 
 ``python benchmarks/posteriordb/report.py DIR`` turns those files into RESULTS.md's table.
@@ -97,6 +97,8 @@ def main() -> None:
                         help="sample_posterior's target_accept (Stan's adapt_delta)")
     parser.add_argument("--max-tree-depth", type=int, default=10)
     parser.add_argument("--compile", action="store_true", help="compiled NUTS leaves")
+    parser.add_argument("--per-chain", action="store_true",
+                        help="one dual-averaged step size a chain (sample_posterior's per_chain)")
     parser.add_argument("--json", type=Path, default=None,
                         help="write DIR/<posterior>.json with every row and the diagnosis")
     args = parser.parse_args()
@@ -104,7 +106,7 @@ def main() -> None:
     for posterior in args.posteriors:
         out = run(posterior, args.chains, args.warmup, args.draws, args.seed,
                   target_accept=args.target_accept, max_tree_depth=args.max_tree_depth,
-                  compile=args.compile)
+                  compile=args.compile, per_chain=args.per_chain)
         worst_z = max(abs(r["z"]) for r in out["rows"])
         worst_sd = max(abs(r["sd_ratio"] - 1) for r in out["rows"])
         print(f"{posterior}: {'PASS' if out['ok'] else 'FAIL'}; max |z| {worst_z:.2f}, max "
