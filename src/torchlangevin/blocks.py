@@ -172,11 +172,6 @@ def draw_noise(generators: Sequence[torch.Generator], k: int, c: int, m: int,
         return out.normal_(generator=generators[0])
     if len(generators) != c:
         raise ValueError(f"seed: {len(generators)} per-chain seeds for {c} chains")
-    if k == 1:  # each chain's row filled in place: no second copy of the block
-        out = torch.empty((1, c, m), dtype=like.dtype, device=like.device)
-        for row, g in zip(out[0], generators, strict=True):
-            row.normal_(generator=g)
-        return out
     return torch.stack([torch.empty((k, m), dtype=like.dtype, device=like.device)
                         .normal_(generator=g) for g in generators], dim=1)
 

@@ -130,7 +130,7 @@ def sample(
             used to split chains across processes.
         chains_per_call: chains whose gradient is taken in one (vmapped) model call; by
             default as many as keep the activations saved for the backward pass within 64 MiB
-            (measured at the first step: one chain's bytes per row), so memory does not grow
+            (measured before the first step: one chain's bytes per row), so memory does not grow
             with ``num_chains``. A chunk of one chain calls the model without vmap. The value
             used for a step's minibatch is ``attrs["chains_per_call"]``. Chains are also run
             in blocks of that many, one block after another (``attrs["chains_per_block"]``):
@@ -441,11 +441,11 @@ class _Observer:
     that records losses and metrics after every step."""
 
     def __init__(self, flat: FlatModel, tensors, hyper: Hyper, mask, obs, config,
-                 chains, checkpoint_every: int, cache: dict | None = None,
-                 chains_per_block: int | None = None) -> None:
+                 chains, checkpoint_every: int, cache: dict, chains_per_block: int) -> None:
         self.flat, self.tensors, self.hyper, self.mask, self.obs = flat, tensors, hyper, mask, obs
-        #: shared by the blocks of one run: the initial losses, lambda_max, diagnostic errors
-        self.cache = {} if cache is None else cache
+        #: shared by the blocks of one run: the loss's token shape, the initial losses,
+        #: lambda_max, the diagnostics' errors and timings
+        self.cache = cache
         self.config, self.chains, self.checkpoint_every = config, chains, checkpoint_every
         self.every = checkpoint_every * config["num_steps_bw_draws"]  # steps per checkpoint
         C, P, device = len(chains), flat.n_params, flat.w0.device
@@ -469,19 +469,17 @@ class _Observer:
         self.nonfinite = torch.full((C,), -1, dtype=torch.long, device=device)
         self._allocate(C, device)
         self.diagnostic_errors: dict[str, str] = self.cache.setdefault("diagnostic_errors", {})
-        self.chains_per_block = C if chains_per_block is None else chains_per_block
+        self.chains_per_block = chains_per_block
         self.store = None
         self.bar = None
 
     def _allocate(self, C: int, device) -> None:
-        config, tensors, flat = self.config, self.tensors, self.flat
+        config, tensors = self.config, self.tensors
         D, S, B = config["num_draws"], self.num_steps, config["batch_size"]
         fixed_rows = torch.randperm(
             tensors[0].shape[0], generator=torch.Generator().manual_seed(config["seed"])
         )[:B].sort().values.to(device)
         self.fixed = tuple(t[fixed_rows] for t in tensors)
-        if "token_shape" not in self.cache:
-            self.cache["token_shape"] = token_shape(flat, self.fixed)
         self.token_shape = self.cache["token_shape"]
         nan = dict(fill_value=math.nan, device=device)
         self.sampling_loss = torch.full((C, D, B, *self.token_shape), **nan)
