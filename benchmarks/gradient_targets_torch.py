@@ -3,9 +3,9 @@
 Each is a torch callable with a ``grad``: ``torch.func.grad`` of ``E(x).sum()`` (one
 reverse pass serves all chains, as the library's autograd default does, but traceable:
 ``sample(..., compile=True)`` compiles ``torch.func`` transforms, not
-``torch.autograd.grad``), except the Gaussian, whose ``grad`` is analytic (as a user
-would write it). The data arrays are those of ``gradient_targets``, cast to the
-sampling dtype.
+``torch.autograd.grad``), except the Gaussian and the item response model, whose
+gradients are analytic (as a user would write them). The data arrays are those of
+``gradient_targets``, cast to the sampling dtype.
 """
 
 from __future__ import annotations
@@ -74,17 +74,43 @@ def _brownian(d: dict[str, Tensor]) -> Energy:
     return energy
 
 
-def _item_response(d: dict[str, Tensor]) -> Energy:
-    s, q, y = d["student"], d["question"], d["y"]
-    n_s = int(d["n_students"])
+class _ItemResponse:
+    """1PL IRT, ``eta_k = mu + a_{s_k} - b_{q_k}`` over the observed pairs ``k``:
+    ``E = ((mu - 0.75)^2 + |a|^2 + |b|^2) / 2 - sum_k (y_k eta_k - softplus(eta_k))``, with
+    the analytic gradient ``r_k = sigmoid(eta_k) - y_k`` summed per student (``+``) and per
+    question (``-``) by ``index_add`` (autograd through the two gathers is ~5x slower on
+    CPU: its backward sorts the indices)."""
 
-    def energy(x: Tensor) -> Tensor:
-        mu, a, b = x[:, :1], x[:, 1:1 + n_s], x[:, 1 + n_s:]
-        eta = mu + a[:, s] - b[:, q]
-        loglik = (y * eta - softplus(eta)).sum(-1)
-        return 0.5 * ((mu[:, 0] - 0.75) ** 2 + (a * a).sum(-1) + (b * b).sum(-1)) - loglik
+    def __init__(self, d: dict[str, Tensor]) -> None:
+        self.s, self.q, self.y = d["student"], d["question"], d["y"]
+        self.n_s = int(d["n_students"])
+        self.n_q = int(self.q.max()) + 1
+        self.y_s = self.y.new_zeros(self.n_s).index_add_(0, self.s, self.y)
+        self.y_q = self.y.new_zeros(self.n_q).index_add_(0, self.q, self.y)
 
-    return energy
+    def _split(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        mu, a, b = x[:, :1], x[:, 1:1 + self.n_s], x[:, 1 + self.n_s:]
+        eta = (mu + a.index_select(1, self.s)).sub_(b.index_select(1, self.q))
+        return mu, a, b, eta
+
+    def _energy(self, mu: Tensor, a: Tensor, b: Tensor, eta: Tensor) -> Tensor:
+        linear = mu[:, 0] * self.y.sum() + a @ self.y_s - b @ self.y_q  # sum_k y_k eta_k
+        prior = 0.5 * ((mu[:, 0] - 0.75) ** 2 + (a * a).sum(-1) + (b * b).sum(-1))
+        return prior - linear + softplus(eta).sum(-1)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self._energy(*self._split(x))
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mu, a, b, eta = self._split(x)
+        sig = torch.sigmoid(eta)
+        r_a = torch.zeros_like(a).index_add_(1, self.s, sig) - self.y_s
+        r_b = torch.zeros_like(b).index_add_(1, self.q, sig) - self.y_q
+        g_mu = mu - 0.75 + r_a.sum(1, keepdim=True)
+        return self._energy(mu, a, b, eta), torch.cat([g_mu, a + r_a, b - r_b], 1)
+
+    def grad(self, x: Tensor) -> Tensor:
+        return self.energy_and_grad(x)[1]
 
 
 def _logreg(d: dict[str, Tensor]) -> Energy:
@@ -129,7 +155,7 @@ class _WithGrad:
 BUILD: dict[str, Callable[[dict[str, Tensor]], Energy]] = {
     "banana": _banana, "gaussian_k1e2": lambda d: _Gaussian(d["var"]),
     "gaussian_k1e4": lambda d: _Gaussian(d["var"]), "rosenbrock36": _rosenbrock,
-    "funnel10": _funnel, "brownian": _brownian, "item_response": _item_response,
+    "funnel10": _funnel, "brownian": _brownian, "item_response": _ItemResponse,
     "logreg_breast_cancer": _logreg, "stochastic_volatility": _stochvol,
 }
 
