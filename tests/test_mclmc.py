@@ -9,6 +9,8 @@ import torch
 
 import torchlangevin as tl
 from torchlangevin.distributions import Gaussian, Rosenbrock
+from torchlangevin.integrators import root
+from torchlangevin.kernels.mclmc import _max_steps
 
 from .conftest import gen
 from .test_compile import _same, needs_compiler
@@ -133,6 +135,33 @@ def test_mams_counts_only_the_gradients_of_active_chains():
     # n uniform on 1 .. 19 (k = round(2 L / eps - 1)): one gradient per leapfrog step
     assert int(info.n_grads.min()) == 1 and int(info.n_grads.max()) == 19
     assert abs(float(info.n_grads.double().mean()) - 10) < 5 * math.sqrt(30 / 5000)
+
+
+@pytest.mark.parametrize("per_chain", [False, True])
+def test_mams_compacted_trajectories_are_the_masked_ones(per_chain):
+    # eagerly each isokinetic step is computed for the chains still moving only (sorted by
+    # their number of steps); the masked lockstep (what a compiled block runs) must give
+    # the same points, energies, gradients and kinetic changes, chain by chain
+    target = Gaussian(torch.zeros(5, dtype=torch.float64), torch.linspace(0.5, 2, 5))
+    c = 64
+    eps = torch.linspace(0.05, 0.3, c, dtype=torch.float64) if per_chain else 0.1
+    inv_mass = torch.linspace(0.6, 1.5, 5, dtype=torch.float64)
+    if per_chain:
+        inv_mass = inv_mass * torch.linspace(0.8, 1.2, c, dtype=torch.float64)[:, None]
+    kernel = tl.MAMS(target, eps, L=1.0, inv_mass=inv_mass)
+    state = kernel.init(torch.randn(c, 5, generator=gen(6), dtype=torch.float64))
+    noise = torch.randn(c, kernel.noise_size(state), generator=gen(7), dtype=torch.float64)
+    u = noise[:, :5] / noise[:, :5].norm(dim=1, keepdim=True)
+    p = kernel.params
+    e = eps if per_chain else float(eps)
+    most, bound = _max_steps(e, p.L)
+    n_steps = 1 + torch.floor(torch.rand(c, generator=gen(8), dtype=torch.float64) * most
+                              ).clamp(max=most - 1)
+    assert int(n_steps.min()) < int(n_steps.max())  # chains stop at different steps
+    args = (state, u, e, root(inv_mass), n_steps, bound)
+    (a, dk_a), (b, dk_b) = kernel._masked(*args), kernel._compacted(*args)
+    for got, want in zip((*b[:3], dk_b), (*a[:3], dk_a), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 @needs_compiler

@@ -228,22 +228,60 @@ class MAMS(_Microcanonical):
         eps = value_at(params.step_size, state.step, x)
         most, bound = _max_steps(eps, value_at(params.L, state.step, x))
         n_steps = 1 + torch.floor(uniforms(noise[:, n]) * most).clamp(max=most - 1)
-        cur = state._replace(x=x.clone())
         u = _unit(event_noise(noise, x))
+        scale = root(on_device(params.inv_mass, x))
+        # compiled, shapes cannot follow the chains; eagerly, a frozen chain costs nothing
+        trajectory = self._masked if torch.compiler.is_compiling() else self._compacted
+        end, dk = trajectory(state, u, eps, scale, n_steps, bound)
+        log_alpha = -(end.energy - state.energy + dk)
+        accept = metropolis(log_alpha, None, noise[:, n + 1], params.max_energy_error)
+        info = MAMSInfo(accept.log_accept_ratio, accept.accepted, accept.divergent,
+                        n_steps.long() * self.grads_per_step)
+        return select(accept.accepted, end, state), info
+
+    def _masked(self, state: State, u: Tensor, eps: float | Tensor, scale: float | Tensor,
+                n_steps: Tensor, bound: int) -> tuple[State, Tensor]:
+        """Every chain takes ``bound`` steps; a chain past its ``n`` keeps its point."""
+        cur = state
         dk = torch.zeros_like(state.energy)
         for i in range(bound):
-            y, v, e, g, change = self._move(cur, u, params, eps)
+            y, v, e, g, change = isokinetic_step(self.energy, cur.x, u, cur.grad, eps, scale,
+                                                 self.integrator)
             active = n_steps > i
-            mask = per_chain(active, x)
+            mask = per_chain(active, y)
             u = torch.where(mask, v, u)
             cur = State(torch.where(mask, y, cur.x), torch.where(active, e, cur.energy),
                         torch.where(mask, g, cur.grad))
             dk = dk + torch.where(active, change, 0.0)
-        log_alpha = -(cur.energy - state.energy + dk)
-        accept = metropolis(log_alpha, None, noise[:, n + 1], params.max_energy_error)
-        info = MAMSInfo(accept.log_accept_ratio, accept.accepted, accept.divergent,
-                        n_steps.long() * self.grads_per_step)
-        return select(accept.accepted, cur, state), info
+        return cur, dk
+
+    def _compacted(self, state: State, u: Tensor, eps: float | Tensor, scale: float | Tensor,
+                   n_steps: Tensor, bound: int) -> tuple[State, Tensor]:
+        """The same trajectories, the chains sorted by ``n`` (longest first) so that step
+        ``i`` is computed for the first ``m_i = #{n > i}`` rows only: the gradients taken are
+        the gradients counted (the lockstep's ``max n`` steps for every chain cost about
+        twice as many). One host sync per trajectory, for the ``m_i``."""
+        order = torch.argsort(n_steps, descending=True, stable=True)
+        c = order.shape[0]
+        done = torch.bincount(n_steps.long(), minlength=bound + 1).cumsum(0)
+        moving = [m for m in (c - done[:bound]).tolist() if m]  # m_i > 0, i = 0, 1, ...
+        x, e, g, u = (t[order] for t in (state.x, state.energy, state.grad, u))
+        eps_rows = isinstance(eps, Tensor)
+        scale_rows = isinstance(scale, Tensor) and scale.ndim == x.ndim  # a per-chain mass
+        if eps_rows:
+            eps = eps[order]
+        if scale_rows:
+            scale = scale[order]
+        dk = torch.zeros_like(e)
+        for m in moving:
+            y, v, e_m, g_m, change = isokinetic_step(
+                self.energy, x[:m], u[:m], g[:m], eps[:m] if eps_rows else eps,
+                scale[:m] if scale_rows else scale, self.integrator)
+            x[:m], u[:m], e[:m], g[:m] = y, v, e_m, g_m
+            dk[:m] += change
+        back = torch.empty_like(order)
+        back[order] = torch.arange(c, device=order.device)
+        return State(x[back], e[back], g[back]), dk[back]
 
 
 def _max_steps(eps: float | Tensor, length: float | Tensor) -> tuple[float | Tensor, int]:
