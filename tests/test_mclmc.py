@@ -175,6 +175,31 @@ def test_compiled_microcanonical_gives_the_eager_samples(case):
     _same(tl.sample(kernel, x0, 40, **run), tl.sample(kernel, x0, 40, compile=True, **run))
 
 
+@needs_compiler
+def test_compiled_isokinetic_steps_give_the_eager_trajectories():
+    # an energy with no grad (torch.func differentiates it compiled, autograd eagerly), a
+    # per-chain mass, trajectories of 1 .. 9 steps (the compiled step on ever fewer chains,
+    # down to one) and a tuning run (a new step size every trajectory: no recompiles)
+    scales = torch.linspace(0.5, 2, 4)
+
+    def energy(x):
+        return 0.5 * ((x / scales) ** 2).sum(-1)
+
+    x0 = torch.randn(32, 4, generator=gen(3))
+    inv_mass = torch.linspace(0.6, 1.5, 4) * torch.linspace(0.9, 1.1, 32)[:, None]
+    run = dict(burn_in=3, seed=5, progress=False)
+    eager = tl.sample(tl.MAMS(energy, 0.25, L=1.25, inv_mass=inv_mass), x0, 12, **run)
+    compiled = tl.sample(tl.MAMS(energy, 0.25, L=1.25, inv_mass=inv_mass, compile=True), x0,
+                         12, **run)
+    assert torch.equal(compiled.stats["n_grads"], eager.stats["n_grads"])
+    torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-5, atol=1e-5)
+    tuned = [tl.tune_mams(tl.MAMS(energy, 0.5, L=2.0, compile=c), x0, 100, seed=1)
+             for c in (False, True)]
+    assert abs(tuned[0].kernel.step_size / tuned[1].kernel.step_size - 1) < 1e-3
+    with pytest.raises(TypeError, match="compile must be True or False; got 'yes'"):
+        tl.MAMS(energy, 0.1, L=1.0, compile="yes")
+
+
 def test_bad_input_names_the_argument():
     target = Gaussian(torch.zeros(3), 1.0)
     with pytest.raises(ValueError, match="step_size must be > 0"):

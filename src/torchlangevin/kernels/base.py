@@ -14,7 +14,9 @@ A kernel never touches a generator and never mutates itself.
 from __future__ import annotations
 
 import copy
+import itertools
 import math
+import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Protocol, runtime_checkable
 
@@ -215,6 +217,46 @@ def check_compilable(kernel: Any, what: str) -> None:
         raise ValueError(f"compile=True runs {what} in compiled blocks of steps, which needs "
                          f"steps without Python control flow; {type(kernel).__name__} is not "
                          f"compilable: {advice}")
+
+
+class FuncGrad:
+    """An energy's value and gradient by ``torch.func.grad_and_value``, which
+    ``torch.compile`` captures (``torch.autograd.grad`` it does not)."""
+
+    def __init__(self, energy: Callable[[Tensor], Tensor]) -> None:
+        self.energy = energy
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return self.energy(x)
+
+    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        def total(x: Tensor) -> tuple[Tensor, Tensor]:
+            e = self.energy(x)
+            return e.sum(), e
+
+        g, (_, e) = torch.func.grad_and_value(total, has_aux=True)(x)
+        return e, g
+
+
+def traceable(energy: Any) -> Any:
+    """``energy`` if it brings its own gradient, else :class:`FuncGrad` of it."""
+    if any(hasattr(energy, k) for k in ("grad", "energy_and_grad")):
+        return energy
+    return FuncGrad(energy)
+
+
+#: numbers the compiled pieces' code objects (one per kernel, shared by its copies)
+_COMPILED_IDS = itertools.count()
+
+
+def compile_per_call(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+    """``torch.compile(fn, dynamic=True)`` (the batch shrinks as chains stop) under a code
+    object of its own: dynamo's recompile limit (8) counts graphs per code object, and every
+    kernel's piece (other energies, other masses) would share one, then silently run eager
+    once a process had seen a few models."""
+    code = fn.__code__.replace(co_name=f"{name}_{next(_COMPILED_IDS)}")
+    own = types.FunctionType(code, fn.__globals__, code.co_name, None, fn.__closure__)
+    return torch.compile(own, dynamic=True)
 
 
 def register_runner(run: Callable[..., Chains]) -> None:

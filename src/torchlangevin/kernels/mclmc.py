@@ -28,6 +28,7 @@ step is what the step size is tuned on and what MAMS accepts on.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import torch
@@ -40,12 +41,14 @@ from .base import (
     Kernel,
     Parameter,
     State,
+    compile_per_call,
     diagonal_mass,
     event_noise,
     metropolis,
     on_device,
     scalar_parameter,
     select,
+    traceable,
     uniforms,
     value_at,
 )
@@ -204,6 +207,12 @@ class MAMS(_Microcanonical):
         inv_mass: diagonal ``M^{-1}``, as for :class:`MCLMC`.
         integrator: ``"mclachlan"`` (default, 2 gradients per step) or ``"leapfrog"``.
         max_energy_error: energy error above which a trajectory counts as divergent.
+        compile: run each isokinetic step of a trajectory (its energy and gradient
+            included) as one ``torch.compile``d function, called for the chains still
+            moving: the first trajectories compile (seconds), then a step costs a few
+            fused kernels instead of dozens of small ops (on 128 chains of a 2-D target,
+            ~120 us against ~1.8 ms). An energy without ``grad`` is differentiated by
+            ``torch.func.grad_and_value``. Same draws as eager up to rounding.
 
     Use :func:`torchlangevin.tune_mams` to set ``eps``, ``L`` and ``inv_mass``.
     """
@@ -213,9 +222,28 @@ class MAMS(_Microcanonical):
     Params = MAMSParams
 
     def __init__(self, energy, step_size: Parameter, L: Parameter, inv_mass: Mass = 1.0,
-                 integrator: str = "mclachlan", max_energy_error: float = 1000.0) -> None:
+                 integrator: str = "mclachlan", max_energy_error: float = 1000.0,
+                 compile: bool = False) -> None:  # noqa: A002
         super().__init__(energy, step_size, L, inv_mass, integrator,
                          max_energy_error=max_energy_error)
+        if not isinstance(compile, bool):
+            raise TypeError(f"compile must be True or False; got {compile!r}")
+        self.compile = compile
+        self._step: Callable[..., tuple[Tensor, ...]] | None = None
+
+    def step_fn(self) -> Callable[..., tuple[Tensor, ...]]:
+        """One isokinetic step ``(x, u, grad, eps, scale) -> (x, u, E, grad, dK)`` on this
+        kernel's energy: as it is, or compiled once per kernel (copies share it)."""
+        if self._step is None:
+            energy = traceable(self.energy) if self.compile else self.energy
+            integrator = self.integrator
+
+            def fn(x: Tensor, u: Tensor, grad: Tensor, eps: float | Tensor,
+                   scale: float | Tensor) -> tuple[Tensor, ...]:
+                return isokinetic_step(energy, x, u, grad, eps, scale, integrator)
+
+            self._step = compile_per_call(fn, "mams_step") if self.compile else fn
+        return self._step
 
     def noise_size(self, state: State) -> int:
         # the velocity, the number of steps' uniform, the accept's normal
@@ -270,15 +298,21 @@ class MAMS(_Microcanonical):
         scale_rows = isinstance(scale, Tensor) and scale.ndim == x.ndim  # a per-chain mass
         if eps_rows:
             eps = eps[order]
+        elif self.compile:  # a float would be a constant of the graph: one per step size
+            eps = x.new_tensor(eps)
         if scale_rows:
             scale = scale[order]
+        move = self.step_fn()
+        # compiled, one row would be a graph of its own (size 1 is specialised): a stopped
+        # chain's step is computed beside it and dropped
+        least = min(2, c) if self.compile else 1
         dk = torch.zeros_like(e)
         for m in moving:
-            y, v, e_m, g_m, change = isokinetic_step(
-                self.energy, x[:m], u[:m], g[:m], eps[:m] if eps_rows else eps,
-                scale[:m] if scale_rows else scale, self.integrator)
-            x[:m], u[:m], e[:m], g[:m] = y, v, e_m, g_m
-            dk[:m] += change
+            k = max(m, least)
+            y, v, e_m, g_m, change = move(x[:k], u[:k], g[:k], eps[:k] if eps_rows else eps,
+                                          scale[:k] if scale_rows else scale)
+            x[:m], u[:m], e[:m], g[:m] = y[:m], v[:m], e_m[:m], g_m[:m]
+            dk[:m] += change[:m]
         back = torch.empty_like(order)
         back[order] = torch.arange(c, device=order.device)
         return State(x[back], e[back], g[back]), dk[back]

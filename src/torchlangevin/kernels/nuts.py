@@ -24,9 +24,7 @@ points, what dual averaging tunes towards 0.8.
 
 from __future__ import annotations
 
-import itertools
 import math
-import types
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,7 +35,18 @@ from ..energy import energy_and_grad
 from ..integrators import event_sum, per_chain
 from ..mass import Mass, kinetic, momentum, velocity
 from ..util import integer
-from .base import Info, Kernel, Parameter, State, event_noise, on_device, uniforms, value_at
+from .base import (
+    Info,
+    Kernel,
+    Parameter,
+    State,
+    compile_per_call,
+    event_noise,
+    on_device,
+    traceable,
+    uniforms,
+    value_at,
+)
 
 
 class NUTSParams(NamedTuple):
@@ -122,25 +131,6 @@ def absorb(sums: _Sums, leaf: _Point, active: Tensor, first: Tensor, log_u: Tens
                   sums.count + on), stop, diverged)
 
 
-class _FuncGrad:
-    """An energy's value and gradient by ``torch.func.grad_and_value``, which
-    ``torch.compile`` captures (``torch.autograd.grad`` it does not)."""
-
-    def __init__(self, energy: Callable[[Tensor], Tensor]) -> None:
-        self.energy = energy
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return self.energy(x)
-
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        def total(x: Tensor) -> tuple[Tensor, Tensor]:
-            e = self.energy(x)
-            return e.sum(), e
-
-        g, (_, e) = torch.func.grad_and_value(total, has_aux=True)(x)
-        return e, g
-
-
 def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | None,
            signed_eps: Tensor, half: Tensor, inv_mass: Mass, active: Tensor, first: Tensor,
            log_u: Tensor, h0: Tensor, inv_t: float | Tensor, max_energy_error: float
@@ -195,10 +185,6 @@ def checkpoints(leaf: int) -> tuple[int, int]:
     return hi - trailing + 1, hi
 
 
-#: numbers the compiled leaves' code objects (one per kernel, shared by its copies)
-_LEAF_IDS = itertools.count()
-
-
 def _depth(name: str, value: Any) -> int:
     depth = integer(name, value, 1)
     if depth > 16:  # 65,535 leapfrog steps a step, and as many noise columns
@@ -250,22 +236,14 @@ class NUTS(Kernel):
         """:func:`extend` on this kernel's energy and support: as it is, or compiled once
         per kernel (copies made by ``replace`` share it)."""
         if self._extend is None:
-            energy, support = self.energy, self.support
-            if self.compile and not any(hasattr(energy, k) for k in ("grad", "energy_and_grad")):
-                energy = _FuncGrad(energy)
+            energy = traceable(self.energy) if self.compile else self.energy
+            support = self.support
 
             def fn(*args: Any) -> tuple[_Point, _Sums, Tensor, Tensor]:
                 return extend(energy, support, *args)
 
             if self.compile:
-                # a code object of its own: dynamo's recompile limit (8) counts graphs per
-                # code object, and every kernel's leaf (other energies, other masses) would
-                # share one, then silently run eager once a process had seen a few models
-                code = fn.__code__.replace(co_name=f"nuts_leaf_{next(_LEAF_IDS)}")
-                fn = types.FunctionType(code, fn.__globals__, code.co_name, None,
-                                        fn.__closure__)
-                # dynamic: the chains still building are a smaller batch each time
-                fn = torch.compile(fn, dynamic=True)
+                fn = compile_per_call(fn, "nuts_leaf")
             self._extend = fn
         return self._extend
 
