@@ -384,8 +384,9 @@ def tune_mams(kernel: MAMS, x0: Tensor, n_steps: int, *, frac_tune1: float = 0.1
               diagonal_preconditioning: bool = True, target_accept: float | None = None,
               l_factor: float = 0.5, seed: int | None = None) -> Tuned:
     """Tune a :class:`~torchlangevin.MAMS` kernel's ``step_size``, ``L`` and ``inv_mass``
-    from ``x0`` (module docstring). Steps here are trajectories; eager only (a trajectory's
-    number of steps follows the step size being tuned).
+    from ``x0`` (module docstring). Steps here are trajectories, run eagerly (a trajectory's
+    number of steps follows the step size being tuned); a ``MAMS(..., compile=True)``
+    kernel's isokinetic steps run compiled inside them.
 
     Args:
         kernel: the kernel to tune; its float ``step_size`` and ``L`` are where tuning starts.
