@@ -29,7 +29,6 @@ import gradient_targets  # noqa: E402
 import gradient_targets_torch  # noqa: E402
 
 import torchlangevin as tl  # noqa: E402
-from torchlangevin.integrators import root  # noqa: E402
 from torchlangevin.kernels.mclmc import _max_steps, _unit  # noqa: E402
 
 
@@ -45,7 +44,7 @@ def one(name: str, n_chains: int, repeats: int) -> dict:
     u = _unit(torch.randn(x0.shape, generator=g))
     most, bound = _max_steps(eps, length)
     n_steps = 1 + torch.floor(torch.rand(n_chains, generator=g) * most).clamp(max=most - 1)
-    args = (state, u, eps, root(1.0), n_steps, bound)
+    args = (state, u, eps, 1.0, n_steps, bound)  # unit mass
     grads = float(n_steps.sum()) * kernel.grads_per_step / n_chains
     times: dict[str, list[float]] = {"compacted": [], "masked": []}
     with torch.no_grad():

@@ -37,6 +37,13 @@ def integer(name: str, value: Any, minimum: int = 0) -> int:
     return int(value)
 
 
+def boolean(name: str, value: Any) -> bool:
+    """``True`` or ``False`` itself (not a truthy value)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return value
+
+
 def _real(name: str, value: Any, expected: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be {expected}; got {value!r}")

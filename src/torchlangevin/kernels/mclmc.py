@@ -36,6 +36,7 @@ from torch import Tensor
 
 from ..integrators import ISOKINETIC_SCHEMES, event_sum, isokinetic_step, per_chain, root
 from ..mass import Mass
+from ..util import boolean
 from .base import (
     CountedInfo,
     Kernel,
@@ -133,11 +134,6 @@ class _Microcanonical(Kernel):
                              f"lives on a (d - 1)-sphere; got event shape {tuple(x.shape[1:])}")
         return x
 
-    def _move(self, state: State, u: Tensor, params: Any, eps: float | Tensor
-              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-        scale = root(on_device(params.inv_mass, state.x))
-        return isokinetic_step(self.energy, state.x, u, state.grad, eps, scale, self.integrator)
-
 
 def _unit(v: Tensor) -> Tensor:
     return v / per_chain(event_sum(v * v).sqrt(), v)
@@ -183,7 +179,9 @@ class MCLMC(_Microcanonical):
         x = state.x
         eps = value_at(params.step_size, state.step, x)
         length = value_at(params.L, state.step, x)
-        y, u, e, g, dk = self._move(state, state.velocity, params, eps)
+        scale = root(on_device(params.inv_mass, x))
+        y, u, e, g, dk = isokinetic_step(self.energy, x, state.velocity, state.grad, eps, scale,
+                                         self.integrator)
         change = dk + (e - state.energy)
         ratio = 2 * eps / length
         nu = root((torch.expm1(ratio) if isinstance(ratio, Tensor) else math.expm1(ratio))
@@ -226,9 +224,7 @@ class MAMS(_Microcanonical):
                  compile: bool = False) -> None:  # noqa: A002
         super().__init__(energy, step_size, L, inv_mass, integrator,
                          max_energy_error=max_energy_error)
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False; got {compile!r}")
-        self.compile = compile
+        self.compile = boolean("compile", compile)
         self._step: Callable[..., tuple[Tensor, ...]] | None = None
 
     def step_fn(self) -> Callable[..., tuple[Tensor, ...]]:

@@ -34,7 +34,7 @@ from torch import Tensor
 from ..energy import energy_and_grad
 from ..integrators import event_sum, per_chain
 from ..mass import Mass, kinetic, momentum, velocity
-from ..util import integer
+from ..util import boolean, integer
 from .base import (
     Info,
     Kernel,
@@ -227,9 +227,7 @@ class NUTS(Kernel):
                  max_energy_error: float = 1000.0, compile: bool = False) -> None:  # noqa: A002
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
-        if not isinstance(compile, bool):
-            raise TypeError(f"compile must be True or False; got {compile!r}")
-        self.compile = compile
+        self.compile = boolean("compile", compile)
         self._extend: Callable[..., tuple[_Point, _Sums, Tensor, Tensor]] | None = None
 
     def extend_fn(self) -> Callable[..., tuple[_Point, _Sums, Tensor, Tensor]]:
