@@ -373,7 +373,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-pyro", action="store_true", help="skip the Pyro comparison")
     parser.add_argument("--compile", action="store_true",
-                        help="ours with sample_posterior(compile=True) (compiled NUTS leaves; "
+                        help="ours with sample_posterior(compile=True) (each NUTS step compiled; "
                              "the compiling happens in the untimed first run and warm-up)")
     parser.add_argument("--from-pyro", action="store_true",
                         help="also run ours through tl.from_pyro against Pyro")

@@ -129,8 +129,9 @@ def run_nuts(target: gradient_targets.Target, n_chains: int, n_warmup: int, n_st
              seed: int) -> Result:
     """``tl.NUTS(compile=True)`` tuned by ``tl.adapt`` (step size to 0.8 acceptance,
     diagonal mass in Stan's windows, as BlackJAX's ``window_adaptation``), then
-    ``tl.sample``: the tree building is Python, each leaf a compiled function (the
-    compiling happens during the tuning, which is timed apart). Its own gradient counts."""
+    ``tl.sample``: each step one compiled graph (a loop over leaves, every chain at its
+    own place in its tree; the compiling happens during the tuning, which is timed
+    apart). Its own gradient counts."""
     energy = gradient_targets_torch.energy(target)
     x0 = torch.as_tensor(target.x0(n_chains, seed))
     t0 = time.perf_counter()

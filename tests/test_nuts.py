@@ -136,10 +136,13 @@ def test_bad_input_names_the_argument():
                 inv_mass=DenseMass.of(torch.eye(3))).init(torch.zeros(2, 2))
 
 
-def test_compiled_leaves_give_the_eager_draws():
-    # an energy with no grad (torch.func differentiates it compiled, autograd eagerly),
-    # chains stopping at different depths (the compiled leaf on fewer chains) and a
-    # per-chain step size: the compiled kernel must take the same trees
+def test_compiled_step_gives_the_eager_draws():
+    # compiled, a step is one loop over leaves with every chain at its own depth and leaf
+    # (walk); eagerly, doublings in lockstep with the chains still building compacted.
+    # They must take the same trees and draws: an energy with no grad (torch.func
+    # differentiates it compiled, autograd eagerly), chains stopping at different depths,
+    # per-chain step sizes, a dense mass, a Box support some trajectories leave and trees
+    # that hit max_tree_depth
     energy, cov = correlated(3)
     prec = torch.linalg.inv(cov)
 
@@ -149,12 +152,18 @@ def test_compiled_leaves_give_the_eager_draws():
     g = torch.Generator().manual_seed(11)
     x0 = torch.randn(12, 3, generator=g, dtype=torch.float64)
     eps = 0.1 + 0.3 * torch.rand(12, generator=g, dtype=torch.float64)
-    eager = tl.sample(tl.NUTS(autograd_energy, step_size=eps), x0, 12, seed=12)
-    compiled = tl.sample(tl.NUTS(autograd_energy, step_size=eps, compile=True), x0, 12,
-                         seed=12)
-    assert len(set(eager.stats["tree_depth"].flatten().tolist())) > 1
+    kw = {"step_size": eps * 2, "inv_mass": DenseMass.of(cov), "max_tree_depth": 4,
+          "support": tl.Box(torch.full((3,), -1.5, dtype=torch.float64), 1.5)}
+    x0 = x0.clamp(-1, 1)
+    eager = tl.sample(tl.NUTS(autograd_energy, **kw), x0, 12, seed=12)
+    compiled = tl.sample(tl.NUTS(autograd_energy, compile=True, **kw), x0, 12, seed=12)
+    depths = eager.stats["tree_depth"]
+    assert len(set(depths.flatten().tolist())) > 1 and (depths == 4).any()
     assert torch.equal(compiled.stats["n_grads"], eager.stats["n_grads"])
+    assert torch.equal(compiled.stats["tree_depth"], depths)
     torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-10, atol=1e-10)
+    unbounded = tl.sample(tl.NUTS(autograd_energy, **{**kw, "support": None}), x0, 12, seed=12)
+    assert not torch.equal(unbounded.stats["n_grads"], eager.stats["n_grads"])  # box hit
     with pytest.raises(TypeError, match="compile must be True or False; got 'yes'"):
         tl.NUTS(autograd_energy, step_size=0.1, compile="yes")
 
@@ -168,3 +177,28 @@ def test_compile_true_on_the_driver_points_to_the_compiled_leaves():
         with pytest.raises(ValueError, match=r"NUTS is not compilable: .*NUTS\(\.\.\., "
                                              r"compile=True\)"):
             run()
+
+
+def test_one_uniform_a_subtree_draws_each_leaf_with_its_weight():
+    # progressive sampling with the uniform recycled leaf to leaf (absorb): over 200,000
+    # chains, the leaf each subtree keeps must be leaf i with probability w_i / W,
+    # w_i = exp(-delta_i) (one leaf of weight 0), within 5 standard errors
+    from torchlangevin.kernels.nuts import _Point, _Sums, absorb, subtree_uniform
+
+    deltas = torch.tensor([0.3, -0.5, 2.0, math.inf, 1.0, -1.0, 4.0, 0.5], dtype=torch.float64)
+    c = 200_000
+    g = torch.Generator().manual_seed(5)
+    u = subtree_uniform(torch.randn(c, generator=g), torch.randn(c, generator=g))
+    zeros, on = torch.zeros(c, 1, dtype=torch.float64), torch.ones(c, dtype=torch.bool)
+    point = _Point(zeros, zeros, zeros[:, 0], zeros)
+    sums = _Sums(point, torch.full((c,), -math.inf, dtype=torch.float64), zeros,
+                 zeros[:, 0], zeros[:, 0])
+    for i, delta in enumerate(deltas):
+        leaf = _Point(torch.full_like(zeros, i), zeros, torch.full((c,), float(delta),
+                      dtype=torch.float64), zeros)
+        sums, _, _, u = absorb(sums, leaf, on, on if i == 0 else ~on, u, zeros[:, 0], 1.0,
+                               1.0, math.inf, None)
+    freq = torch.bincount(sums.proposal.x[:, 0].long(), minlength=8).double() / c
+    p = torch.exp(-deltas) / torch.exp(-deltas).sum()
+    assert freq[3] == 0
+    assert ((freq - p).abs() <= 5 * (p * (1 - p) / c).sqrt()).all(), (freq, p)

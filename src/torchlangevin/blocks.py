@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
+from .trees import flatten, index_tree, map_tree, present, unflatten
+
 __all__ = ["Trace", "run_block", "python_scan", "draw_noise", "NoiseStream", "block_length",
            "flatten", "unflatten", "present", "map_tree", "index_tree"]
 
@@ -107,59 +109,6 @@ def python_scan(body: Callable, carry: Any, xs: Any, hook: Hook | None = None
 def _length(xs: Any) -> int:
     first = xs[0]
     return first.shape[0] if isinstance(first, Tensor) else len(first)
-
-
-_LEAF, _NONE = "leaf", "none"
-
-
-def flatten(tree: Any) -> tuple[list[Any], Any]:
-    """The leaves of a tree of tuples and NamedTuples (tensors, ``None`` or other values),
-    and its layout: what :func:`unflatten` rebuilds it from, and where its ``None`` are."""
-    if isinstance(tree, tuple):
-        leaves: list[Any] = []
-        specs = []
-        for v in tree:
-            sub, spec = flatten(v)
-            leaves += sub
-            specs.append(spec)
-        return leaves, (type(tree), tuple(specs))
-    return [tree], (_NONE if tree is None else _LEAF)
-
-
-def _count(layout: Any) -> int:
-    return 1 if isinstance(layout, str) else sum(_count(s) for s in layout[1])
-
-
-def unflatten(layout: Any, leaves: Sequence[Any]) -> Any:
-    """The tree :func:`flatten` took apart, with ``leaves`` in place of its own."""
-    if isinstance(layout, str):
-        return None if layout == _NONE else leaves[0]
-    cls, specs = layout
-    values, i = [], 0
-    for spec in specs:
-        n = _count(spec)
-        values.append(unflatten(spec, leaves[i:i + n]))
-        i += n
-    return cls(*values) if hasattr(cls, "_fields") else cls(values)
-
-
-def map_tree(fn: Callable[[Any], Any], tree: Any) -> Any:
-    """``tree`` with ``fn`` applied to every leaf that is not ``None``."""
-    leaves, layout = flatten(tree)
-    return unflatten(layout, [None if v is None else fn(v) for v in leaves])
-
-
-def index_tree(tree: Any, key: int | slice) -> Any:
-    """Row(s) ``key`` of every tensor and list in ``tree`` (a list holds one entry per
-    step); other leaves as they are."""
-    return map_tree(lambda v: v[key] if isinstance(v, (Tensor, list)) else v, tree)
-
-
-def present(layout: Any) -> list[bool]:
-    """Per leaf of ``layout``, whether it holds a value (not ``None``)."""
-    if isinstance(layout, str):
-        return [layout == _LEAF]
-    return [p for spec in layout[1] for p in present(spec)]
 
 
 def draw_noise(generators: Sequence[torch.Generator], k: int, c: int, m: int,

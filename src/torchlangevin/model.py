@@ -681,9 +681,9 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
             chains' mean acceptance). Each chain's noisy average ends below the step that
             meets the target: fewer divergences, longer trees (measured on the non-centred
             eight schools in ``benchmarks/README.md``).
-        compile: NUTS's leaves ``torch.compile``d (:class:`~torchlangevin.NUTS`): pays on
-            long runs of small models, where Python's overhead is most of a leaf's time;
-            costs seconds to a minute of compiling first.
+        compile: each NUTS step one ``torch.compile``d graph (:class:`~torchlangevin.NUTS`):
+            pays on long runs of small models, where Python's overhead is most of a leaf's
+            time; costs 20-60 s of compiling first (per mass type).
     """
     if mass not in ("auto", "dense", "diag", "low_rank"):
         raise ValueError(f"mass must be 'auto', 'dense', 'diag' or 'low_rank'; got {mass!r}")

@@ -249,14 +249,15 @@ def traceable(energy: Any) -> Any:
 _COMPILED_IDS = itertools.count()
 
 
-def compile_per_call(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
-    """``torch.compile(fn, dynamic=True)`` (the batch shrinks as chains stop) under a code
-    object of its own: dynamo's recompile limit (8) counts graphs per code object, and every
-    kernel's piece (other energies, other masses) would share one, then silently run eager
-    once a process had seen a few models."""
+def compile_per_call(fn: Callable[..., Any], name: str, dynamic: bool = True,
+                     options: dict[str, Any] | None = None) -> Callable[..., Any]:
+    """``torch.compile(fn, dynamic=dynamic)`` (dynamic: the batch shrinks as chains stop)
+    under a code object of its own: dynamo's recompile limit (8) counts graphs per code
+    object, and every kernel's piece (other energies, other masses) would share one, then
+    silently run eager once a process had seen a few models."""
     code = fn.__code__.replace(co_name=f"{name}_{next(_COMPILED_IDS)}")
     own = types.FunctionType(code, fn.__globals__, code.co_name, None, fn.__closure__)
-    return torch.compile(own, dynamic=True)
+    return torch.compile(own, dynamic=dynamic, options=options)
 
 
 def register_runner(run: Callable[..., Chains]) -> None:

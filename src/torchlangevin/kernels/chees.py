@@ -215,12 +215,9 @@ def masked_leapfrog(energy: Any, x: Tensor, p: Tensor, grad: Tensor, step_size: 
         p = torch.where(active, p - kick * g, p)
         return i + 1, x, p, g
 
-    if torch.compiler.is_compiling():
-        # a data-dependent trip count: a device loop (torch's private HOP, only compiled)
-        from torch._higher_order_ops.while_loop import while_loop
-
+    if torch.compiler.is_compiling():  # a data-dependent trip count: a device loop
         last = steps.max()
-        _, x, p, grad = while_loop(lambda i, *_: i < last, body, carry)
+        _, x, p, grad = torch.while_loop(lambda i, *_: i < last, body, carry)
         return x, p, grad
     for _ in range(int(steps.max())):  # one host read per trajectory
         carry = body(*carry)

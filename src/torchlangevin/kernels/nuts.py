@@ -15,11 +15,12 @@ A subtree is built leaf by leaf and checked for U-turns on the fly from checkpoi
 its momenta (NumPyro's iterative scheme, Phan et al. 2019), so memory is
 ``O(max_tree_depth)`` per chain.
 
-All chains move together: at each depth every chain that is still building takes the same
-number of leapfrog steps, a chain that has stopped is masked (its results discarded, its
-gradients not counted). ``Info.n_grads`` and ``Info.tree_depth`` report each chain's own
-work; ``acceptance_prob`` is the mean of ``min(1, exp(H_0 - H))`` over the trajectory's
-points, what dual averaging tunes towards 0.8.
+All chains move together: eagerly, at each depth every chain that is still building takes
+the same number of leapfrog steps, a chain that has stopped is masked (its results
+discarded, its gradients not counted); compiled (:func:`walk`), each chain runs its own
+tree one leaf an iteration of one loop. ``Info.n_grads`` and ``Info.tree_depth`` report
+each chain's own work; ``acceptance_prob`` is the mean of ``min(1, exp(H_0 - H))`` over
+the trajectory's points, what dual averaging tunes towards 0.8.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor
 from ..energy import energy_and_grad
 from ..integrators import event_sum, per_chain
 from ..mass import Mass, kinetic, momentum, velocity
+from ..trees import group, ungroup
 from ..util import boolean, integer
 from .base import (
     Info,
@@ -104,15 +106,19 @@ def leapfrog_leaf(energy: Any, point: _Point, signed_eps: Tensor, half: Tensor,
     return _Point(x, torch.addcmul(p, half, g, value=-1.0), e, g)
 
 
-def absorb(sums: _Sums, leaf: _Point, active: Tensor, first: Tensor, log_u: Tensor,
+def absorb(sums: _Sums, leaf: _Point, active: Tensor, first: Tensor, u: Tensor,
            h0: Tensor, inv_t: float | Tensor, inv_mass: Mass, max_energy_error: float,
-           support: Any) -> tuple[_Sums, Tensor, Tensor]:
+           support: Any) -> tuple[_Sums, Tensor, Tensor, Tensor]:
     """Add a leaf to a subtree's sums; returns the sums, whether the leaf stops the chain
-    (divergence ``H - H_0 > max_energy_error``, or outside the support) and whether it
-    diverged. Results only matter for chains still ``active``: the others' are discarded
-    by the merge, so most updates need no mask. The proposal moves to the leaf with
-    probability ``w_leaf / W`` (progressive uniform sampling inside the subtree; always
-    at the ``first`` leaf)."""
+    (divergence ``H - H_0 > max_energy_error``, or outside the support), whether it
+    diverged, and the uniform for the next leaf. Results only matter for chains still
+    ``active``: the others' are discarded by the merge, so most updates need no mask.
+
+    The proposal moves to the leaf with probability ``q = w_leaf / W`` (progressive
+    sampling inside the subtree; always at the ``first`` leaf), where ``u < q``; then
+    ``u / q`` (taken) or ``(u - q) / (1 - q)`` (not) is again uniform and independent of
+    the decision, so one uniform serves a whole subtree: it loses about ``log2(2^d)``
+    bits of its precision over the subtree's choice (kept in float64)."""
     delta = torch.nan_to_num(leaf.energy * inv_t + kinetic(leaf.p, inv_mass) - h0,
                              nan=math.inf)
     stop = delta > max_energy_error
@@ -126,15 +132,18 @@ def absorb(sums: _Sums, leaf: _Point, active: Tensor, first: Tensor, log_u: Tens
     on = active.to(delta.dtype)
     accept_sum = torch.addcmul(sums.accept_sum, torch.exp(torch.clamp(-delta, max=0.0)), on)
     log_w = torch.logaddexp(sums.log_w, -delta)
-    take = first | (log_u < -delta - log_w)
-    return (_Sums(_where(take, leaf, sums.proposal), log_w, sums.rho + leaf.p, accept_sum,
-                  sums.count + on), stop, diverged)
+    q = torch.where(first, 1.0, torch.nan_to_num(torch.exp(-delta - log_w), nan=0.0)
+                    .clamp(max=1.0).to(u.dtype))
+    take = u < q
+    u = torch.where(take, u / q, (u - q) / (1.0 - q)).clamp(0.0, _BELOW_ONE)
+    return (_Sums(_where(take | first, leaf, sums.proposal), log_w, sums.rho + leaf.p,
+                  accept_sum, sums.count + on), stop, diverged, u)
 
 
 def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | None,
            signed_eps: Tensor, half: Tensor, inv_mass: Mass, active: Tensor, first: Tensor,
-           log_u: Tensor, h0: Tensor, inv_t: float | Tensor, max_energy_error: float
-           ) -> tuple[_Point, _Sums, Tensor, Tensor]:
+           u: Tensor, h0: Tensor, inv_t: float | Tensor, max_energy_error: float
+           ) -> tuple[_Point, _Sums, Tensor, Tensor, Tensor]:
     """A subtree's next leaf from its far end ``edge`` (:func:`leapfrog_leaf`) and its
     sums with it (:func:`absorb`). With ``idx``, only those chains' leaves are computed
     (the energy sees a smaller batch) and the others keep ``edge``: what a chain that has
@@ -149,8 +158,21 @@ def extend(energy: Any, support: Any, sums: _Sums, edge: _Point, idx: Tensor | N
         new = leapfrog_leaf(energy, _Point(*(v[idx] for v in edge)), signed_eps[idx],
                             half[idx], rows)
         leaf = _Point(*(v.index_copy(0, idx, u) for v, u in zip(edge, new, strict=True)))
-    return (leaf, *absorb(sums, leaf, active, first, log_u, h0, inv_t, inv_mass,
+    return (leaf, *absorb(sums, leaf, active, first, u, h0, inv_t, inv_mass,
                           max_energy_error, support))
+
+
+#: the largest float64 below 1
+_BELOW_ONE = math.nextafter(1.0, 0.0)
+
+
+def subtree_uniform(z1: Tensor, z2: Tensor) -> Tensor:
+    """A subtree's uniform for its progressive sampling (:func:`absorb`), per chain, from
+    two standard normals: ``u = frac(Phi(z1) + 2^-24 Phi(z2))``, exactly uniform, in float64
+    (on MPS, which has none, float32) with >= 48 random bits even from float32 noise."""
+    dtype = torch.float32 if z1.device.type == "mps" else torch.float64
+    u = uniforms(z1).to(dtype) + uniforms(z2).to(dtype) * 2.0**-24
+    return u - torch.floor(u)
 
 
 def _where(mask: Tensor, a: NamedTuple, b: NamedTuple) -> Any:
@@ -204,13 +226,17 @@ class NUTS(Kernel):
         support: a ``Box``; a trajectory stops where it leaves the support (its points
             outside get weight 0).
         max_energy_error: ``H - H_0`` above which a trajectory is divergent.
-        compile: run each leaf (the leapfrog step with its energy and gradient, and the
-            subtree's sums: :func:`extend`) as one ``torch.compile``d function. The first
-            steps compile (seconds to a minute; again when the mass changes type, and once
-            for the smaller batches of the chains still building); afterwards a leaf costs
-            a few fused kernels instead of dozens of small ops, which is most of the time
-            on small models. An energy without ``grad`` is differentiated by
-            ``torch.func.grad_and_value``. Same draws as eager up to rounding.
+        compile: run each step as one ``torch.compile``d graph (:func:`walk`: a
+            ``torch.while_loop`` over leaves, every chain at its own depth and leaf, no
+            host sync inside). The first step compiles (20-60 s; again when the mass
+            changes type or the number of chains changes); afterwards a leaf costs one
+            fused kernel instead of dozens of small ops, 4-5x faster on small models. A
+            chain whose tree has ended computes (and discards) leaves until the last
+            chain's ends, where the eager step computes only the chains still building:
+            on a model whose gradient is most of the time, eager can be faster. An
+            energy without ``grad`` is differentiated by ``torch.func.grad_and_value``;
+            the energy must compile without graph breaks. Same draws as eager up to
+            rounding.
     """
 
     name = "nuts"
@@ -220,7 +246,7 @@ class NUTS(Kernel):
     param_rules = {"max_tree_depth": lambda name, v: _depth(name, v)}
     #: the tree's doublings and leaves stop where the chains do: Python control flow
     compilable = False
-    compile_advice = "run it eagerly, as NUTS(..., compile=True) (each leaf compiled)"
+    compile_advice = "run it eagerly, as NUTS(..., compile=True) (each step compiled)"
 
     def __init__(self, energy, step_size: Parameter, inv_mass: Mass = 1.0,
                  max_tree_depth: int = 10, noise_scale: Parameter = 1.0, support=None,
@@ -228,37 +254,51 @@ class NUTS(Kernel):
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
         self.compile = boolean("compile", compile)
-        self._extend: Callable[..., tuple[_Point, _Sums, Tensor, Tensor]] | None = None
+        self._walks: dict[tuple[int, float, float | None], Callable[..., Any]] = {}
 
-    def extend_fn(self) -> Callable[..., tuple[_Point, _Sums, Tensor, Tensor]]:
-        """:func:`extend` on this kernel's energy and support: as it is, or compiled once
-        per kernel (copies made by ``replace`` share it)."""
-        if self._extend is None:
-            energy = traceable(self.energy) if self.compile else self.energy
-            support = self.support
+    def walk_fn(self, max_tree_depth: int, max_energy_error: float, inv_mass: Mass
+                ) -> Callable[..., tuple[_Point, NUTSInfo]]:
+        """:func:`walk` on this kernel's energy and support, compiled once per kernel, tree
+        depth and mass type (copies made by ``replace`` share it): ``fn(x, e, g, noise,
+        eps, inv_t, inv_mass)``, a float ``inv_mass`` a constant of the graph."""
+        scalar = None if isinstance(inv_mass, (Tensor, tuple)) else float(inv_mass)
+        key = (max_tree_depth, max_energy_error, scalar)
+        if key not in self._walks:
+            energy, support = traceable(self.energy), self.support
 
-            def fn(*args: Any) -> tuple[_Point, _Sums, Tensor, Tensor]:
-                return extend(energy, support, *args)
+            def fn(x: Tensor, e: Tensor, g: Tensor, noise: Tensor, eps: Tensor,
+                   inv_t: Tensor, inv_mass: Mass) -> tuple[_Point, NUTSInfo]:
+                return walk(energy, support, x, e, g, noise, eps, inv_t,
+                            inv_mass if scalar is None else scalar, max_tree_depth,
+                            max_energy_error)
 
-            if self.compile:
-                fn = compile_per_call(fn, "nuts_leaf")
-            self._extend = fn
-        return self._extend
+            # one graph per chain count; C++ glue: the loop's Python glue cost more than
+            # the leaf's arithmetic on small models
+            self._walks[key] = compile_per_call(fn, "nuts_step", dynamic=False,
+                                                options={"cpp_wrapper": True})
+        return self._walks[key]
 
     def noise_size(self, state: State) -> int:
-        # the momentum; per depth a direction and a uniform for the merge; per leaf a
-        # uniform for the progressive sampling inside its subtree (2^D - 1 leaves at most)
-        depth = self.params.max_tree_depth
-        return super().noise_size(state) + 2 * depth + 2**depth - 1
+        # the momentum; per depth a direction, a uniform for the merge and two for the
+        # progressive sampling inside its subtree (see absorb)
+        return super().noise_size(state) + 4 * self.params.max_tree_depth
 
     def step(self, state: State, noise: Tensor, params: NUTSParams, batch: Any = None
              ) -> tuple[State, NUTSInfo]:
         x = state.x
         n, depth_max = x[0].numel(), params.max_tree_depth
-        if noise.shape[1] < n + 2 * depth_max + 2**depth_max - 1:
+        if noise.shape[1] < n + 4 * depth_max:
             raise ValueError(f"noise has {noise.shape[1]} columns; NUTS with max_tree_depth="
-                             f"{depth_max} needs {n + 2 * depth_max + 2**depth_max - 1}")
+                             f"{depth_max} needs {n + 4 * depth_max}")
         scale = value_at(params.noise_scale, state.step, x)
+        if self.compile:  # the whole step one compiled graph (walk)
+            rows = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+            eps = rows * value_at(params.step_size, state.step, x)
+            inv_mass = on_device(params.inv_mass, x)
+            prop, info = self.walk_fn(depth_max, params.max_energy_error, inv_mass)(
+                x, state.energy, state.grad, noise, eps, rows / (scale * scale),
+                inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
+            return State(prop.x, prop.energy, prop.grad, state.step + 1), info
         run = _Trajectory(self, state, noise, params, value_at(params.step_size, state.step, x),
                           1.0 / (scale * scale))
         for d in range(depth_max):
@@ -276,7 +316,6 @@ class _Trajectory:
                  eps: float | Tensor, inv_t: float | Tensor) -> None:
         x = state.x
         self.kernel, self.noise, self.params = kernel, noise, params
-        self.extend = kernel.extend_fn()
         self.n = x[0].numel()
         self.inv_mass = on_device(params.inv_mass, x)
         self.eps, self.inv_t = per_chain(eps, x), per_chain(inv_t, x)
@@ -309,15 +348,12 @@ class _Trajectory:
         signed_eps = sign * self.eps
         half = 0.5 * signed_eps * self.inv_t
         sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
-        offset = n + 2 * depth_max + 2**d - 1
-        # a tensor of its own per leaf (a compiled extend guards on strides and offsets)
-        log_u = [u.clone() for u in torch.log(uniforms(noise[:, offset:offset + 2**d])).t()]
+        sub.u = subtree_uniform(noise[:, n + 2 * depth_max + d], noise[:, n + 3 * depth_max + d])
         c, n_active = self.h0.shape[0], int(self.building.sum())
-        least = 2 if self.kernel.compile else 1  # compiled, one chain would be a new graph
         for j in range(2**d):
             # when at most half of the chains are building, only theirs are computed
-            idx = sub.active.nonzero().squeeze(1) if least <= n_active <= c // 2 else None
-            sub.add(j, idx, signed_eps, half, log_u[j])
+            idx = sub.active.nonzero().squeeze(1) if n_active <= c // 2 else None
+            sub.add(j, idx, signed_eps, half)
             n_active = int(sub.active.sum())  # one host sync a leaf: stop, or compact next
             if not n_active:
                 break
@@ -356,24 +392,21 @@ class _Subtree:
 
     def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
         self.traj, self.edge, self.active = traj, edge, active
-        # no two inputs of a compiled extend may share a tensor (it guards on aliasing):
-        # the sums start as distinct zeros, and the proposal, until the first leaf
-        # replaces it, is the trajectory's, which never shares tensors with an edge
         h0 = traj.h0
         self.sums = _Sums(traj.proposal, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
                           torch.zeros_like(h0), torch.zeros_like(h0))
         self.diverged = torch.zeros_like(active)
+        self.u = h0  # the subtree's uniform (set by the caller)
 
-    def add(self, j: int, idx: Tensor | None, signed_eps: Tensor, half: Tensor,
-            log_u: Tensor) -> None:
+    def add(self, j: int, idx: Tensor | None, signed_eps: Tensor, half: Tensor) -> None:
         """Add leaf ``j`` (computed for the chains ``idx``, or all): its sums
         (:func:`extend`), then the U-turns of the subtrees it completes against the
         checkpointed momenta."""
         traj, active = self.traj, self.active
-        leaf, self.sums, stop, diverged = traj.extend(
-            self.sums, self.edge, idx, signed_eps, half, traj.inv_mass, active,
-            traj.first if j == 0 else traj.later, log_u, traj.h0, traj.inv_t_c,
-            traj.params.max_energy_error)
+        leaf, self.sums, stop, diverged, self.u = extend(
+            traj.kernel.energy, traj.kernel.support, self.sums, self.edge, idx, signed_eps,
+            half, traj.inv_mass, active, traj.first if j == 0 else traj.later, self.u,
+            traj.h0, traj.inv_t_c, traj.params.max_energy_error)
         self.diverged = self.diverged | diverged
         self.edge = leaf
         lo, hi = checkpoints(j)
@@ -392,3 +425,138 @@ class _Subtree:
             stop = stop | _turning(v_i, rows(velocity(leaf.p, traj.inv_mass)),
                                    p_i.reshape(shape), rows(leaf.p), rho).view(k, -1).any(0)
         self.active = active & ~stop
+
+
+# -- the whole trajectory as one loop (compile=True) ------------------------------------------
+
+
+class _Walk(NamedTuple):
+    """Every chain's place in its own trajectory, advanced one leaf an iteration: the
+    trajectory (its ends, proposal, weight, momentum sum, counts, whether it still grows),
+    the subtree being built (far end, sums, whether it is still active, diverged, its
+    direction and the next leaf's index) and the subtree's checkpointed momenta."""
+
+    left: _Point
+    right: _Point
+    proposal: _Point
+    log_w: Tensor
+    rho: Tensor
+    building: Tensor
+    divergent: Tensor
+    depth: Tensor
+    n_grads: Tensor
+    accept_sum: Tensor
+    edge: _Point
+    sums: _Sums
+    active: Tensor
+    sub_diverged: Tensor
+    forward: Tensor
+    leaf: Tensor
+    u: Tensor
+    p_ckpt: Tensor
+    rho_ckpt: Tensor
+
+
+def _column(noise: Tensor, col: Tensor) -> Tensor:
+    """Per chain, its own column ``col`` of the step's ``(C, m)`` noise."""
+    return noise.gather(1, col.unsqueeze(1)).squeeze(1)
+
+
+def walk(energy: Any, support: Any, x: Tensor, energy0: Tensor, grad0: Tensor, noise: Tensor,
+         eps: Tensor, inv_t: float | Tensor, inv_mass: Mass, max_tree_depth: int,
+         max_energy_error: float) -> tuple[_Point, NUTSInfo]:
+    """A NUTS step for every chain as one ``torch.while_loop`` over leaves, each chain at
+    its own depth and leaf: the trees :class:`_Trajectory` builds doubling by doubling
+    (the same noise, the same draws), without a host sync per leaf, so that compiled the
+    whole step is one graph. A chain whose tree has ended waits (masked) until the last
+    one's has; ``eps`` is ``(C,)``."""
+    depth_max, dev = max_tree_depth, x.device
+    c, n = x.shape[0], x[0].numel()
+    bcast = (-1, *([1] * (x.ndim - 1)))
+    p = momentum(event_noise(noise, x), inv_mass)
+    h0 = energy0 * inv_t + kinetic(p, inv_mass)
+    # per leaf index: its checkpoint range; per depth: its last leaf
+    lo, hi = (torch.tensor(v, device=dev) for v in
+              zip(*(checkpoints(j) for j in range(2 ** (depth_max - 1))), strict=True))
+    last = torch.tensor([2**d - 1 for d in range(depth_max)], device=dev)
+    slots = torch.arange(depth_max, device=dev).view(-1, 1)
+    rows = (-1, *x.shape[1:])
+
+    def fresh(proposal: _Point) -> _Sums:
+        return _Sums(proposal, torch.full_like(h0, -math.inf), torch.zeros_like(x),
+                     torch.zeros_like(h0), torch.zeros_like(h0))
+
+    def body(w: _Walk) -> tuple[_Walk]:
+        d = w.depth.clamp(max=depth_max - 1)
+        start = w.leaf == 0
+        forward = torch.where(start, _column(noise, n + d) > 0, w.forward)
+        edge = _where(start, _where(forward, w.right, w.left), w.edge)
+        new = fresh(w.proposal)
+        sums = _Sums(_where(start, new.proposal, w.sums.proposal),
+                     *(torch.where(start.view(bcast) if u.ndim > 1 else start, u, v)
+                       for u, v in zip(new[1:], w.sums[1:], strict=True)))
+        active = torch.where(start, w.building, w.active)
+        signed_eps = torch.where(forward, eps, -eps).view(bcast)
+        u = torch.where(start, subtree_uniform(_column(noise, n + 2 * depth_max + d),
+                                               _column(noise, n + 3 * depth_max + d)), w.u)
+        leaf, sums, stop, diverged, u = extend(
+            energy, support, sums, edge, None, signed_eps,
+            0.5 * signed_eps * per_chain(inv_t, x), inv_mass, active, start, u, h0, inv_t,
+            max_energy_error)
+        # even leaves store their momentum at slot hi; odd ones check the slots lo..hi
+        j_lo, j_hi, odd = lo[w.leaf], hi[w.leaf], (w.leaf % 2) == 1
+        store = ((slots == j_hi) & ~odd).view(depth_max, *bcast)
+        p_ckpt = torch.where(store, leaf.p, w.p_ckpt)
+        rho_ckpt = torch.where(store, sums.rho, w.rho_ckpt)
+        check = (slots >= j_lo) & (slots <= j_hi) & odd
+
+        def expand(t: Tensor) -> Tensor:
+            return t.expand(depth_max, *t.shape).reshape(rows)
+
+        turns = _turning(_stacked_velocity(p_ckpt, inv_mass).reshape(rows),
+                         expand(velocity(leaf.p, inv_mass)), p_ckpt.reshape(rows),
+                         expand(leaf.p), (sums.rho - rho_ckpt + p_ckpt).reshape(rows))
+        active = active & ~(stop | (turns.view(depth_max, c) & check).any(0))
+        # a subtree that ends (all its leaves, or stopped) merges into its trajectory
+        end = w.building & (~active | (w.leaf == last[d]))
+        valid = end & active
+        u_merge = uniforms(_column(noise, n + depth_max + d))
+        take = valid & (torch.log(u_merge) < sums.log_w - w.log_w)
+        right = _where(end & forward, leaf, w.right)
+        left = _where(end & ~forward, leaf, w.left)
+        rho = torch.where(end.view(bcast), w.rho + sums.rho, w.rho)
+        depth = w.depth + end.long()
+        turned = _turning(velocity(left.p, inv_mass), velocity(right.p, inv_mass), left.p,
+                          right.p, rho)
+        return (_Walk(
+            left, right, _where(take, sums.proposal, w.proposal),
+            torch.where(valid, torch.logaddexp(w.log_w, sums.log_w), w.log_w), rho,
+            torch.where(end, valid & ~turned & (depth < depth_max), w.building),
+            w.divergent | (end & (w.sub_diverged & ~start | diverged)), depth,
+            w.n_grads + torch.where(end, sums.count.long(), 0),
+            w.accept_sum + torch.where(end, sums.accept_sum, 0.0), leaf, sums, active,
+            (w.sub_diverged & ~start) | diverged, forward,
+            torch.where(end | ~w.building, 0, w.leaf + 1), u, p_ckpt, rho_ckpt),)
+
+    def point() -> _Point:
+        return _Point(x.clone(), p.clone(), energy0.clone(), grad0.clone())
+
+    false = torch.zeros(c, dtype=torch.bool, device=dev)
+    zeros = torch.zeros(c, dtype=torch.long, device=dev)
+    ckpt = x.new_zeros((depth_max, *x.shape))
+    w0 = _Walk(point(), point(), point(), torch.zeros_like(h0), p.clone(), ~false, false.clone(),
+               zeros, zeros.clone(), torch.zeros_like(h0), point(), fresh(point()),
+               false.clone(), false.clone(), false.clone(), zeros.clone(),
+               subtree_uniform(noise[:, 0], noise[:, 0]), ckpt, ckpt.clone())
+    groups, layout = group(w0)
+
+    def grouped_body(*groups: Tensor) -> tuple[Tensor, ...]:
+        return group(body(ungroup(groups, layout))[0])[0]
+
+    groups = torch.while_loop(lambda *g: ungroup(g, layout).building.any(), grouped_body,
+                              groups)
+    w = ungroup(groups, layout)
+    prop = w.proposal
+    moved = (prop.x != x).flatten(1).any(1)
+    mean_accept = w.accept_sum / w.n_grads.clamp(min=1)
+    return prop, NUTSInfo(torch.log(mean_accept), moved, w.divergent, w.n_grads, w.depth)
