@@ -202,3 +202,24 @@ def test_one_uniform_a_subtree_draws_each_leaf_with_its_weight():
     p = torch.exp(-deltas) / torch.exp(-deltas).sum()
     assert freq[3] == 0
     assert ((freq - p).abs() <= 5 * (p * (1 - p) / c).sqrt()).all(), (freq, p)
+
+
+def test_an_energy_that_does_not_compile_in_the_loop_compiles_leaf_by_leaf():
+    # torch 2.13 cannot trace a view of a captured tensor under torch.func.grad inside
+    # torch.while_loop: the step warns once, compiles each leaf instead, and gives the
+    # eager draws
+    from torchlangevin.kernels.nuts import CompileWarning
+
+    design = torch.randn(20, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    y = design @ torch.tensor([1.0, -0.5, 0.2], dtype=torch.float64)
+
+    def energy(w):
+        return 0.5 * ((w @ design.T - y) ** 2).sum(-1) + 0.5 * (w * w).sum(-1)
+
+    x0 = torch.zeros(6, 3, dtype=torch.float64)
+    eager = tl.sample(tl.NUTS(energy, 0.1, max_tree_depth=4), x0, 8, seed=3)
+    kernel = tl.NUTS(energy, 0.1, max_tree_depth=4, compile=True)
+    with pytest.warns(CompileWarning, match="compiling each leaf instead"):
+        compiled = tl.sample(kernel, x0, 8, seed=3)
+    assert torch.equal(compiled.stats["n_grads"], eager.stats["n_grads"])
+    torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-10, atol=1e-10)

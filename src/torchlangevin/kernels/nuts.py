@@ -25,7 +25,9 @@ the trajectory's points, what dual averaging tunes towards 0.8.
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -49,6 +51,10 @@ from .base import (
     uniforms,
     value_at,
 )
+
+
+class CompileWarning(UserWarning):
+    """``NUTS(compile=True)`` compiles each leaf instead of the whole step."""
 
 
 class NUTSParams(NamedTuple):
@@ -254,7 +260,9 @@ class NUTS(Kernel):
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
         self.compile = boolean("compile", compile)
-        self._walks: dict[tuple[int, float, float | None], Callable[..., Any]] = {}
+        # compiled functions, shared by the copies ``replace`` makes: the steps per
+        # (depth, threshold, scalar mass), the leaf, and whether the step compiles
+        self._compiled: dict[str, Any] = {"walks": {}, "leaf": None, "whole": True}
 
     def walk_fn(self, max_tree_depth: int, max_energy_error: float, inv_mass: Mass
                 ) -> Callable[..., tuple[_Point, NUTSInfo]]:
@@ -263,7 +271,8 @@ class NUTS(Kernel):
         eps, inv_t, inv_mass)``, a float ``inv_mass`` a constant of the graph."""
         scalar = None if isinstance(inv_mass, (Tensor, tuple)) else float(inv_mass)
         key = (max_tree_depth, max_energy_error, scalar)
-        if key not in self._walks:
+        walks = self._compiled["walks"]
+        if key not in walks:
             energy, support = traceable(self.energy), self.support
 
             def fn(x: Tensor, e: Tensor, g: Tensor, noise: Tensor, eps: Tensor,
@@ -274,9 +283,47 @@ class NUTS(Kernel):
 
             # one graph per chain count; C++ glue: the loop's Python glue cost more than
             # the leaf's arithmetic on small models
-            self._walks[key] = compile_per_call(fn, "nuts_step", dynamic=False,
-                                                options={"cpp_wrapper": True})
-        return self._walks[key]
+            walks[key] = compile_per_call(fn, "nuts_step", dynamic=False,
+                                          options={"cpp_wrapper": True})
+        return walks[key]
+
+    def leaf_fn(self) -> Callable[..., tuple[_Point, _Sums, Tensor, Tensor, Tensor]]:
+        """:func:`extend` on this kernel's energy and support, compiled where the whole
+        step does not compile."""
+        if not self.compile:
+            return functools.partial(extend, self.energy, self.support)
+        if self._compiled["leaf"] is None:
+            energy, support = traceable(self.energy), self.support
+
+            def fn(*args: Any) -> tuple[_Point, _Sums, Tensor, Tensor, Tensor]:
+                return extend(energy, support, *args)
+
+            self._compiled["leaf"] = compile_per_call(fn, "nuts_leaf")
+        return self._compiled["leaf"]
+
+    def _compiled_step(self, state: State, noise: Tensor, params: NUTSParams,
+                       scale: float | Tensor) -> tuple[State, NUTSInfo] | None:
+        """The step as one compiled graph (:func:`walk`), or ``None`` (and a warning, once
+        per kernel) where the energy does not compile inside the loop: then each leaf
+        is compiled instead."""
+        x = state.x
+        rows = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
+        eps = rows * value_at(params.step_size, state.step, x)
+        inv_mass = on_device(params.inv_mass, x)
+        try:
+            prop, info = self.walk_fn(params.max_tree_depth, params.max_energy_error,
+                                      inv_mass)(
+                x, state.energy, state.grad, noise, eps, rows / (scale * scale),
+                inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
+        except Exception as err:  # torch's tracer: a graph break, an unsupported op
+            self._compiled["whole"] = False
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            warnings.warn(f"NUTS(compile=True): the energy does not compile inside the "
+                          f"step's loop ({type(err).__name__}: {reason[:200]}); compiling "
+                          f"each leaf instead, with the tree in Python (slower a leaf on "
+                          f"small models)", CompileWarning, stacklevel=4)
+            return None
+        return State(prop.x, prop.energy, prop.grad, state.step + 1), info
 
     def noise_size(self, state: State) -> int:
         # the momentum; per depth a direction, a uniform for the merge and two for the
@@ -291,14 +338,10 @@ class NUTS(Kernel):
             raise ValueError(f"noise has {noise.shape[1]} columns; NUTS with max_tree_depth="
                              f"{depth_max} needs {n + 4 * depth_max}")
         scale = value_at(params.noise_scale, state.step, x)
-        if self.compile:  # the whole step one compiled graph (walk)
-            rows = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
-            eps = rows * value_at(params.step_size, state.step, x)
-            inv_mass = on_device(params.inv_mass, x)
-            prop, info = self.walk_fn(depth_max, params.max_energy_error, inv_mass)(
-                x, state.energy, state.grad, noise, eps, rows / (scale * scale),
-                inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
-            return State(prop.x, prop.energy, prop.grad, state.step + 1), info
+        if self.compile and self._compiled["whole"]:
+            done = self._compiled_step(state, noise, params, scale)
+            if done is not None:
+                return done
         run = _Trajectory(self, state, noise, params, value_at(params.step_size, state.step, x),
                           1.0 / (scale * scale))
         for d in range(depth_max):
@@ -316,6 +359,7 @@ class _Trajectory:
                  eps: float | Tensor, inv_t: float | Tensor) -> None:
         x = state.x
         self.kernel, self.noise, self.params = kernel, noise, params
+        self.extend = kernel.leaf_fn()
         self.n = x[0].numel()
         self.inv_mass = on_device(params.inv_mass, x)
         self.eps, self.inv_t = per_chain(eps, x), per_chain(inv_t, x)
@@ -350,9 +394,10 @@ class _Trajectory:
         sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
         sub.u = subtree_uniform(noise[:, n + 2 * depth_max + d], noise[:, n + 3 * depth_max + d])
         c, n_active = self.h0.shape[0], int(self.building.sum())
+        least = 2 if self.kernel.compile else 1  # compiled, one chain would be a new graph
         for j in range(2**d):
             # when at most half of the chains are building, only theirs are computed
-            idx = sub.active.nonzero().squeeze(1) if n_active <= c // 2 else None
+            idx = sub.active.nonzero().squeeze(1) if least <= n_active <= c // 2 else None
             sub.add(j, idx, signed_eps, half)
             n_active = int(sub.active.sum())  # one host sync a leaf: stop, or compact next
             if not n_active:
@@ -403,10 +448,10 @@ class _Subtree:
         (:func:`extend`), then the U-turns of the subtrees it completes against the
         checkpointed momenta."""
         traj, active = self.traj, self.active
-        leaf, self.sums, stop, diverged, self.u = extend(
-            traj.kernel.energy, traj.kernel.support, self.sums, self.edge, idx, signed_eps,
-            half, traj.inv_mass, active, traj.first if j == 0 else traj.later, self.u,
-            traj.h0, traj.inv_t_c, traj.params.max_energy_error)
+        leaf, self.sums, stop, diverged, self.u = traj.extend(
+            self.sums, self.edge, idx, signed_eps, half, traj.inv_mass, active,
+            traj.first if j == 0 else traj.later, self.u, traj.h0, traj.inv_t_c,
+            traj.params.max_energy_error)
         self.diverged = self.diverged | diverged
         self.edge = leaf
         lo, hi = checkpoints(j)
