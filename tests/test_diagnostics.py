@@ -67,3 +67,11 @@ def test_binned_tv():
     assert D.binned_tv(torch.rand(100_000, generator=torch.Generator().manual_seed(0)), cdf,
                        0, 1) < 0.03
     assert D.binned_tv(torch.full((100,), 0.05), cdf, 0, 1, bins=10) == pytest.approx(0.9)
+
+
+def test_too_short_split_chains_give_nan_ess():
+    # 5 draws split into halves of 2: no autocorrelation pair to sum. NaN (not an index
+    # error, not ArviZ's m n log10(m n)); sample_posterior's diagnosis counts it as too low
+    x = torch.randn(4, 5, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert D.ess_bulk(x).isnan().all() and D.ess_tail(x).isnan().all()
+    assert D.ess(x).isfinite().all()

@@ -232,6 +232,15 @@ def test_per_chain_step_sizes_reach_the_kernel_and_the_diagnosis():
     assert "per-chain step sizes" in result.diagnosis.sampler
 
 
+def test_a_run_too_short_for_split_ess_is_untrusted_not_an_error():
+    # 5 draws a chain: the split chains are too short for an ESS (NaN); the run is
+    # diagnosed untrusted on ESS, not stopped by an index error
+    with pytest.warns(tl.model.UntrustedRunWarning, match="bulk ESS nan"):
+        result = tl.sample_posterior(_eight_schools(), n_chains=2, n_warmup=10, n_draws=5,
+                                     seed=0, max_tree_depth=3)
+    assert not result.diagnosis.ok
+
+
 def test_unknown_constraint_is_named():
     with pytest.raises(ValueError, match=r"params\['k'\].*IntegerInterval"):
         Model(lambda p: p.k, {"k": Param((), constraints.integer_interval(0, 3))})

@@ -57,9 +57,12 @@ def _ess(x: Tensor) -> Tensor:
 
     ``rho_t = 1 - (W - mean_chains acov_t) / var_plus``; pairs ``P_k = rho_2k + rho_2k+1``
     summed while positive, made monotone; ``tau = -1 + 2 sum P_k + rho_even_tail``;
-    ``ess = m n / max(tau, 1/log10(m n))``.
+    ``ess = m n / max(tau, 1/log10(m n))``. Under 4 draws a chain (a split chain of a
+    short run) there is no pair to sum: NaN, where ArviZ's floor gives ``m n log10(m n)``.
     """
-    m, n, _ = x.shape
+    m, n, k = x.shape
+    if n < 4:
+        return torch.full((k,), math.nan, dtype=torch.float64, device=x.device)
     acov = _autocov(x)
     chain_var = acov[:, 0] * n / (n - 1)
     mean_var = chain_var.mean(0)
