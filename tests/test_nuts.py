@@ -223,3 +223,19 @@ def test_an_energy_that_does_not_compile_in_the_loop_compiles_leaf_by_leaf():
         compiled = tl.sample(kernel, x0, 8, seed=3)
     assert torch.equal(compiled.stats["n_grads"], eager.stats["n_grads"])
     torch.testing.assert_close(compiled.samples, eager.samples, rtol=1e-10, atol=1e-10)
+
+
+def test_kernels_on_one_energy_share_their_compiled_steps():
+    # a function (or an energy that opts in, as a Model's does) keeps the compiled steps:
+    # a second kernel on it, e.g. the next sample_posterior call, does not compile again;
+    # other energies (a module would copy compiled code into its copies) keep them apart
+    def energy(x):
+        return 0.5 * (x * x).sum(1)
+
+    box = tl.Box(-2.0, 2.0)
+    a, b = tl.NUTS(energy, 0.1, compile=True), tl.NUTS(energy, 0.2, compile=True)
+    assert a._compiled is b._compiled
+    assert tl.NUTS(energy, 0.1, support=box)._compiled is not a._compiled
+    assert tl.NUTS(StdNormal(), 0.1)._compiled is not tl.NUTS(StdNormal(), 0.1)._compiled
+    model = tl.model.Model(lambda p: -0.5 * (p.z * p.z).sum(-1), {"z": tl.model.Param((2,))})
+    assert tl.NUTS(model.energy, 0.1)._compiled is tl.NUTS(model.energy, 0.3)._compiled

@@ -415,6 +415,9 @@ class ModelEnergy:
     """``E(u) = -(log_joint(T(u)) + sum_k log |det J_{T_k}(u_k)|)``, ``(C, dim) -> (C,)``;
     the gradient is autograd's (one call for all chains)."""
 
+    #: NUTS keeps its compiled steps on this energy: a model compiles once per process
+    shares_compiled = True
+
     def __init__(self, model: Model) -> None:
         self.model = model
 

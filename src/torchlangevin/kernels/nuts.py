@@ -26,6 +26,7 @@ the trajectory's points, what dual averaging tunes towards 0.8.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
 from collections.abc import Callable
@@ -213,6 +214,26 @@ def checkpoints(leaf: int) -> tuple[int, int]:
     return hi - trailing + 1, hi
 
 
+def _compiled_cache(energy: Any, support: Any) -> dict[str, Any]:
+    """The compiled functions of NUTS kernels on ``energy`` and ``support``: the steps per
+    (depth, threshold, scalar mass), the leaf, and whether the step compiles. Kept on the
+    energy where it takes attributes (a function, a ``Model``'s energy), so a new kernel
+    on it (each ``sample_posterior`` call makes one) does not compile again, and freed
+    with it; otherwise on the kernel (shared by the copies ``replace`` makes). Only plain
+    functions and energies that say so (``shares_compiled = True``) take it: a module
+    would carry compiled code into its copies."""
+    cache = {"walks": {}, "leaf": None, "whole": True, "support": support}
+    if not (inspect.isfunction(energy) or getattr(energy, "shares_compiled", False)):
+        return cache
+    store = energy.__dict__
+    caches = store.setdefault("_torchlangevin_nuts_compiled", [])
+    for known in caches:
+        if known["support"] is support:
+            return known
+    caches.append(cache)
+    return cache
+
+
 def _depth(name: str, value: Any) -> int:
     depth = integer(name, value, 1)
     if depth > 16:  # 65,535 leapfrog steps a step, and as many noise columns
@@ -260,17 +281,17 @@ class NUTS(Kernel):
         super().__init__(energy, step_size, noise_scale, support, inv_mass,
                          max_tree_depth=max_tree_depth, max_energy_error=max_energy_error)
         self.compile = boolean("compile", compile)
-        # compiled functions, shared by the copies ``replace`` makes: the steps per
-        # (depth, threshold, scalar mass), the leaf, and whether the step compiles
-        self._compiled: dict[str, Any] = {"walks": {}, "leaf": None, "whole": True}
+        self._compiled = _compiled_cache(self.energy, self.support)
 
-    def walk_fn(self, max_tree_depth: int, max_energy_error: float, inv_mass: Mass
-                ) -> Callable[..., tuple[_Point, NUTSInfo]]:
-        """:func:`walk` on this kernel's energy and support, compiled once per kernel, tree
-        depth and mass type (copies made by ``replace`` share it): ``fn(x, e, g, noise,
-        eps, inv_t, inv_mass)``, a float ``inv_mass`` a constant of the graph."""
+    def walk_fn(self, max_tree_depth: int, max_energy_error: float, inv_mass: Mass,
+                x: Tensor) -> Callable[..., tuple[_Point, NUTSInfo]]:
+        """:func:`walk` on this kernel's energy and support, compiled once per tree depth,
+        mass type and state shape, dtype and device (each its own code object: dynamo's
+        recompile limit would otherwise be reached by a model sampled at many chain
+        counts): ``fn(x, e, g, noise, eps, inv_t, inv_mass)``, a float ``inv_mass`` a
+        constant of the graph."""
         scalar = None if isinstance(inv_mass, (Tensor, tuple)) else float(inv_mass)
-        key = (max_tree_depth, max_energy_error, scalar)
+        key = (max_tree_depth, max_energy_error, scalar, tuple(x.shape), x.dtype, x.device)
         walks = self._compiled["walks"]
         if key not in walks:
             energy, support = traceable(self.energy), self.support
@@ -312,7 +333,7 @@ class NUTS(Kernel):
         inv_mass = on_device(params.inv_mass, x)
         try:
             prop, info = self.walk_fn(params.max_tree_depth, params.max_energy_error,
-                                      inv_mass)(
+                                      inv_mass, x)(
                 x, state.energy, state.grad, noise, eps, rows / (scale * scale),
                 inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
         except Exception as err:  # torch's tracer: a graph break, an unsupported op
