@@ -686,7 +686,8 @@ def sample_posterior(model: Model, n_chains: int = 4, n_warmup: int = 1000,
             eight schools in ``benchmarks/README.md``).
         compile: each NUTS step one ``torch.compile``d graph (:class:`~torchlangevin.NUTS`):
             pays on long runs of small models, where Python's overhead is most of a leaf's
-            time; costs 20-60 s of compiling first (per mass type).
+            time; costs 20-60 s of compiling first (per mass type, once per model in a
+            process).
     """
     if mass not in ("auto", "dense", "diag", "low_rank"):
         raise ValueError(f"mass must be 'auto', 'dense', 'diag' or 'low_rank'; got {mass!r}")

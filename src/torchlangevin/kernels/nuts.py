@@ -216,13 +216,14 @@ def checkpoints(leaf: int) -> tuple[int, int]:
 
 def _compiled_cache(energy: Any, support: Any) -> dict[str, Any]:
     """The compiled functions of NUTS kernels on ``energy`` and ``support``: the steps per
-    (depth, threshold, scalar mass), the leaf, and whether the step compiles. Kept on the
+    (depth, threshold, scalar mass, state shape), those that have run, the leaf, and
+    whether the step compiles. Kept on the
     energy where it takes attributes (a function, a ``Model``'s energy), so a new kernel
     on it (each ``sample_posterior`` call makes one) does not compile again, and freed
     with it; otherwise on the kernel (shared by the copies ``replace`` makes). Only plain
     functions and energies that say so (``shares_compiled = True``) take it: a module
     would carry compiled code into its copies."""
-    cache = {"walks": {}, "leaf": None, "whole": True, "support": support}
+    cache = {"walks": {}, "proven": set(), "leaf": None, "whole": True, "support": support}
     if not (inspect.isfunction(energy) or getattr(energy, "shares_compiled", False)):
         return cache
     store = energy.__dict__
@@ -325,18 +326,21 @@ class NUTS(Kernel):
     def _compiled_step(self, state: State, noise: Tensor, params: NUTSParams,
                        scale: float | Tensor) -> tuple[State, NUTSInfo] | None:
         """The step as one compiled graph (:func:`walk`), or ``None`` (and a warning, once
-        per kernel) where the energy does not compile inside the loop: then each leaf
-        is compiled instead."""
+        per energy) where the energy does not compile inside the loop: then each leaf is
+        compiled instead. Only a graph's first call (its compiling) may fall back: an error
+        in a graph that has run is raised as it is."""
         x = state.x
         rows = torch.ones(x.shape[0], dtype=x.dtype, device=x.device)
         eps = rows * value_at(params.step_size, state.step, x)
         inv_mass = on_device(params.inv_mass, x)
+        fn = self.walk_fn(params.max_tree_depth, params.max_energy_error, inv_mass, x)
+        proven = self._compiled["proven"]
         try:
-            prop, info = self.walk_fn(params.max_tree_depth, params.max_energy_error,
-                                      inv_mass, x)(
-                x, state.energy, state.grad, noise, eps, rows / (scale * scale),
-                inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
+            prop, info = fn(x, state.energy, state.grad, noise, eps, rows / (scale * scale),
+                            inv_mass if isinstance(inv_mass, (Tensor, tuple)) else None)
         except Exception as err:  # torch's tracer: a graph break, an unsupported op
+            if fn in proven:
+                raise
             self._compiled["whole"] = False
             reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
             warnings.warn(f"NUTS(compile=True): the energy does not compile inside the "
@@ -344,6 +348,7 @@ class NUTS(Kernel):
                           f"each leaf instead, with the tree in Python (slower a leaf on "
                           f"small models)", CompileWarning, stacklevel=4)
             return None
+        proven.add(fn)
         return State(prop.x, prop.energy, prop.grad, state.step + 1), info
 
     def noise_size(self, state: State) -> int:
@@ -412,8 +417,9 @@ class _Trajectory:
         sign = per_chain(torch.where(forward, 1.0, -1.0).to(self.h0.dtype), self.left.x)
         signed_eps = sign * self.eps
         half = 0.5 * signed_eps * self.inv_t
-        sub = _Subtree(self, _where(forward, self.right, self.left), self.building)
-        sub.u = subtree_uniform(noise[:, n + 2 * depth_max + d], noise[:, n + 3 * depth_max + d])
+        sub = _Subtree(self, _where(forward, self.right, self.left), self.building,
+                       subtree_uniform(noise[:, n + 2 * depth_max + d],
+                                       noise[:, n + 3 * depth_max + d]))
         c, n_active = self.h0.shape[0], int(self.building.sum())
         least = 2 if self.kernel.compile else 1  # compiled, one chain would be a new graph
         for j in range(2**d):
@@ -453,16 +459,15 @@ class _Trajectory:
 
 
 class _Subtree:
-    """A subtree being built leaf by leaf: its far end, its sums, whether it diverged, and
-    which chains are still building it (not turned, not diverged)."""
+    """A subtree being built leaf by leaf: its far end, its sums, whether it diverged,
+    which chains are still building it (not turned, not diverged) and its uniform."""
 
-    def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor) -> None:
-        self.traj, self.edge, self.active = traj, edge, active
+    def __init__(self, traj: _Trajectory, edge: _Point, active: Tensor, u: Tensor) -> None:
+        self.traj, self.edge, self.active, self.u = traj, edge, active, u
         h0 = traj.h0
         self.sums = _Sums(traj.proposal, torch.full_like(h0, -math.inf), torch.zeros_like(edge.p),
                           torch.zeros_like(h0), torch.zeros_like(h0))
         self.diverged = torch.zeros_like(active)
-        self.u = h0  # the subtree's uniform (set by the caller)
 
     def add(self, j: int, idx: Tensor | None, signed_eps: Tensor, half: Tensor) -> None:
         """Add leaf ``j`` (computed for the chains ``idx``, or all): its sums
